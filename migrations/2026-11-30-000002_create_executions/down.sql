@@ -1,0 +1,2 @@
+DROP TABLE execution_pairs;
+DROP TABLE executions;

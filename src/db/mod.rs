@@ -1,0 +1,195 @@
+//! PostgreSQL: the connection pools, the embedded migrations, and the one way
+//! the async code runs diesel — on the blocking pool, never on the executor.
+//!
+//! [`Db::run`] waits for one of `DB_POOL_SIZE` permits, then runs its closure
+//! in `spawn_blocking`, checking the connection out inside the closure; so at
+//! most pool-size closures run, no connection is held across an `.await`, and
+//! a checkout that times out becomes 503 code 1011 (the pattern of
+//! vaultwarden's `src/db/mod.rs`).
+
+pub mod models;
+pub mod schema;
+
+use crate::error::ApiError;
+use anyhow::Context;
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::{Connection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// The migrations of `migrations/`, compiled into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// An r2d2 pool of diesel PostgreSQL connections.
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+
+/// A failure of the database itself (not of a query's input): unreachable,
+/// pool exhausted, connection lost. Answered as 503 code 1011.
+#[derive(Debug, thiserror::Error)]
+#[error("database unavailable: {0}")]
+pub struct DbUnavailable(pub String);
+
+impl From<DbUnavailable> for ApiError {
+    fn from(e: DbUnavailable) -> Self {
+        log::warn!("{e}");
+        ApiError::Unavailable("database")
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        if is_connection_loss(&e) {
+            DbUnavailable(e.to_string()).into()
+        } else {
+            ApiError::Unexpected(anyhow::Error::new(e).context("database query failed"))
+        }
+    }
+}
+
+/// True when a diesel error means the connection, not the statement, failed.
+pub fn is_connection_loss(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    matches!(
+        e,
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            | Error::BrokenTransactionManager
+    )
+}
+
+/// The request path's handle on PostgreSQL: a pool and a semaphore of the
+/// same size in front of the blocking pool.
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+    permits: Arc<Semaphore>,
+    checkout_timeout: Duration,
+}
+
+impl Db {
+    /// Wraps `pool`; `checkout_timeout` bounds the wait for a permit and for a connection.
+    pub fn new(pool: PgPool, checkout_timeout: Duration) -> Self {
+        let size = pool.max_size() as usize;
+        Db {
+            pool,
+            permits: Arc::new(Semaphore::new(size)),
+            checkout_timeout,
+        }
+    }
+
+    /// The underlying pool (for health checks and metrics).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs `work` with a pooled connection on the blocking pool.
+    ///
+    /// Errors: [`DbUnavailable`] (converted into `E`) when no permit or
+    /// connection comes within the checkout timeout; whatever `work` returns.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbUnavailable> + From<anyhow::Error> + Send + 'static,
+    {
+        let permit =
+            tokio::time::timeout(self.checkout_timeout, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| DbUnavailable("all connections busy".to_owned()))?
+                .map_err(|_| DbUnavailable("pool closed".to_owned()))?;
+        let pool = self.pool.clone();
+        let timeout = self.checkout_timeout;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut conn = pool
+                .get_timeout(timeout)
+                .map_err(|e| DbUnavailable(e.to_string()))?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| E::from(anyhow::Error::new(e).context("database task panicked")))?
+    }
+}
+
+/// Builds a pool of at most `size` connections without connecting yet;
+/// connections are opened on first use and re-opened after the database
+/// comes back.
+pub fn build_pool(database_url: &str, size: u32, checkout_timeout: Duration) -> PgPool {
+    Pool::builder()
+        .max_size(size)
+        .min_idle(Some(0))
+        .connection_timeout(checkout_timeout)
+        .build_unchecked(ConnectionManager::new(database_url))
+}
+
+/// Creates the database of `database_url` if it does not exist, then applies
+/// pending migrations. Errors say which server could not be reached.
+pub fn migrate(database_url: &str) -> anyhow::Result<()> {
+    create_database_if_missing(database_url)?;
+    let mut conn = connect(database_url)?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("applying migrations failed")?;
+    for migration in applied {
+        log::info!("applied migration {migration}");
+    }
+    Ok(())
+}
+
+/// Opens one connection, with an error that says what to fix.
+pub fn connect(database_url: &str) -> anyhow::Result<PgConnection> {
+    PgConnection::establish(database_url).with_context(|| {
+        format!(
+            "cannot connect to PostgreSQL at {}: start it or set DATABASE_URL",
+            redact(database_url)
+        )
+    })
+}
+
+fn create_database_if_missing(database_url: &str) -> anyhow::Result<()> {
+    let mut url = url::Url::parse(database_url).context("DATABASE_URL is not a URL")?;
+    let name = url.path().trim_start_matches('/').to_owned();
+    if name.is_empty() {
+        anyhow::bail!("DATABASE_URL names no database");
+    }
+    url.set_path("/postgres");
+    let mut admin = connect(url.as_str())?;
+    #[derive(diesel::QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        exists: bool,
+    }
+    let found: Exists =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+            .bind::<diesel::sql_types::Text, _>(&name)
+            .get_result::<Exists>(&mut admin)
+            .context("cannot look up databases")?;
+    if !found.exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match admin.batch_execute(&format!("CREATE DATABASE {quoted}")) {
+            Ok(()) => log::info!("created database {name}"),
+            // another process created it in the meantime
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) => {}
+            Err(e) => return Err(e).context(format!("cannot create database {name}")),
+        }
+    }
+    Ok(())
+}
+
+/// `database_url` without its password, for messages.
+pub fn redact(database_url: &str) -> String {
+    match url::Url::parse(database_url) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => database_url.to_owned(),
+    }
+}

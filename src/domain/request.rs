@@ -1,0 +1,362 @@
+//! Parsing and validating the body of `POST /queue/rerun`.
+//!
+//! Every rule, code and message comes from section 1 of `../shared/CONTRACT.md`;
+//! the texts of code 1006 are the original API page's. Checks run in the
+//! contract's order: malformed input (1001), then missing fields (1006), then
+//! framework type (1003), duplicates (1007) and the pair limit (1008). Checks
+//! that need the database (1000, 1002, 1004, 1005, and 1007/1008 after
+//! expansion) belong to the rerun service.
+
+use crate::error::ApiError;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fmt;
+
+/// A positive id of the API (`planId`, `userId`, `scenarioId`, `environmentId`):
+/// a JSON integer from 1 to 2^63 − 1. Floats, strings and anything ≤ 0 are 1001.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Id(i64);
+
+impl Id {
+    /// The id as stored in PostgreSQL (`BIGINT`).
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl Visitor<'_> for IdVisitor {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an integer id from 1 to 9223372036854775807")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Id, E> {
+                match i64::try_from(v) {
+                    Ok(id) if id >= 1 => Ok(Id(id)),
+                    _ => Err(E::invalid_value(de::Unexpected::Unsigned(v), &self)),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Id, E> {
+                if v >= 1 {
+                    Ok(Id(v))
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Signed(v), &self))
+                }
+            }
+        }
+        deserializer.deserialize_any(IdVisitor)
+    }
+}
+
+/// The body as sent; every field optional so that a missing field is told
+/// apart (1006) from a malformed one (1001). Unknown fields and duplicate keys
+/// are refused by serde.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRerunRequest {
+    plan_id: Option<Id>,
+    user_id: Option<Id>,
+    framework_type: Option<String>,
+    scenario_environment_pairs: Option<Vec<RawPair>>,
+    scenario_id: Option<Id>,
+    environment_id: Option<Id>,
+    dry_run: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPair {
+    scenario_id: Option<Id>,
+    environment_id: Option<Id>,
+}
+
+/// One requested pair; `environment_id: None` means "every environment the
+/// scenario ran on in the source run".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestedPair {
+    pub scenario_id: i64,
+    pub environment_id: Option<i64>,
+}
+
+/// A rerun request that passed every check not needing the database.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RerunRequest {
+    pub plan_id: i64,
+    pub user_id: i64,
+    /// Normalised: trimmed and upper-case, one of the configured types.
+    pub framework_type: String,
+    /// In request order, at least one, none twice, at most `MAX_PAIRS`.
+    pub pairs: Vec<RequestedPair>,
+    pub dry_run: bool,
+}
+
+/// Parses and checks a request body against the contract.
+///
+/// `framework_types` are the configured (upper-case) types; `max_pairs` is
+/// `MAX_PAIRS`. Errors: 1001 for bad JSON or types, 1006 for a missing field,
+/// 1003, 1007, 1008 — in that order.
+pub fn parse_rerun_request(
+    body: &[u8],
+    framework_types: &[String],
+    max_pairs: usize,
+) -> Result<RerunRequest, ApiError> {
+    let raw = parse_raw(body)?;
+    let plan_id = raw
+        .plan_id
+        .ok_or(ApiError::Mandatory("planId is mandatory"))?;
+    let user_id = raw
+        .user_id
+        .ok_or(ApiError::Mandatory("userId is mandatory"))?;
+    let framework_type = raw
+        .framework_type
+        .as_deref()
+        .map(|t| t.trim().to_ascii_uppercase())
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError::Mandatory("frameworkType is mandatory"))?;
+    let pairs = requested_pairs(&raw)?;
+    if !framework_types.contains(&framework_type) {
+        return Err(ApiError::UnsupportedFrameworkType(framework_type));
+    }
+    check_explicit_duplicates(&pairs)?;
+    if pairs.len() > max_pairs {
+        return Err(ApiError::TooManyPairs {
+            count: pairs.len(),
+            max: max_pairs,
+        });
+    }
+    Ok(RerunRequest {
+        plan_id: plan_id.get(),
+        user_id: user_id.get(),
+        framework_type,
+        pairs,
+        dry_run: raw.dry_run.unwrap_or(false),
+    })
+}
+
+/// JSON syntax and shape first (object at the top, objects in the list), then
+/// types, unknown fields and duplicate keys, each error naming its field.
+fn parse_raw(body: &[u8]) -> Result<RawRerunRequest, ApiError> {
+    let invalid = |what: String| ApiError::InvalidRequest(what);
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| invalid(format!("malformed JSON: {e}")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| invalid("the body must be a JSON object".to_owned()))?;
+    if let Some(serde_json::Value::Array(items)) = object.get("scenarioEnvironmentPairs") {
+        if let Some(index) = items.iter().position(|item| !item.is_object()) {
+            return Err(invalid(format!(
+                "scenarioEnvironmentPairs[{index}]: must be an object {{scenarioId, environmentId?}}"
+            )));
+        }
+    }
+    let deserializer = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() {
+            invalid(e.inner().to_string())
+        } else {
+            invalid(format!("{path}: {}", e.inner()))
+        }
+    })
+}
+
+fn requested_pairs(raw: &RawRerunRequest) -> Result<Vec<RequestedPair>, ApiError> {
+    let at_least_one = ApiError::Mandatory("At least one scenarioEnvironmentPair is required");
+    match &raw.scenario_environment_pairs {
+        Some(list) => {
+            if raw.scenario_id.is_some() || raw.environment_id.is_some() {
+                return Err(ApiError::InvalidRequest(
+                    "top-level scenarioId/environmentId cannot be combined with scenarioEnvironmentPairs".to_owned(),
+                ));
+            }
+            if list.is_empty() {
+                return Err(at_least_one);
+            }
+            list.iter()
+                .map(|pair| {
+                    Ok(RequestedPair {
+                        scenario_id: pair
+                            .scenario_id
+                            .ok_or(ApiError::Mandatory("scenarioId is mandatory"))?
+                            .get(),
+                        environment_id: pair.environment_id.map(Id::get),
+                    })
+                })
+                .collect()
+        }
+        None => match raw.scenario_id {
+            Some(scenario_id) => Ok(vec![RequestedPair {
+                scenario_id: scenario_id.get(),
+                environment_id: raw.environment_id.map(Id::get),
+            }]),
+            None => Err(at_least_one),
+        },
+    }
+}
+
+fn check_explicit_duplicates(pairs: &[RequestedPair]) -> Result<(), ApiError> {
+    let mut seen = HashSet::with_capacity(pairs.len());
+    for pair in pairs {
+        if let Some(environment_id) = pair.environment_id {
+            if !seen.insert((pair.scenario_id, environment_id)) {
+                return Err(ApiError::DuplicatePair {
+                    scenario_id: pair.scenario_id,
+                    environment_id,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn types() -> Vec<String> {
+        vec!["APPIUM".to_owned(), "JUNIT".to_owned()]
+    }
+
+    fn parse(body: &str) -> Result<RerunRequest, ApiError> {
+        parse_rerun_request(body.as_bytes(), &types(), 3)
+    }
+
+    fn err(body: &str) -> (u16, String) {
+        let e = parse(body).unwrap_err();
+        (e.code(), e.to_string())
+    }
+
+    #[test]
+    fn a_valid_request_is_normalised() {
+        let r = parse(r#"{"planId":614,"userId":13,"frameworkType":" appium ","scenarioEnvironmentPairs":[{"scenarioId":111,"environmentId":222},{"scenarioId":112}]}"#).unwrap();
+        assert_eq!(r.framework_type, "APPIUM");
+        assert_eq!(r.pairs.len(), 2);
+        assert_eq!(r.pairs[1].environment_id, None);
+        assert!(!r.dry_run);
+    }
+
+    #[test]
+    fn the_top_level_shorthand_makes_one_pair() {
+        let r = parse(r#"{"planId":1,"userId":2,"frameworkType":"JUNIT","scenarioId":5,"environmentId":6,"dryRun":true}"#).unwrap();
+        assert_eq!(
+            r.pairs,
+            vec![RequestedPair {
+                scenario_id: 5,
+                environment_id: Some(6)
+            }]
+        );
+        assert!(r.dry_run);
+    }
+
+    #[test]
+    fn malformed_input_is_1001_naming_the_problem() {
+        for (body, needle) in [
+            ("{", "malformed JSON"),
+            ("[1,2]", "JSON object"),
+            (r#"{"planId":"614"}"#, "planId"),
+            (r#"{"planId":0}"#, "planId"),
+            (r#"{"planId":-3}"#, "planId"),
+            (r#"{"planId":1.5}"#, "planId"),
+            (r#"{"planId":1.0}"#, "planId"),
+            (r#"{"planId":99999999999999999999999}"#, "planId"),
+            (r#"{"planId":1,"planId":2}"#, "duplicate field"),
+            (r#"{"planId":1,"rerunAll":true}"#, "rerunAll"),
+            (
+                r#"{"planId":1,"scenarioEnvironmentPairs":[{"scenarioId":1,"env":2}]}"#,
+                "env",
+            ),
+            (
+                r#"{"planId":1,"scenarioEnvironmentPairs":[[1,2]]}"#,
+                "scenarioEnvironmentPairs[0]",
+            ),
+            (r#"{"dryRun":"yes"}"#, "dryRun"),
+        ] {
+            let (code, message) = err(body);
+            assert_eq!(code, 1001, "{body}");
+            assert!(message.starts_with("Invalid request: "), "{message}");
+            assert!(message.contains(needle), "{body} → {message}");
+        }
+        assert_eq!(
+            parse_rerun_request(b"{\"planId\":\xff}", &types(), 3)
+                .unwrap_err()
+                .code(),
+            1001
+        );
+    }
+
+    #[test]
+    fn missing_fields_are_1006_in_contract_order() {
+        assert_eq!(err("{}"), (1006, "planId is mandatory".into()));
+        assert_eq!(
+            err(r#"{"planId":null,"userId":1}"#),
+            (1006, "planId is mandatory".into())
+        );
+        assert_eq!(err(r#"{"planId":1}"#), (1006, "userId is mandatory".into()));
+        assert_eq!(
+            err(r#"{"planId":1,"userId":1,"frameworkType":"  "}"#),
+            (1006, "frameworkType is mandatory".into())
+        );
+        let none = (
+            1006,
+            "At least one scenarioEnvironmentPair is required".into(),
+        );
+        assert_eq!(err(r#"{"planId":1,"userId":1,"frameworkType":"X"}"#), none);
+        assert_eq!(
+            err(r#"{"planId":1,"userId":1,"frameworkType":"X","scenarioEnvironmentPairs":[]}"#),
+            none
+        );
+        assert_eq!(
+            err(r#"{"planId":1,"userId":1,"frameworkType":"X","environmentId":3}"#),
+            none
+        );
+        assert_eq!(
+            err(
+                r#"{"planId":1,"userId":1,"frameworkType":"X","scenarioEnvironmentPairs":[{"environmentId":2}]}"#
+            ),
+            (1006, "scenarioId is mandatory".into())
+        );
+    }
+
+    #[test]
+    fn an_unknown_framework_type_is_1003_after_the_mandatory_checks() {
+        assert_eq!(
+            err(r#"{"planId":1,"userId":1,"frameworkType":"cypress","scenarioId":3}"#),
+            (1003, "frameworkType CYPRESS is not supported".into())
+        );
+    }
+
+    #[test]
+    fn duplicates_and_the_pair_limit() {
+        assert_eq!(
+            err(
+                r#"{"planId":1,"userId":1,"frameworkType":"APPIUM","scenarioEnvironmentPairs":[{"scenarioId":3,"environmentId":4},{"scenarioId":3,"environmentId":4}]}"#
+            ),
+            (
+                1007,
+                "Duplicate scenarioEnvironmentPair: scenario 3 on environment 4".into()
+            )
+        );
+        assert_eq!(
+            err(
+                r#"{"planId":1,"userId":1,"frameworkType":"APPIUM","scenarioEnvironmentPairs":[{"scenarioId":1},{"scenarioId":2},{"scenarioId":3},{"scenarioId":4}]}"#
+            ),
+            (
+                1008,
+                "Too many scenarioEnvironmentPairs: 4 (limit 3)".into()
+            )
+        );
+    }
+
+    #[test]
+    fn combining_the_shorthand_with_the_list_is_refused() {
+        assert_eq!(
+            err(r#"{"planId":1,"userId":1,"frameworkType":"APPIUM","scenarioId":9,"scenarioEnvironmentPairs":[{"scenarioId":3}]}"#).0,
+            1001
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! The error answers of the HTTP API and the `{data, result}` envelope.
+//!
+//! Codes, HTTP statuses and messages come from the error table of
+//! `../shared/CONTRACT.md`; the texts of 1000, 1002 and 1006 are the original
+//! API page's, byte for byte. This is the one place that maps failures to
+//! statuses: a database that cannot be reached becomes 503 code 1011, anything
+//! unexpected an opaque 500 code 1099 whose cause is only logged.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// The `result` part of every answer: `{"code": 0, "message": "success"}` on success.
+#[derive(Debug, Serialize, serde::Deserialize, Clone, PartialEq)]
+pub struct ApiResult {
+    pub code: u16,
+    pub message: String,
+}
+
+/// The body of every answer: `{"data": …, "result": {"code", "message"}}`.
+#[derive(Debug, Serialize)]
+pub struct Envelope<T: Serialize> {
+    pub data: Option<T>,
+    pub result: ApiResult,
+}
+
+impl<T: Serialize> Envelope<T> {
+    /// A success envelope (`code` 0, `message` "success") around `data`.
+    pub fn success(data: T) -> Self {
+        Envelope {
+            data: Some(data),
+            result: ApiResult {
+                code: 0,
+                message: "success".to_owned(),
+            },
+        }
+    }
+}
+
+/// Every failure the API answers with; see the contract's error table.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401, code 1009. `token_sent` is false when no bearer token came at all.
+    #[error("Full authentication is required to access this resource")]
+    Unauthorized { token_sent: bool },
+    /// 400, code 1001: malformed JSON, wrong type, id ≤ 0, unknown field.
+    #[error("Invalid request: {0}")]
+    InvalidRequest(String),
+    /// 413, code 1001.
+    #[error("Invalid request: body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    /// 415, code 1001.
+    #[error("Invalid request: content type must be application/json, got {0}")]
+    UnsupportedMediaType(String),
+    /// 408, code 1001: the body did not arrive within the read timeout.
+    #[error("Invalid request: body not received within {0} ms")]
+    BodyTimeout(u128),
+    /// 404, code 1001.
+    #[error("Invalid request: no resource at {0}")]
+    NotFound(String),
+    /// 405, code 1001.
+    #[error("Invalid request: method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    /// 400, code 1006: a mandatory field is missing; the text names it
+    /// (original API page).
+    #[error("{0}")]
+    Mandatory(&'static str),
+    /// 400, code 1003.
+    #[error("frameworkType {0} is not supported")]
+    UnsupportedFrameworkType(String),
+    /// 400, code 1007.
+    #[error(
+        "Duplicate scenarioEnvironmentPair: scenario {scenario_id} on environment {environment_id}"
+    )]
+    DuplicatePair {
+        scenario_id: i64,
+        environment_id: i64,
+    },
+    /// 400, code 1008.
+    #[error("Too many scenarioEnvironmentPairs: {count} (limit {max})")]
+    TooManyPairs { count: usize, max: usize },
+    /// 403, code 1010.
+    #[error("Access denied: {0}")]
+    AccessDenied(String),
+    /// 400, code 1000 (original API page).
+    #[error("Plan not found!")]
+    PlanNotFound,
+    /// 400, code 1002 (original API page): unknown or inactive user.
+    #[error("User not found!")]
+    UserNotFound,
+    /// 400, code 1004.
+    #[error("Plan {0} has no executed results to rerun")]
+    NoExecutedResults(i64),
+    /// 400, code 1005. `environment_id` is `None` for a pair without
+    /// `environmentId` whose scenario did not run at all; the text then says "any".
+    #[error("Scenario {scenario_id} on environment {} is not in the last executed results of plan {plan_id}",
+        environment_id.map_or_else(|| "any".to_owned(), |e| e.to_string()))]
+    PairNotInLastRun {
+        plan_id: i64,
+        scenario_id: i64,
+        environment_id: Option<i64>,
+    },
+    /// 422, code 1012.
+    #[error("Idempotency-Key reused with a different request")]
+    IdempotencyKeyReused,
+    /// 409, code 1013.
+    #[error("A request with this Idempotency-Key is still being processed")]
+    IdempotencyKeyInFlight,
+    /// 503, code 1011, with `Retry-After`; the text names the dependency.
+    #[error("Service unavailable: {0}")]
+    Unavailable(&'static str),
+    /// 500, code 1099; the cause is logged, never sent.
+    #[error("INTERNAL_SERVER_ERROR")]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// The application code of the contract's error table.
+    pub fn code(&self) -> u16 {
+        use ApiError::*;
+        match self {
+            Unauthorized { .. } => 1009,
+            InvalidRequest(_)
+            | BodyTooLarge(_)
+            | UnsupportedMediaType(_)
+            | BodyTimeout(_)
+            | NotFound(_)
+            | MethodNotAllowed(_) => 1001,
+            Mandatory(_) => 1006,
+            UnsupportedFrameworkType(_) => 1003,
+            DuplicatePair { .. } => 1007,
+            TooManyPairs { .. } => 1008,
+            AccessDenied(_) => 1010,
+            PlanNotFound => 1000,
+            UserNotFound => 1002,
+            NoExecutedResults(_) => 1004,
+            PairNotInLastRun { .. } => 1005,
+            IdempotencyKeyReused => 1012,
+            IdempotencyKeyInFlight => 1013,
+            Unavailable(_) => 1011,
+            Unexpected(_) => 1099,
+        }
+    }
+
+    /// The `{data: null, result}` envelope of this error.
+    pub fn envelope(&self) -> Envelope<()> {
+        Envelope {
+            data: None,
+            result: ApiResult {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        }
+    }
+}
+
+/// Seconds a client should wait before retrying after a 503.
+pub const RETRY_AFTER_SECS: u32 = 2;
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            NotFound(_) => StatusCode::NOT_FOUND,
+            MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AccessDenied(_) => StatusCode::FORBIDDEN,
+            IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            IdempotencyKeyInFlight => StatusCode::CONFLICT,
+            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Unexpected(cause) = self {
+            log::error!("internal error: {cause:#}");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Unauthorized { token_sent } => {
+                let challenge = if *token_sent {
+                    r#"Bearer error="invalid_token""#
+                } else {
+                    "Bearer"
+                };
+                response.insert_header((header::WWW_AUTHENTICATE, challenge));
+            }
+            ApiError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+            }
+            ApiError::MethodNotAllowed(_) => {
+                response.insert_header((header::ALLOW, "POST"));
+            }
+            _ => {}
+        }
+        response.json(self.envelope())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_api_texts_are_kept_byte_for_byte() {
+        assert_eq!(ApiError::PlanNotFound.to_string(), "Plan not found!");
+        assert_eq!(ApiError::UserNotFound.to_string(), "User not found!");
+        assert_eq!(
+            ApiError::Mandatory("frameworkType is mandatory").to_string(),
+            "frameworkType is mandatory"
+        );
+    }
+
+    #[test]
+    fn a_pair_without_environment_says_any() {
+        let err = ApiError::PairNotInLastRun {
+            plan_id: 614,
+            scenario_id: 999,
+            environment_id: None,
+        };
+        assert_eq!(
+            err.to_string(),
+            "Scenario 999 on environment any is not in the last executed results of plan 614"
+        );
+        assert_eq!(err.code(), 1005);
+    }
+
+    #[test]
+    fn internal_errors_never_show_their_cause() {
+        let err = ApiError::from(anyhow::anyhow!("relation \"plans\" does not exist"));
+        let body = serde_json::to_string(&err.envelope()).unwrap();
+        assert!(!body.contains("relation"), "{body}");
+        assert_eq!(err.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

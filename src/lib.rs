@@ -1,0 +1,19 @@
+//! plan-queue: reruns scenario–environment pairs of a test plan.
+//!
+//! `POST /queue/rerun` checks a request against PostgreSQL, records the rerun
+//! and one dispatch (outbox) row per pair in one transaction, and the relay
+//! publishes one persistent, confirmed AMQP message per pair to RabbitMQ with
+//! the framework type as routing key. The external contract is
+//! `../shared/CONTRACT.md`.
+
+pub mod amqp;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod relay;
+pub mod routes;
+pub mod seed;
+pub mod service;
+pub mod startup;

@@ -1,0 +1,100 @@
+//! The `plan-queue` command line (contract, section 4).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use plan_queue::config::Config;
+use plan_queue::startup::Application;
+use plan_queue::{auth, db, seed};
+use std::path::PathBuf;
+
+/// Reruns scenario–environment pairs of a test plan through RabbitMQ.
+#[derive(Parser)]
+#[command(name = "plan-queue", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending migrations, declare the AMQP topology, serve HTTP on BIND_ADDR.
+    Serve,
+    /// Create the database if missing and apply migrations.
+    Migrate,
+    /// Upsert a fixture file (running it twice changes nothing).
+    Seed {
+        /// The fixture, e.g. fixtures/demo.json.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Print a JWT signed with JWT_SECRET.
+    Token {
+        /// The user the token speaks for (its `sub`).
+        #[arg(long)]
+        user_id: i64,
+        /// An authority to grant; repeatable. Default: PLAN_RUN.
+        #[arg(long = "authority")]
+        authorities: Vec<String>,
+        /// Seconds the token is valid.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,tracing::span=warn")).init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli.command) {
+        eprintln!("plan-queue: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    match command {
+        Command::Serve => serve(config),
+        Command::Migrate => db::migrate(&config.database_url),
+        Command::Seed { file } => {
+            let fixture = seed::Fixture::from_file(&file)?;
+            db::migrate(&config.database_url)?;
+            let mut conn = db::connect(&config.database_url)?;
+            let report = fixture.upsert(&mut conn)?;
+            println!("seeded {}: {report}", file.display());
+            Ok(())
+        }
+        Command::Token {
+            user_id,
+            mut authorities,
+            ttl_secs,
+        } => {
+            if authorities.is_empty() {
+                authorities.push(auth::PLAN_RUN.to_owned());
+            }
+            let token = auth::issue_token(
+                config.require_jwt_secret()?,
+                user_id,
+                &authorities,
+                ttl_secs,
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    config.require_jwt_secret()?;
+    db::migrate(&config.database_url)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let application = Application::build(config.clone(), true)?;
+        log::info!(
+            "plan-queue listening on {} (exchange {}, framework types {})",
+            config.bind_addr,
+            config.exchange,
+            config.framework_types.join(",")
+        );
+        application.run_until_stopped().await
+    })
+}

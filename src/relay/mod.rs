@@ -1,0 +1,281 @@
+//! The relay: publishes pending dispatch (outbox) rows to RabbitMQ and marks
+//! them published.
+//!
+//! Each round claims a batch in one short statement (`FOR UPDATE SKIP LOCKED`
+//! plus a lease in `locked_until`, so several service instances share one
+//! database without publishing a row twice), publishes it outside any
+//! transaction with pipelined publisher confirms, then marks the confirmed
+//! rows published and releases the others: after a connection failure at
+//! once (the reconnect backs off), after a return or nack with an exponential
+//! back-off per row (the claim/back-off/delete-after-success pattern of
+//! crates.io's `crates_io_worker/src/storage.rs`). A row is marked published
+//! only after the broker confirmed it, so a crash in between re-publishes it
+//! with the same `messageId`: delivery is at least once.
+//!
+//! The relay wakes when a rerun commits ([`tokio::sync::Notify`]) and
+//! otherwise looks for due rows every `RELAY_POLL_MS`.
+
+use crate::amqp::{PublishFailure, Publisher};
+use crate::config::Config;
+use crate::db::models::ClaimedDispatch;
+use crate::db::PgPool;
+use anyhow::Context;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Double, Text};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// Shared view of the relay for readiness and metrics.
+#[derive(Default)]
+pub struct RelayStatus {
+    broker_connected: AtomicBool,
+}
+
+impl RelayStatus {
+    /// True while the relay holds an open broker connection.
+    pub fn broker_connected(&self) -> bool {
+        self.broker_connected.load(Ordering::Relaxed)
+    }
+}
+
+/// The outbox relay of one service instance.
+pub struct Relay {
+    config: Arc<Config>,
+    pool: PgPool,
+    wakeup: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+    status: Arc<RelayStatus>,
+}
+
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
+
+impl Relay {
+    /// `pool` is the relay's own small pool; `wakeup` is notified by the rerun
+    /// service after each commit; the relay stops when `shutdown` turns true.
+    pub fn new(
+        config: Arc<Config>,
+        pool: PgPool,
+        wakeup: Arc<Notify>,
+        shutdown: watch::Receiver<bool>,
+        status: Arc<RelayStatus>,
+    ) -> Self {
+        Relay {
+            config,
+            pool,
+            wakeup,
+            shutdown,
+            status,
+        }
+    }
+
+    /// Runs until shutdown: connect (with back-off), claim, publish, mark.
+    /// A batch in flight at shutdown is finished (its confirms awaited) first.
+    pub async fn run(mut self) {
+        let mut publisher: Option<Publisher> = None;
+        let mut reconnect_delay = FIRST_RECONNECT_DELAY;
+        while !*self.shutdown.borrow() {
+            if publisher.as_ref().is_none_or(|p| !p.is_open()) {
+                self.status.broker_connected.store(false, Ordering::Relaxed);
+                match Publisher::connect(&self.config, self.config.publish_timeout).await {
+                    Ok(connected) => {
+                        log::info!(
+                            "relay connected to RabbitMQ, exchange {}",
+                            self.config.exchange
+                        );
+                        self.status.broker_connected.store(true, Ordering::Relaxed);
+                        publisher = Some(connected);
+                        reconnect_delay = FIRST_RECONNECT_DELAY;
+                    }
+                    Err(e) => {
+                        publisher = None;
+                        log::warn!(
+                            "relay: RabbitMQ unreachable, retrying in {reconnect_delay:?}: {e:#}"
+                        );
+                        self.sleep(reconnect_delay).await;
+                        reconnect_delay = (reconnect_delay * 2).min(MAX_RECONNECT_DELAY);
+                        continue;
+                    }
+                }
+            }
+            let Some(current) = publisher.as_ref() else {
+                continue;
+            };
+            match self.round(current).await {
+                Ok(RoundResult {
+                    claimed,
+                    connection_failed,
+                }) => {
+                    if connection_failed {
+                        publisher = None;
+                    }
+                    if claimed < self.config.relay_batch_size as usize {
+                        self.idle().await;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("relay: database error, retrying: {e:#}");
+                    self.sleep(self.config.relay_poll_interval).await;
+                }
+            }
+        }
+        if let Some(p) = publisher {
+            p.close().await;
+        }
+        self.status.broker_connected.store(false, Ordering::Relaxed);
+        log::info!("relay stopped");
+    }
+
+    /// One claim → publish → mark round.
+    async fn round(&self, publisher: &Publisher) -> anyhow::Result<RoundResult> {
+        let (pool, size, lease) = (
+            self.pool.clone(),
+            self.config.relay_batch_size,
+            self.config.relay_lease,
+        );
+        let batch = blocking(move || claim(&pool, size, lease)).await?;
+        if batch.is_empty() {
+            return Ok(RoundResult::default());
+        }
+        let results = publisher
+            .publish_batch(&batch, self.config.publish_timeout)
+            .await;
+        let connection_failed = results
+            .iter()
+            .any(|r| matches!(r, Err(PublishFailure::Connection(_))));
+        log_failures(&batch, &results);
+        let claimed = batch.len();
+        let pool = self.pool.clone();
+        blocking(move || mark(&pool, &batch, &results)).await?;
+        Ok(RoundResult {
+            claimed,
+            connection_failed,
+        })
+    }
+
+    /// Waits for a commit, the poll interval, or shutdown.
+    async fn idle(&mut self) {
+        let poll = self.config.relay_poll_interval;
+        tokio::select! {
+            _ = self.wakeup.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = self.shutdown.changed() => {}
+        }
+    }
+
+    async fn sleep(&mut self, delay: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = self.shutdown.changed() => {}
+        }
+    }
+}
+
+#[derive(Default)]
+struct RoundResult {
+    claimed: usize,
+    connection_failed: bool,
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .context("relay database task panicked")?
+}
+
+/// Claims up to `size` due rows for `lease`, oldest first.
+fn claim(pool: &PgPool, size: i64, lease: Duration) -> anyhow::Result<Vec<ClaimedDispatch>> {
+    let mut conn = pool.get().context("relay: no database connection")?;
+    let mut rows: Vec<ClaimedDispatch> = diesel::sql_query(
+        "UPDATE dispatches SET locked_until = now() + make_interval(secs => $1), \
+                attempts = attempts + 1 \
+          WHERE id IN (SELECT id FROM dispatches \
+                        WHERE published_at IS NULL AND next_attempt_at <= now() \
+                          AND (locked_until IS NULL OR locked_until < now()) \
+                        ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+          RETURNING id, message_id, routing_key, body, correlation_id",
+    )
+    .bind::<Double, _>(lease.as_secs_f64())
+    .bind::<BigInt, _>(size)
+    .load(&mut conn)
+    .context("claiming dispatch rows")?;
+    rows.sort_unstable_by_key(|r| r.id);
+    Ok(rows)
+}
+
+/// Marks confirmed rows published; releases the others for a retry: at once
+/// after a connection failure (reconnecting backs off), after a return or
+/// nack with a back-off of 0.2 s doubling per attempt up to 60 s.
+fn mark(
+    pool: &PgPool,
+    batch: &[ClaimedDispatch],
+    results: &[Result<(), PublishFailure>],
+) -> anyhow::Result<()> {
+    let mut conn = pool.get().context("relay: no database connection")?;
+    let mut published = Vec::new();
+    let mut retry_now: (Vec<i64>, &str) = (Vec::new(), "");
+    let mut back_off = Vec::new();
+    for (row, result) in batch.iter().zip(results) {
+        match result {
+            Ok(()) => published.push(row.id),
+            Err(PublishFailure::Connection(reason)) => {
+                retry_now.0.push(row.id);
+                retry_now.1 = reason;
+            }
+            Err(PublishFailure::Rejected(reason)) => back_off.push((row.id, reason)),
+        }
+    }
+    conn.transaction(|conn| {
+        if !published.is_empty() {
+            diesel::sql_query(
+                "UPDATE dispatches SET published_at = now(), locked_until = NULL, last_error = NULL \
+                  WHERE id = ANY($1)",
+            )
+            .bind::<Array<BigInt>, _>(&published)
+            .execute(conn)?;
+        }
+        if !retry_now.0.is_empty() {
+            diesel::sql_query(
+                "UPDATE dispatches SET locked_until = NULL, last_error = $2, next_attempt_at = now() \
+                  WHERE id = ANY($1)",
+            )
+            .bind::<Array<BigInt>, _>(&retry_now.0)
+            .bind::<Text, _>(retry_now.1)
+            .execute(conn)?;
+        }
+        for (id, reason) in &back_off {
+            diesel::sql_query(
+                "UPDATE dispatches SET locked_until = NULL, last_error = $2, \
+                        next_attempt_at = now() + make_interval(secs => LEAST(0.1 * power(2, LEAST(attempts, 10)), 60)) \
+                  WHERE id = $1",
+            )
+            .bind::<BigInt, _>(id)
+            .bind::<Text, _>(*reason)
+            .execute(conn)?;
+        }
+        diesel::QueryResult::Ok(())
+    })
+    .context("marking dispatch rows")
+}
+
+fn log_failures(batch: &[ClaimedDispatch], results: &[Result<(), PublishFailure>]) {
+    for (row, result) in batch.iter().zip(results) {
+        match result {
+            Err(PublishFailure::Rejected(reason)) => log::warn!(
+                "relay: message {} (routing key {}, correlation {}) not taken: {reason}; will retry",
+                row.message_id,
+                row.routing_key,
+                row.correlation_id.as_deref().unwrap_or("-")
+            ),
+            Err(PublishFailure::Connection(reason)) => {
+                log::warn!("relay: batch of {} not confirmed: {reason}; will retry", batch.len());
+                return;
+            }
+            Ok(()) => {}
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! HTTP handlers: thin — extract, parse, one service call, respond.
+
+pub mod fallback;
+pub mod health;
+pub mod rerun;
+
+pub use fallback::{method_not_allowed, not_found};
+pub use health::{health, live, ready};
+pub use rerun::rerun;

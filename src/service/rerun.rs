@@ -1,0 +1,490 @@
+//! The rerun use case: check a parsed request against the database, then
+//! write the rerun execution, its pairs and one dispatch (outbox) row per pair
+//! in one transaction (the pattern of crates.io's `publish.rs`, which enqueues
+//! its jobs on the same connection and transaction as the data).
+//!
+//! Rules (`../shared/CONTRACT.md`, section 1): the source run is the plan's
+//! most recent full run; a pair can be rerun only if it ran in it; a pair
+//! without `environmentId` expands to every environment its scenario ran on
+//! there; `attempt` is 1 + the times the pair ran in the source run's chain
+//! (the source run and every rerun made from it). Reruns of one source run are
+//! serialised by a row lock on it, so attempts are never handed out twice.
+
+use crate::db::models::{NewDispatch, NewExecution, NewExecutionPair};
+use crate::db::schema::{
+    dispatches, environments, execution_pairs, executions, idempotency_keys, plans,
+    project_members, scenarios, users,
+};
+use crate::db::Db;
+use crate::domain::{EnvironmentInfo, RerunMessage, RerunRequest, ScenarioInfo};
+use crate::error::{ApiError, Envelope};
+use chrono::{DateTime, SecondsFormat, Utc};
+use diesel::prelude::*;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// Execution kind of a full run.
+pub const KIND_RUN: &str = "RUN";
+/// Execution kind of a rerun.
+pub const KIND_RERUN: &str = "RERUN";
+/// Status of a pair that is queued and has not run yet.
+pub const STATUS_QUEUED: &str = "QUEUED";
+/// Rows per multi-row `INSERT`, well under PostgreSQL's 65 535 bind parameters.
+const INSERT_CHUNK: usize = 1000;
+
+/// One pair in the 200 answer.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedPair {
+    pub scenario_id: i64,
+    pub environment_id: i64,
+    pub attempt: i32,
+    /// `None` for a dry run, which queues nothing.
+    pub message_id: Option<String>,
+}
+
+/// The `data` of the 200 answer.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RerunAccepted {
+    /// The rerun just created; `None` for a dry run.
+    pub execution_id: Option<i64>,
+    pub plan_id: i64,
+    pub source_execution_id: i64,
+    pub framework_type: String,
+    pub queued: Vec<QueuedPair>,
+}
+
+/// What a rerun request produced.
+#[derive(Debug)]
+pub enum RerunOutcome {
+    /// Committed (or validated, for a dry run).
+    Accepted(RerunAccepted),
+    /// A retry with a known Idempotency-Key: the first answer, as stored.
+    Replayed { status: u16, body: String },
+}
+
+/// Who asks and how: what the request carries besides its body.
+#[derive(Debug, Clone, Default)]
+pub struct RerunContext {
+    /// The token's subject; scope of the Idempotency-Key.
+    pub subject: String,
+    /// `X-Request-Id`, carried as the AMQP `correlation_id`.
+    pub correlation_id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// The rerun use case; cheap to clone.
+#[derive(Clone)]
+pub struct RerunService {
+    db: Db,
+    relay_wakeup: Arc<Notify>,
+    max_pairs: usize,
+    idempotency_retention: Duration,
+}
+
+/// A pair of the source run with what its message needs.
+struct SourcePair {
+    scenario_id: i64,
+    environment_id: i64,
+    scenario: ScenarioInfo,
+    environment: EnvironmentInfo,
+}
+
+impl RerunService {
+    /// `relay_wakeup` is notified after every commit that wrote dispatch rows.
+    pub fn new(
+        db: Db,
+        relay_wakeup: Arc<Notify>,
+        max_pairs: usize,
+        idempotency_retention: Duration,
+    ) -> Self {
+        RerunService {
+            db,
+            relay_wakeup,
+            max_pairs,
+            idempotency_retention,
+        }
+    }
+
+    /// Checks `request` against the database and, unless it is a dry run,
+    /// records the rerun and its dispatch rows in one transaction.
+    ///
+    /// Errors, in the contract's order: 1000, 1002, 1010 (membership), 1004,
+    /// 1005, 1007 and 1008 after expansion; 1012/1013 for Idempotency-Key
+    /// misuse; 1011 when the database is unavailable. Nothing is written
+    /// on any error.
+    pub async fn rerun(
+        &self,
+        request: RerunRequest,
+        context: RerunContext,
+    ) -> Result<RerunOutcome, ApiError> {
+        let max_pairs = self.max_pairs;
+        let retention = self.idempotency_retention;
+        let outcome = self
+            .db
+            .run(move |conn| {
+                conn.transaction(|conn| {
+                    rerun_in_transaction(conn, &request, &context, max_pairs, retention)
+                })
+            })
+            .await?;
+        if matches!(&outcome, RerunOutcome::Accepted(a) if a.execution_id.is_some()) {
+            self.relay_wakeup.notify_one();
+        }
+        Ok(outcome)
+    }
+}
+
+fn rerun_in_transaction(
+    conn: &mut PgConnection,
+    request: &RerunRequest,
+    context: &RerunContext,
+    max_pairs: usize,
+    retention: Duration,
+) -> Result<RerunOutcome, ApiError> {
+    let normalised = serde_json::to_string(request).map_err(anyhow::Error::from)?;
+    let key = match (&context.idempotency_key, request.dry_run) {
+        (Some(key), false) => {
+            if let Some(replay) =
+                idempotent_replay(conn, &context.subject, key, &normalised, retention)?
+            {
+                return Ok(replay);
+            }
+            Some(key)
+        }
+        _ => None,
+    };
+    check_plan_and_user(conn, request)?;
+    let source_execution_id = latest_full_run(conn, request.plan_id)?;
+    let source_pairs = source_pairs(conn, source_execution_id, request)?;
+    let selected = select_pairs(request, &source_pairs, max_pairs)?;
+    let runs = runs_in_chain(conn, source_execution_id, request)?;
+    let mut accepted = RerunAccepted {
+        execution_id: None,
+        plan_id: request.plan_id,
+        source_execution_id,
+        framework_type: request.framework_type.clone(),
+        queued: selected
+            .iter()
+            .map(|p| QueuedPair {
+                scenario_id: p.scenario_id,
+                environment_id: p.environment_id,
+                attempt: 1 + runs
+                    .get(&(p.scenario_id, p.environment_id))
+                    .copied()
+                    .unwrap_or(0),
+                message_id: None,
+            })
+            .collect(),
+    };
+    if request.dry_run {
+        return Ok(RerunOutcome::Accepted(accepted));
+    }
+    write_rerun(conn, request, context, &selected, &mut accepted)?;
+    if let Some(key) = key {
+        let body =
+            serde_json::to_string(&Envelope::success(&accepted)).map_err(anyhow::Error::from)?;
+        diesel::insert_into(idempotency_keys::table)
+            .values((
+                idempotency_keys::subject.eq(&context.subject),
+                idempotency_keys::key.eq(key),
+                idempotency_keys::request.eq(&normalised),
+                idempotency_keys::status_code.eq(200i16),
+                idempotency_keys::response_body.eq(body),
+                idempotency_keys::execution_id.eq(accepted.execution_id),
+                idempotency_keys::created_at.eq(diesel::dsl::now),
+            ))
+            .on_conflict((idempotency_keys::subject, idempotency_keys::key))
+            .do_update()
+            .set((
+                idempotency_keys::request.eq(diesel::upsert::excluded(idempotency_keys::request)),
+                idempotency_keys::status_code.eq(200i16),
+                idempotency_keys::response_body
+                    .eq(diesel::upsert::excluded(idempotency_keys::response_body)),
+                idempotency_keys::execution_id
+                    .eq(diesel::upsert::excluded(idempotency_keys::execution_id)),
+                idempotency_keys::created_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)?;
+    }
+    Ok(RerunOutcome::Accepted(accepted))
+}
+
+/// Holds the key for this transaction, or answers 1013 while another holds it;
+/// then replays a stored answer (same request) or refuses (1012).
+fn idempotent_replay(
+    conn: &mut PgConnection,
+    subject: &str,
+    key: &str,
+    normalised: &str,
+    retention: Duration,
+) -> Result<Option<RerunOutcome>, ApiError> {
+    diesel::define_sql_function!(fn pg_try_advisory_xact_lock(key: diesel::sql_types::BigInt) -> diesel::sql_types::Bool);
+    diesel::define_sql_function!(fn hashtextextended(text: diesel::sql_types::Text, seed: diesel::sql_types::BigInt) -> diesel::sql_types::BigInt);
+    let scope = format!("idempotency\n{subject}\n{key}");
+    let locked: bool =
+        diesel::select(pg_try_advisory_xact_lock(hashtextextended(scope, 0))).get_result(conn)?;
+    if !locked {
+        return Err(ApiError::IdempotencyKeyInFlight);
+    }
+    let cutoff =
+        Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let stored: Option<(String, i16, String)> = idempotency_keys::table
+        .find((subject, key))
+        .filter(idempotency_keys::created_at.gt(cutoff))
+        .select((
+            idempotency_keys::request,
+            idempotency_keys::status_code,
+            idempotency_keys::response_body,
+        ))
+        .first(conn)
+        .optional()?;
+    match stored {
+        None => Ok(None),
+        Some((request, status, body)) if request == normalised => {
+            Ok(Some(RerunOutcome::Replayed {
+                status: status as u16,
+                body,
+            }))
+        }
+        Some(_) => Err(ApiError::IdempotencyKeyReused),
+    }
+}
+
+/// 1000 unknown plan, 1002 unknown or inactive user, 1010 user not a member
+/// of the plan's project.
+fn check_plan_and_user(conn: &mut PgConnection, request: &RerunRequest) -> Result<(), ApiError> {
+    let project_id: i64 = plans::table
+        .find(request.plan_id)
+        .select(plans::project_id)
+        .first(conn)
+        .optional()?
+        .ok_or(ApiError::PlanNotFound)?;
+    let active: bool = users::table
+        .find(request.user_id)
+        .select(users::active)
+        .first(conn)
+        .optional()?
+        .unwrap_or(false);
+    if !active {
+        return Err(ApiError::UserNotFound);
+    }
+    let member: bool = diesel::select(diesel::dsl::exists(
+        project_members::table.find((project_id, request.user_id)),
+    ))
+    .get_result(conn)?;
+    if !member {
+        return Err(ApiError::AccessDenied(format!(
+            "user {} is not a member of the project of plan {}",
+            request.user_id, request.plan_id
+        )));
+    }
+    Ok(())
+}
+
+/// The plan's most recent full run, locked for this transaction (1004 if none).
+fn latest_full_run(conn: &mut PgConnection, plan_id: i64) -> Result<i64, ApiError> {
+    executions::table
+        .filter(executions::plan_id.eq(plan_id))
+        .filter(executions::kind.eq(KIND_RUN))
+        .order((executions::requested_at.desc(), executions::id.desc()))
+        .select(executions::id)
+        .for_no_key_update()
+        .first(conn)
+        .optional()?
+        .ok_or(ApiError::NoExecutedResults(plan_id))
+}
+
+/// The pairs of the source run for the requested scenarios, ordered by
+/// scenario then environment.
+fn source_pairs(
+    conn: &mut PgConnection,
+    source_execution_id: i64,
+    request: &RerunRequest,
+) -> Result<Vec<SourcePair>, ApiError> {
+    let scenario_ids: Vec<i64> = request.pairs.iter().map(|p| p.scenario_id).collect();
+    let rows: Vec<(i64, i64, String, String, String, String)> = execution_pairs::table
+        .inner_join(scenarios::table)
+        .inner_join(environments::table)
+        .filter(execution_pairs::execution_id.eq(source_execution_id))
+        .filter(execution_pairs::scenario_id.eq_any(&scenario_ids))
+        .order((
+            execution_pairs::scenario_id,
+            execution_pairs::environment_id,
+        ))
+        .select((
+            execution_pairs::scenario_id,
+            execution_pairs::environment_id,
+            scenarios::name,
+            environments::name,
+            environments::platform,
+            environments::version,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(scenario_id, environment_id, scenario, name, platform, version)| SourcePair {
+                scenario_id,
+                environment_id,
+                scenario: ScenarioInfo { name: scenario },
+                environment: EnvironmentInfo {
+                    name,
+                    platform,
+                    version,
+                },
+            },
+        )
+        .collect())
+}
+
+/// Expands the requested pairs against the source run: 1005 for a pair that
+/// did not run there, 1007 for a pair named twice after expansion, 1008 when
+/// expansion exceeds `max_pairs`.
+fn select_pairs<'a>(
+    request: &RerunRequest,
+    source: &'a [SourcePair],
+    max_pairs: usize,
+) -> Result<Vec<&'a SourcePair>, ApiError> {
+    let mut selected = Vec::with_capacity(request.pairs.len());
+    let mut seen = HashSet::with_capacity(request.pairs.len());
+    for wanted in &request.pairs {
+        let matching: Vec<&SourcePair> = source
+            .iter()
+            .filter(|p| {
+                p.scenario_id == wanted.scenario_id
+                    && wanted.environment_id.is_none_or(|e| e == p.environment_id)
+            })
+            .collect();
+        if matching.is_empty() {
+            return Err(ApiError::PairNotInLastRun {
+                plan_id: request.plan_id,
+                scenario_id: wanted.scenario_id,
+                environment_id: wanted.environment_id,
+            });
+        }
+        for pair in matching {
+            if !seen.insert((pair.scenario_id, pair.environment_id)) {
+                return Err(ApiError::DuplicatePair {
+                    scenario_id: pair.scenario_id,
+                    environment_id: pair.environment_id,
+                });
+            }
+            selected.push(pair);
+        }
+    }
+    if selected.len() > max_pairs {
+        return Err(ApiError::TooManyPairs {
+            count: selected.len(),
+            max: max_pairs,
+        });
+    }
+    Ok(selected)
+}
+
+/// How many times each (scenario, environment) of the requested scenarios has
+/// run in the chain of `source_execution_id`.
+fn runs_in_chain(
+    conn: &mut PgConnection,
+    source_execution_id: i64,
+    request: &RerunRequest,
+) -> Result<HashMap<(i64, i64), i32>, ApiError> {
+    let scenario_ids: Vec<i64> = request.pairs.iter().map(|p| p.scenario_id).collect();
+    let rows: Vec<(i64, i64, i64)> = execution_pairs::table
+        .inner_join(executions::table)
+        .filter(
+            executions::id
+                .eq(source_execution_id)
+                .or(executions::source_execution_id.eq(source_execution_id)),
+        )
+        .filter(execution_pairs::scenario_id.eq_any(&scenario_ids))
+        .group_by((
+            execution_pairs::scenario_id,
+            execution_pairs::environment_id,
+        ))
+        .select((
+            execution_pairs::scenario_id,
+            execution_pairs::environment_id,
+            diesel::dsl::count_star(),
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(s, e, n)| ((s, e), i32::try_from(n).unwrap_or(i32::MAX - 1)))
+        .collect())
+}
+
+/// Inserts the rerun execution, its pairs and their dispatch rows; fills in
+/// `execution_id` and each pair's `message_id`.
+fn write_rerun(
+    conn: &mut PgConnection,
+    request: &RerunRequest,
+    context: &RerunContext,
+    selected: &[&SourcePair],
+    accepted: &mut RerunAccepted,
+) -> Result<(), ApiError> {
+    let requested_at: DateTime<Utc> = Utc::now();
+    let execution_id: i64 = diesel::insert_into(executions::table)
+        .values(NewExecution {
+            plan_id: request.plan_id,
+            kind: KIND_RERUN,
+            source_execution_id: Some(accepted.source_execution_id),
+            requested_by: request.user_id,
+            framework_type: Some(&request.framework_type),
+            requested_at,
+        })
+        .returning(executions::id)
+        .get_result(conn)?;
+    accepted.execution_id = Some(execution_id);
+    let requested_at = requested_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let mut pairs = Vec::with_capacity(selected.len());
+    let mut outbox = Vec::with_capacity(selected.len());
+    for (queued, source) in accepted.queued.iter_mut().zip(selected) {
+        let message_id = Uuid::new_v4();
+        let message = RerunMessage {
+            message_id: message_id.to_string(),
+            execution_id,
+            source_execution_id: accepted.source_execution_id,
+            plan_id: request.plan_id,
+            user_id: request.user_id,
+            framework_type: request.framework_type.clone(),
+            scenario_id: queued.scenario_id,
+            environment_id: queued.environment_id,
+            attempt: queued.attempt,
+            requested_at: requested_at.clone(),
+            scenario: source.scenario.clone(),
+            environment: source.environment.clone(),
+        };
+        pairs.push(NewExecutionPair {
+            execution_id,
+            scenario_id: queued.scenario_id,
+            environment_id: queued.environment_id,
+            status: STATUS_QUEUED,
+            attempt: queued.attempt,
+        });
+        outbox.push(NewDispatch {
+            message_id,
+            execution_id,
+            routing_key: &request.framework_type,
+            body: serde_json::to_string(&message).map_err(anyhow::Error::from)?,
+            correlation_id: context.correlation_id.as_deref(),
+        });
+        queued.message_id = Some(message.message_id);
+    }
+    for chunk in pairs.chunks(INSERT_CHUNK) {
+        diesel::insert_into(execution_pairs::table)
+            .values(chunk)
+            .execute(conn)?;
+    }
+    for chunk in outbox.chunks(INSERT_CHUNK) {
+        diesel::insert_into(dispatches::table)
+            .values(chunk)
+            .execute(conn)?;
+    }
+    Ok(())
+}
