@@ -42,7 +42,10 @@ enum Command {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,tracing::span=warn")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,tracing::span=warn"),
+    )
+    .init();
     let cli = Cli::parse();
     if let Err(e) = run(cli.command) {
         eprintln!("plan-queue: {e:#}");

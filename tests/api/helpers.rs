@@ -1,0 +1,331 @@
+//! A real server per test: its own PostgreSQL database (seeded with
+//! `fixtures/demo.json`) and its own exchange and queues on the machine's
+//! RabbitMQ, all removed again when the [`TestApp`] is dropped.
+
+use diesel::prelude::*;
+use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
+use plan_queue::config::Config;
+use plan_queue::seed::Fixture;
+use plan_queue::startup::Application;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+pub const JWT_SECRET: &str = "test-secret";
+pub const ADMIN_DB_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// An AMQP address where nothing listens.
+pub const DEAD_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// A message taken from a queue.
+#[derive(Debug)]
+pub struct Received {
+    pub routing_key: String,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub content_type: Option<String>,
+    pub kind: Option<String>,
+    pub delivery_mode: Option<u8>,
+    pub body: Value,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub config: Config,
+    pub db_name: String,
+    pub client: reqwest::Client,
+    running: Option<Running>,
+}
+
+struct Running {
+    handle: actix_web::dev::ServerHandle,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// A test configuration: private database and exchange, three framework types.
+pub fn test_config() -> Config {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let db_name = format!("plan_queue_test_{id}");
+    let base = env_or("TEST_DATABASE_SERVER", "postgres://postgres@127.0.0.1:5432");
+    let mut config = Config::from_lookup(|_| None).expect("default config");
+    config.database_url = format!("{base}/{db_name}");
+    config.amqp_url = env_or("TEST_AMQP_URL", AMQP_URL);
+    config.bind_addr = "127.0.0.1:0".to_owned();
+    config.jwt_secret = Some(JWT_SECRET.to_owned());
+    config.exchange = format!("test-{id}");
+    config.framework_types = vec!["APPIUM".into(), "GAUGE".into(), "JUNIT".into()];
+    config.relay_poll_interval = Duration::from_millis(200);
+    config
+}
+
+/// Starts a server on the demo fixture with the default test configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server on the demo fixture; `adjust` may change the configuration.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config();
+    adjust(&mut config);
+    let db_name = config.database_url.rsplit('/').next().unwrap().to_owned();
+    let url = config.database_url.clone();
+    tokio::task::spawn_blocking(move || {
+        plan_queue::db::migrate(&url).expect("migrate test database");
+        let fixture = Fixture::from_file(std::path::Path::new("fixtures/demo.json")).unwrap();
+        let mut conn = plan_queue::db::connect(&url).unwrap();
+        fixture.upsert(&mut conn).expect("seed demo fixture");
+    })
+    .await
+    .unwrap();
+    let mut app = TestApp {
+        address: String::new(),
+        config,
+        db_name,
+        client: reqwest::Client::new(),
+        running: None,
+    };
+    app.start().await;
+    app
+}
+
+impl TestApp {
+    async fn start(&mut self) {
+        let application = Application::build(self.config.clone(), false).expect("build app");
+        self.address = format!("http://127.0.0.1:{}", application.port());
+        let handle = application.handle();
+        let task = tokio::spawn(application.run_until_stopped());
+        self.running = Some(Running { handle, task });
+    }
+
+    /// Stops the server gracefully and waits for it and its relay.
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.handle.stop(true).await;
+            running.task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Stops the server, lets `adjust` change the configuration, starts it again
+    /// on the same database and exchange.
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
+        self.stop().await;
+        adjust(&mut self.config);
+        self.config.bind_addr = "127.0.0.1:0".to_owned();
+        self.start().await;
+    }
+
+    /// A token for `user_id` with `authorities`, valid one hour.
+    pub fn token(&self, user_id: i64, authorities: &[&str]) -> String {
+        let authorities: Vec<String> = authorities.iter().map(|a| a.to_string()).collect();
+        plan_queue::auth::issue_token(JWT_SECRET, user_id, &authorities, 3600).unwrap()
+    }
+
+    /// POSTs `body` to `path` as user 13 with `PLAN_RUN`.
+    pub async fn rerun(&self, body: &Value) -> (u16, Value) {
+        let token = self.token(13, &["PLAN_RUN"]);
+        self.post("/queue/rerun", Some(&token), body).await
+    }
+
+    /// POSTs `body` (JSON) to `path` with an optional bearer token.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request sent");
+        read(response).await
+    }
+
+    /// A request builder for `POST path` (for custom headers and raw bodies).
+    pub fn post_raw(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}{path}", self.address))
+    }
+
+    /// Rows in executions and dispatches: what a failed request must not change.
+    pub async fn counts(&self) -> (i64, i64) {
+        let url = self.config.database_url.clone();
+        tokio::task::spawn_blocking(move || {
+            use plan_queue::db::schema::{dispatches, executions};
+            let mut conn = plan_queue::db::connect(&url).unwrap();
+            let executions: i64 = executions::table.count().get_result(&mut conn).unwrap();
+            let dispatches: i64 = dispatches::table.count().get_result(&mut conn).unwrap();
+            (executions, dispatches)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Runs `sql` on the test database.
+    pub async fn sql(&self, sql: &str) {
+        let (url, sql) = (self.config.database_url.clone(), sql.to_owned());
+        tokio::task::spawn_blocking(move || {
+            use diesel::connection::SimpleConnection;
+            plan_queue::db::connect(&url)
+                .unwrap()
+                .batch_execute(&sql)
+                .unwrap();
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Unpublished dispatch rows.
+    pub async fn pending(&self) -> i64 {
+        let url = self.config.database_url.clone();
+        tokio::task::spawn_blocking(move || {
+            use plan_queue::db::schema::dispatches;
+            let mut conn = plan_queue::db::connect(&url).unwrap();
+            dispatches::table
+                .filter(dispatches::published_at.is_null())
+                .count()
+                .get_result::<i64>(&mut conn)
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Takes (and acks) messages from the queue of `framework_type` until
+    /// `count` arrived or `within` passed.
+    pub async fn consume(
+        &self,
+        framework_type: &str,
+        count: usize,
+        within: Duration,
+    ) -> Vec<Received> {
+        let queue = self.config.queue_name(framework_type);
+        take(&queue, count, within).await
+    }
+
+    /// Messages currently in the queue of `framework_type`, taken within `within`
+    /// after nothing more arrives for a short while.
+    pub async fn drain(&self, framework_type: &str, within: Duration) -> Vec<Received> {
+        self.consume(framework_type, usize::MAX, within).await
+    }
+}
+
+/// Takes up to `count` messages from `queue` within `within`.
+pub async fn take(queue: &str, count: usize, within: Duration) -> Vec<Received> {
+    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("test consumer connects");
+    let mut channel = connection.create_channel().await.unwrap();
+    let deadline = Instant::now() + within;
+    let mut received = Vec::new();
+    while received.len() < count && Instant::now() < deadline {
+        match channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+        {
+            Ok(Some(message)) => {
+                let delivery = message.delivery;
+                delivery.ack(BasicAckOptions::default()).await.unwrap();
+                let p = &delivery.properties;
+                received.push(Received {
+                    routing_key: delivery.routing_key.to_string(),
+                    message_id: p.message_id().as_ref().map(|s| s.to_string()),
+                    correlation_id: p.correlation_id().as_ref().map(|s| s.to_string()),
+                    content_type: p.content_type().as_ref().map(|s| s.to_string()),
+                    kind: p.kind().as_ref().map(|s| s.to_string()),
+                    delivery_mode: *p.delivery_mode(),
+                    body: serde_json::from_slice(&delivery.data).expect("JSON body"),
+                });
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+            // the queue is not declared yet (the relay is still connecting):
+            // the broker closed the channel, so open another and wait
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                channel = connection.create_channel().await.unwrap();
+            }
+        }
+    }
+    let _ = connection.close(200, "done".into()).await;
+    received
+}
+
+/// Status and JSON body of a response.
+pub async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+    (status, body)
+}
+
+/// The `result.code` of a body.
+pub fn code(body: &Value) -> i64 {
+    body["result"]["code"].as_i64().expect("result.code")
+}
+
+/// The `result.message` of a body.
+pub fn message(body: &Value) -> &str {
+    body["result"]["message"].as_str().expect("result.message")
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.task.abort();
+        }
+        let (db_name, exchange, types) = (
+            self.db_name.clone(),
+            self.config.exchange.clone(),
+            self.config.framework_types.clone(),
+        );
+        let dead_letter = self.config.dead_letter_name();
+        // a thread of its own: Drop may run inside the test's runtime
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(connection) =
+                    Connection::connect(AMQP_URL, ConnectionProperties::default()).await
+                {
+                    if let Ok(channel) = connection.create_channel().await {
+                        for t in &types {
+                            let _ = channel
+                                .queue_delete(
+                                    format!("{exchange}.{t}").as_str().into(),
+                                    QueueDeleteOptions::default(),
+                                )
+                                .await;
+                        }
+                        let _ = channel
+                            .queue_delete(
+                                dead_letter.as_str().into(),
+                                QueueDeleteOptions::default(),
+                            )
+                            .await;
+                        for name in [&exchange, &dead_letter] {
+                            let _ = channel
+                                .exchange_delete(
+                                    name.as_str().into(),
+                                    ExchangeDeleteOptions::default(),
+                                )
+                                .await;
+                        }
+                    }
+                    let _ = connection.close(200, "done".into()).await;
+                }
+            });
+            if let Ok(mut conn) =
+                <diesel::PgConnection as diesel::Connection>::establish(ADMIN_DB_URL)
+            {
+                use diesel::connection::SimpleConnection;
+                let _ = conn.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
+                ));
+            }
+        });
+        let _ = cleanup.join();
+    }
+}

@@ -1,0 +1,219 @@
+//! The success path: what the caller gets and what the runners receive.
+
+use crate::helpers::{code, spawn_app};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn queued(body: &Value) -> Vec<(i64, i64, i64)> {
+    body["data"]["queued"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            (
+                q["scenarioId"].as_i64().unwrap(),
+                q["environmentId"].as_i64().unwrap(),
+                q["attempt"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rerun_of_two_pairs_publishes_two_persistent_messages() {
+    let app = spawn_app().await;
+    let token = app.token(13, &["PLAN_RUN"]);
+    let response = app
+        .post_raw("/queue/rerun")
+        .bearer_auth(&token)
+        .header("x-request-id", "trace-me-42")
+        .json(&json!({"planId": 614, "userId": 13, "frameworkType": "appium",
+            "scenarioEnvironmentPairs": [{"scenarioId": 111, "environmentId": 222}, {"scenarioId": 112, "environmentId": 223}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+    let (status, body) = crate::helpers::read(response).await;
+    assert_eq!((status, code(&body)), (200, 0), "{body}");
+    assert_eq!(body["result"]["message"], "success");
+    let data = &body["data"];
+    assert_eq!(data["planId"], 614);
+    assert_eq!(data["sourceExecutionId"], 4980);
+    assert_eq!(data["frameworkType"], "APPIUM");
+    let execution_id = data["executionId"].as_i64().unwrap();
+    assert!(
+        execution_id > 5100,
+        "generated ids stay clear of the fixture's"
+    );
+    assert_eq!(queued(&body), vec![(111, 222, 2), (112, 223, 2)]);
+
+    let messages = app.consume("APPIUM", 2, WAIT).await;
+    assert_eq!(messages.len(), 2);
+    let sent_ids: HashSet<&str> = data["queued"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["messageId"].as_str().unwrap())
+        .collect();
+    for m in &messages {
+        assert_eq!(m.routing_key, "APPIUM");
+        assert_eq!(m.delivery_mode, Some(2));
+        assert_eq!(m.content_type.as_deref(), Some("application/json"));
+        assert_eq!(m.kind.as_deref(), Some("scenario.rerun"));
+        assert_eq!(m.correlation_id.as_deref(), Some("trace-me-42"));
+        assert_eq!(m.message_id.as_deref(), m.body["messageId"].as_str());
+        assert!(sent_ids.contains(m.body["messageId"].as_str().unwrap()));
+        assert_eq!(m.body["executionId"], execution_id);
+        assert_eq!(m.body["sourceExecutionId"], 4980);
+        assert_eq!(m.body["planId"], 614);
+        assert_eq!(m.body["userId"], 13);
+        assert_eq!(m.body["frameworkType"], "APPIUM");
+        assert_eq!(m.body["attempt"], 2);
+        assert!(m.body["requestedAt"].as_str().unwrap().ends_with('Z'));
+    }
+    let first = messages
+        .iter()
+        .find(|m| m.body["scenarioId"] == 111)
+        .expect("message of 111");
+    assert_eq!(first.body["environmentId"], 222);
+    assert_eq!(
+        first.body["scenario"],
+        json!({"name": "Login with valid credentials"})
+    );
+    assert_eq!(
+        first.body["environment"],
+        json!({"name": "Pixel 8", "platform": "ANDROID", "version": "14"})
+    );
+    assert_eq!(app.pending().await, 0);
+}
+
+#[tokio::test]
+async fn a_pair_without_environment_expands_to_every_environment_of_the_last_run() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .rerun(&json!({"planId": 614, "userId": 13, "frameworkType": "GAUGE",
+            "scenarioEnvironmentPairs": [{"scenarioId": 113}, {"scenarioId": 111, "environmentId": 222}]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        queued(&body),
+        vec![(113, 223, 2), (113, 224, 2), (111, 222, 2)]
+    );
+    assert_eq!(app.consume("GAUGE", 3, WAIT).await.len(), 3);
+}
+
+#[tokio::test]
+async fn the_top_level_shorthand_reruns_one_pair_and_queue_is_an_alias() {
+    let app = spawn_app().await;
+    let token = app.token(13, &["PLAN_RUN"]);
+    let (status, body) = app
+        .post("/queue", Some(&token), &json!({"planId": 614, "userId": 13, "frameworkType": "JUNIT", "scenarioId": 112, "environmentId": 222}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(queued(&body), vec![(112, 222, 2)]);
+    let messages = app.consume("JUNIT", 1, WAIT).await;
+    assert_eq!(messages[0].body["scenarioId"], 112);
+}
+
+#[tokio::test]
+async fn a_dry_run_answers_what_would_be_queued_and_changes_nothing() {
+    let app = spawn_app().await;
+    let before = app.counts().await;
+    let (status, body) = app
+        .rerun(&json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": 111, "dryRun": true}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["executionId"], Value::Null);
+    assert_eq!(body["data"]["sourceExecutionId"], 4980);
+    assert_eq!(queued(&body), vec![(111, 222, 2), (111, 223, 2)]);
+    assert!(body["data"]["queued"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|q| q["messageId"].is_null()));
+    assert_eq!(app.counts().await, before);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(app
+        .drain("APPIUM", Duration::from_millis(300))
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn each_rerun_of_a_pair_is_the_next_attempt_of_the_source_run() {
+    let app = spawn_app().await;
+    let body = json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": 111, "environmentId": 222});
+    for expected in 2..=4 {
+        let (status, got) = app.rerun(&body).await;
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(queued(&got), vec![(111, 222, expected)]);
+        assert_eq!(
+            got["data"]["sourceExecutionId"], 4980,
+            "a rerun is never the source run"
+        );
+    }
+    // a newer full run starts a new chain
+    app.sql("INSERT INTO executions (id, plan_id, kind, requested_by, requested_at) VALUES (9000, 614, 'RUN', 13, now()); \
+             INSERT INTO execution_pairs VALUES (9000, 111, 222, 'FAILED', 1)").await;
+    let (_, got) = app.rerun(&body).await;
+    assert_eq!(got["data"]["sourceExecutionId"], 9000);
+    assert_eq!(queued(&got), vec![(111, 222, 2)]);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_reruns_publish_every_accepted_pair_exactly_once() {
+    let app = spawn_app().await;
+    let pairs = [
+        (111, 222),
+        (111, 223),
+        (112, 222),
+        (112, 223),
+        (113, 223),
+        (113, 224),
+    ];
+    let requests = (0..50).map(|i| {
+        let (s, e) = pairs[i % pairs.len()];
+        let body = json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": s, "environmentId": e});
+        let app = &app;
+        async move { app.rerun(&body).await }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let mut message_ids = HashSet::new();
+    let mut attempts: HashMap<(i64, i64), Vec<i64>> = HashMap::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        for q in body["data"]["queued"].as_array().unwrap() {
+            assert!(message_ids.insert(q["messageId"].as_str().unwrap().to_owned()));
+            let key = (
+                q["scenarioId"].as_i64().unwrap(),
+                q["environmentId"].as_i64().unwrap(),
+            );
+            attempts
+                .entry(key)
+                .or_default()
+                .push(q["attempt"].as_i64().unwrap());
+        }
+    }
+    for (pair, mut seen) in attempts {
+        seen.sort();
+        let expected: Vec<i64> = (2..2 + seen.len() as i64).collect();
+        assert_eq!(
+            seen, expected,
+            "attempts of {pair:?} are handed out once each"
+        );
+    }
+    let messages = app.consume("APPIUM", 51, Duration::from_secs(15)).await;
+    let consumed: Vec<String> = messages
+        .iter()
+        .map(|m| m.message_id.clone().unwrap())
+        .collect();
+    assert_eq!(
+        consumed.len(),
+        50,
+        "one message per accepted pair, none twice"
+    );
+    assert_eq!(consumed.into_iter().collect::<HashSet<_>>(), message_ids);
+}
