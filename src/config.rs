@@ -23,7 +23,7 @@
 //! | `PUBLISH_TIMEOUT_MS` | `5000` | wait for the broker's publisher confirms of one relay batch |
 //! | `RELAY_BATCH_SIZE` | `500` | dispatch rows the relay claims and publishes per batch |
 //! | `RELAY_POLL_MS` | `1000` | how often the relay looks for due rows when nothing wakes it |
-//! | `RELAY_LEASE_MS` | `30000` | how long a relay's claim on rows lasts before another may take them |
+//! | `RELAY_LEASE_MS` | `15000` | how long a relay's claim on rows lasts before another relay (or a restarted one) may take them; keep it above `PUBLISH_TIMEOUT_MS` |
 //! | `DELIVERY_LIMIT` | `5` | deliveries of a message to runners before it is dead-lettered |
 //! | `JWT_LEEWAY_SECS` | `60` | clock skew allowed on `exp` and `nbf` |
 //! | `IDEMPOTENCY_RETENTION_SECS` | `86400` | how long an `Idempotency-Key` is remembered (at least 24 h) |
@@ -105,7 +105,7 @@ impl Config {
             publish_timeout: millis("PUBLISH_TIMEOUT_MS", 5000)?,
             relay_batch_size: number(&lookup, "RELAY_BATCH_SIZE", 500)?,
             relay_poll_interval: millis("RELAY_POLL_MS", 1000)?,
-            relay_lease: millis("RELAY_LEASE_MS", 30_000)?,
+            relay_lease: millis("RELAY_LEASE_MS", 15_000)?,
             delivery_limit: number(&lookup, "DELIVERY_LIMIT", 5)?,
             jwt_leeway_secs: number(&lookup, "JWT_LEEWAY_SECS", 60)?,
             idempotency_retention,

@@ -72,46 +72,31 @@ impl Relay {
     }
 
     /// Runs until shutdown: connect (with back-off), claim, publish, mark.
-    /// A batch in flight at shutdown is finished (its confirms awaited) first.
+    /// At shutdown the batch in flight is finished (its confirms awaited) and
+    /// one last round publishes what the final requests committed.
     pub async fn run(mut self) {
         let mut publisher: Option<Publisher> = None;
         let mut reconnect_delay = FIRST_RECONNECT_DELAY;
         while !*self.shutdown.borrow() {
             if publisher.as_ref().is_none_or(|p| !p.is_open()) {
                 self.status.broker_connected.store(false, Ordering::Relaxed);
-                match Publisher::connect(&self.config, self.config.publish_timeout).await {
-                    Ok(connected) => {
-                        log::info!(
-                            "relay connected to RabbitMQ, exchange {}",
-                            self.config.exchange
-                        );
-                        self.status.broker_connected.store(true, Ordering::Relaxed);
-                        publisher = Some(connected);
-                        reconnect_delay = FIRST_RECONNECT_DELAY;
-                    }
-                    Err(e) => {
-                        publisher = None;
-                        log::warn!(
-                            "relay: RabbitMQ unreachable, retrying in {reconnect_delay:?}: {e:#}"
-                        );
-                        self.sleep(reconnect_delay).await;
-                        reconnect_delay = (reconnect_delay * 2).min(MAX_RECONNECT_DELAY);
-                        continue;
-                    }
+                publisher = self.connect().await;
+                if publisher.is_none() {
+                    self.sleep(reconnect_delay).await;
+                    reconnect_delay = (reconnect_delay * 2).min(MAX_RECONNECT_DELAY);
+                    continue;
                 }
+                reconnect_delay = FIRST_RECONNECT_DELAY;
             }
             let Some(current) = publisher.as_ref() else {
                 continue;
             };
             match self.round(current).await {
-                Ok(RoundResult {
-                    claimed,
-                    connection_failed,
-                }) => {
-                    if connection_failed {
+                Ok(round) => {
+                    if round.connection_failed {
                         publisher = None;
                     }
-                    if claimed < self.config.relay_batch_size as usize {
+                    if round.claimed < self.config.relay_batch_size as usize {
                         self.idle().await;
                     }
                 }
@@ -121,11 +106,37 @@ impl Relay {
                 }
             }
         }
-        if let Some(p) = publisher {
+        if let Some(p) = publisher.filter(Publisher::is_open) {
+            if let Err(e) = self.round(&p).await {
+                log::warn!("relay: last round at shutdown failed: {e:#}");
+            }
             p.close().await;
         }
         self.status.broker_connected.store(false, Ordering::Relaxed);
         log::info!("relay stopped");
+    }
+
+    /// One connection attempt, abandoned at shutdown.
+    async fn connect(&mut self) -> Option<Publisher> {
+        let attempt = Publisher::connect(&self.config, self.config.publish_timeout);
+        let result = tokio::select! {
+            result = attempt => result,
+            _ = self.shutdown.changed() => return None,
+        };
+        match result {
+            Ok(connected) => {
+                log::info!(
+                    "relay connected to RabbitMQ, exchange {}",
+                    self.config.exchange
+                );
+                self.status.broker_connected.store(true, Ordering::Relaxed);
+                Some(connected)
+            }
+            Err(e) => {
+                log::warn!("relay: RabbitMQ unreachable, will retry: {e:#}");
+                None
+            }
+        }
     }
 
     /// One claim → publish → mark round.

@@ -35,6 +35,8 @@ pub struct Received {
 
 pub struct TestApp {
     pub address: String,
+    /// The test database, reached directly (not through a test's proxy).
+    pub db_url: String,
     pub config: Config,
     pub db_name: String,
     pub client: reqwest::Client,
@@ -73,6 +75,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     adjust(&mut config);
     let db_name = config.database_url.rsplit('/').next().unwrap().to_owned();
     let url = config.database_url.clone();
+    let url_direct = url.clone();
     tokio::task::spawn_blocking(move || {
         plan_queue::db::migrate(&url).expect("migrate test database");
         let fixture = Fixture::from_file(std::path::Path::new("fixtures/demo.json")).unwrap();
@@ -83,6 +86,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     .unwrap();
     let mut app = TestApp {
         address: String::new(),
+        db_url: url_direct,
         config,
         db_name,
         client: reqwest::Client::new(),
@@ -150,7 +154,7 @@ impl TestApp {
 
     /// Rows in executions and dispatches: what a failed request must not change.
     pub async fn counts(&self) -> (i64, i64) {
-        let url = self.config.database_url.clone();
+        let url = self.db_url.clone();
         tokio::task::spawn_blocking(move || {
             use plan_queue::db::schema::{dispatches, executions};
             let mut conn = plan_queue::db::connect(&url).unwrap();
@@ -164,7 +168,7 @@ impl TestApp {
 
     /// Runs `sql` on the test database.
     pub async fn sql(&self, sql: &str) {
-        let (url, sql) = (self.config.database_url.clone(), sql.to_owned());
+        let (url, sql) = (self.db_url.clone(), sql.to_owned());
         tokio::task::spawn_blocking(move || {
             use diesel::connection::SimpleConnection;
             plan_queue::db::connect(&url)
@@ -176,9 +180,99 @@ impl TestApp {
         .unwrap()
     }
 
+    /// Starts `plan-queue serve` as a child process on this test's database
+    /// and exchange, with `env` overriding variables, and waits until it
+    /// answers `/health`. Returns the process and its base URL.
+    pub async fn spawn_binary(&self, env: &[(&str, String)]) -> (std::process::Child, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = &self.config;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"));
+        command
+            .arg("serve")
+            .env("DATABASE_URL", &c.database_url)
+            .env("AMQP_URL", &c.amqp_url)
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("AMQP_EXCHANGE", &c.exchange)
+            .env("FRAMEWORK_TYPES", c.framework_types.join(","))
+            .env("RELAY_POLL_MS", "200")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("start plan-queue serve");
+        let url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while self
+            .client
+            .get(format!("{url}/health"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "plan-queue serve did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (child, url)
+    }
+
+    /// Waits until `GET /health/ready` on `url` answers `status`.
+    pub async fn wait_ready(&self, url: &str, status: u16) {
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = self.client.get(format!("{url}/health/ready")).send().await {
+                if r.status().as_u16() == status {
+                    return;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "readiness never became {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Adds `count` scenarios (ids from 10000) to project 7 and to the last
+    /// full run 4980 of plan 614 on environment 222, for big reruns.
+    pub async fn add_pairs_to_last_run(&self, count: i64) {
+        self.sql(&format!(
+            "INSERT INTO scenarios (id, project_id, name) \
+               SELECT g, 7, 'Generated scenario ' || g FROM generate_series(10000, {last}) g; \
+             INSERT INTO execution_pairs (execution_id, scenario_id, environment_id, status, attempt) \
+               SELECT 4980, g, 222, 'FAILED', 1 FROM generate_series(10000, {last}) g;",
+            last = 10000 + count - 1
+        ))
+        .await;
+    }
+
+    /// Runs `sql` and returns the one `BIGINT` it selects.
+    pub async fn count_sql(&self, sql: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let (url, sql) = (self.db_url.clone(), sql.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut conn = plan_queue::db::connect(&url).unwrap();
+            diesel::sql_query(sql).get_result::<N>(&mut conn).unwrap().n
+        })
+        .await
+        .unwrap()
+    }
+
     /// Unpublished dispatch rows.
     pub async fn pending(&self) -> i64 {
-        let url = self.config.database_url.clone();
+        let url = self.db_url.clone();
         tokio::task::spawn_blocking(move || {
             use plan_queue::db::schema::dispatches;
             let mut conn = plan_queue::db::connect(&url).unwrap();

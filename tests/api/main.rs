@@ -3,6 +3,8 @@
 
 mod delivery;
 mod errors;
+mod faults;
 mod helpers;
 mod idempotency;
+mod proxy;
 mod rerun;
