@@ -232,21 +232,28 @@ async fn clean_idempotency_keys(db: Db, retention: Duration, mut shutdown: watch
             _ = every.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let secs = retention.as_secs_f64();
-        let deleted = db
-            .run(move |conn| {
-                diesel::sql_query(
-                    "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
-                )
-                .bind::<diesel::sql_types::Double, _>(secs)
-                .execute(conn)
-                .map_err(crate::error::ApiError::from)
-            })
-            .await;
-        match deleted {
+        match delete_expired_idempotency_keys(&db, retention).await {
             Ok(n) if n > 0 => log::info!("deleted {n} expired Idempotency-Keys"),
             Ok(_) => {}
             Err(e) => log::warn!("cleaning Idempotency-Keys failed: {e}"),
         }
     }
+}
+
+/// Deletes the Idempotency-Keys first used more than `retention` ago; returns
+/// how many. Errors: 1011 when the database is unavailable.
+pub async fn delete_expired_idempotency_keys(
+    db: &Db,
+    retention: Duration,
+) -> Result<usize, crate::error::ApiError> {
+    let secs = retention.as_secs_f64();
+    db.run(move |conn| {
+        diesel::sql_query(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+        )
+        .bind::<diesel::sql_types::Double, _>(secs)
+        .execute(conn)
+        .map_err(crate::error::ApiError::from)
+    })
+    .await
 }

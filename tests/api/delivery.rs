@@ -87,3 +87,81 @@ async fn an_unroutable_message_stays_pending_and_is_retried() {
     assert_eq!(messages.len(), 1);
     assert_eq!(app.pending().await, 0);
 }
+
+#[tokio::test]
+async fn a_message_runners_keep_rejecting_is_parked_in_the_dead_letter_queue() {
+    use lapin::options::{BasicGetOptions, BasicNackOptions};
+    let app = spawn_app_with(|c| c.delivery_limit = 1).await;
+    let (status, body) = app
+        .rerun(&json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": 111, "environmentId": 222}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let connection = lapin::Connection::connect(crate::helpers::AMQP_URL, Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let queue = app.config.queue_name("APPIUM");
+    // a runner that fails on the message and hands it back, again and again
+    let started = std::time::Instant::now();
+    let mut rejections = 0;
+    while started.elapsed() < Duration::from_secs(15) && rejections < 5 {
+        match channel
+            .basic_get(queue.as_str().into(), BasicGetOptions::default())
+            .await
+        {
+            Ok(Some(message)) => {
+                message
+                    .delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                rejections += 1;
+            }
+            Ok(None) if rejections > 0 => break,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(rejections >= 2, "the runner saw the message more than once");
+    let parked =
+        crate::helpers::take(&app.config.dead_letter_name(), 1, Duration::from_secs(10)).await;
+    assert_eq!(parked.len(), 1, "parked, not dropped");
+    assert_eq!(
+        parked[0].message_id.as_deref(),
+        body["data"]["queued"][0]["messageId"].as_str()
+    );
+    assert!(
+        app.drain("APPIUM", Duration::from_millis(300))
+            .await
+            .is_empty(),
+        "and no longer looping"
+    );
+}
+
+#[tokio::test]
+async fn readiness_fails_on_an_old_backlog_while_reruns_are_still_accepted() {
+    let app = spawn_app_with(|c| {
+        c.amqp_url = DEAD_AMQP_URL.to_owned();
+        c.pending_age_threshold = Duration::from_millis(100);
+    })
+    .await;
+    let (status, _) = app
+        .rerun(&json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": 111}))
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = app.client.get(format!("{}/health/ready", app.address)).send().await.unwrap();
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, body) = crate::helpers::read(response).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["result"]["code"], 1011);
+    assert_eq!(body["result"]["message"], "Service unavailable: broker, outbox backlog");
+    assert_eq!(body["data"]["pending"], 2);
+    assert!(body["data"]["oldestPendingMs"].as_i64().unwrap() >= 100);
+    let (status, _) = app
+        .rerun(&json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": 112}))
+        .await;
+    assert_eq!(status, 200, "reruns are accepted while not ready");
+}

@@ -500,3 +500,46 @@ async fn sigterm_under_load_stops_cleanly_and_no_200_lacks_its_rows() {
         answers.len()
     );
 }
+
+#[tokio::test]
+async fn after_a_broker_restart_confirmed_messages_are_kept_and_the_service_reconnects() {
+    let Some(broker) = tokio::task::spawn_blocking(crate::broker::PrivateBroker::start)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let app = spawn_app_with(|c| c.amqp_url = broker.amqp_url()).await;
+    let (status, before) = app.rerun(&rerun_113()).await;
+    assert_eq!(status, 200, "{before}");
+    wait_until_pending(&app, 0).await; // confirmed by the broker
+
+    let broker = tokio::task::spawn_blocking(move || {
+        broker.restart();
+        broker
+    })
+    .await
+    .unwrap();
+    let queue = app.config.queue_name("APPIUM");
+    let kept =
+        crate::helpers::take_from(&broker.amqp_url(), &queue, 2, Duration::from_secs(10)).await;
+    let ids: HashSet<String> = kept.iter().map(|m| m.message_id.clone().unwrap()).collect();
+    assert_eq!(
+        ids,
+        message_ids(&before),
+        "confirmed messages survived the restart"
+    );
+
+    let (status, after) = app.rerun(&rerun_113()).await;
+    assert_eq!(status, 200);
+    let delivered =
+        crate::helpers::take_from(&broker.amqp_url(), &queue, 2, Duration::from_secs(20)).await;
+    let ids: HashSet<String> = delivered
+        .iter()
+        .map(|m| m.message_id.clone().unwrap())
+        .collect();
+    assert_eq!(ids, message_ids(&after), "the relay reconnected by itself");
+    tokio::task::spawn_blocking(move || drop(broker))
+        .await
+        .unwrap();
+}

@@ -307,7 +307,17 @@ impl TestApp {
 
 /// Takes up to `count` messages from `queue` within `within`.
 pub async fn take(queue: &str, count: usize, within: Duration) -> Vec<Received> {
-    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+    take_from(AMQP_URL, queue, count, within).await
+}
+
+/// Takes up to `count` messages from `queue` of the broker at `amqp_url`.
+pub async fn take_from(
+    amqp_url: &str,
+    queue: &str,
+    count: usize,
+    within: Duration,
+) -> Vec<Received> {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
         .await
         .expect("test consumer connects");
     let mut channel = connection.create_channel().await.unwrap();

@@ -108,3 +108,47 @@ async fn fifty_parallel_requests_with_one_key_make_exactly_one_rerun() {
         1
     );
 }
+
+#[tokio::test]
+async fn an_expired_key_starts_a_new_rerun_and_is_cleaned_up() {
+    let app = spawn_app().await;
+    assert_eq!(send(&app, "old", &body()).await.0, 200);
+    // the key's first use lies beyond the retention (24 h by default)
+    app.sql("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+        .await;
+    let (status, again, replayed) = send(&app, "old", &body()).await;
+    assert_eq!((status, replayed), (200, false));
+    assert_eq!(again["data"]["queued"][0]["attempt"], 3, "a new rerun");
+
+    app.sql("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+        .await;
+    let db = plan_queue::db::Db::new(
+        plan_queue::db::build_pool(&app.db_url, 1, Duration::from_secs(2)),
+        Duration::from_secs(2),
+    );
+    let deleted =
+        plan_queue::startup::delete_expired_idempotency_keys(&db, Duration::from_secs(86_400))
+            .await
+            .unwrap();
+    assert_eq!(deleted, 1);
+    let left = app
+        .count_sql("SELECT count(*) AS n FROM idempotency_keys")
+        .await;
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn a_dry_run_with_a_key_stores_nothing() {
+    let app = spawn_app().await;
+    let mut dry = body();
+    dry["dryRun"] = json!(true);
+    assert_eq!(send(&app, "dry", &dry).await.0, 200);
+    assert_eq!(
+        app.count_sql("SELECT count(*) AS n FROM idempotency_keys")
+            .await,
+        0
+    );
+    let (status, real, replayed) = send(&app, "dry", &body()).await;
+    assert_eq!((status, replayed), (200, false));
+    assert!(real["data"]["executionId"].is_i64());
+}
