@@ -48,7 +48,12 @@ fn main() {
     .init();
     let cli = Cli::parse();
     if let Err(e) = run(cli.command) {
-        eprintln!("plan-queue: {e:#}");
+        // one line: libpq's messages span several
+        let text = format!("{e:#}");
+        eprintln!(
+            "plan-queue: {}",
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
         std::process::exit(1);
     }
 }

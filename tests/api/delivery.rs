@@ -152,12 +152,20 @@ async fn readiness_fails_on_an_old_backlog_while_reruns_are_still_accepted() {
         .await;
     assert_eq!(status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let response = app.client.get(format!("{}/health/ready", app.address)).send().await.unwrap();
+    let response = app
+        .client
+        .get(format!("{}/health/ready", app.address))
+        .send()
+        .await
+        .unwrap();
     assert!(response.headers().contains_key("retry-after"));
     let (status, body) = crate::helpers::read(response).await;
     assert_eq!(status, 503);
     assert_eq!(body["result"]["code"], 1011);
-    assert_eq!(body["result"]["message"], "Service unavailable: broker, outbox backlog");
+    assert_eq!(
+        body["result"]["message"],
+        "Service unavailable: broker, outbox backlog"
+    );
     assert_eq!(body["data"]["pending"], 2);
     assert!(body["data"]["oldestPendingMs"].as_i64().unwrap() >= 100);
     let (status, _) = app

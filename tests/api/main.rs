@@ -2,6 +2,7 @@
 //! RabbitMQ: a private database and exchange per test.
 
 mod broker;
+mod cli;
 mod delivery;
 mod errors;
 mod faults;
