@@ -347,21 +347,7 @@ async fn an_unreachable_database_is_503_code_1011_with_retry_after() {
         c.db_checkout_timeout = std::time::Duration::from_millis(300);
     })
     .await;
-    let token = app.token(13, &["PLAN_RUN"]);
-    let response = app
-        .post_raw("/queue/rerun")
-        .bearer_auth(&token)
-        .json(&valid())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 503);
-    assert!(response.headers().contains_key("retry-after"));
-    let (_, body) = crate::helpers::read(response).await;
-    assert_eq!(
-        (code(&body), message(&body)),
-        (1011, "Service unavailable: database")
-    );
+    app.assert_database_unavailable(&valid()).await;
 }
 
 #[tokio::test]

@@ -3,7 +3,10 @@
 //! proxy between the service and the shared servers, or by killing a
 //! `plan-queue serve` child process.
 
-use crate::helpers::{code, message, spawn_app, spawn_app_with, TestApp, AMQP_URL};
+use crate::helpers::{
+    code, message_ids, pair_body, received_ids, spawn_app, spawn_app_with, TestApp, AMQP_URL,
+    DEMO_PAIRS,
+};
 use crate::proxy::{Mode, Proxy};
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -14,15 +17,6 @@ const POSTGRES: &str = "127.0.0.1:5432";
 
 fn rerun_113() -> Value {
     json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": 113})
-}
-
-fn message_ids(body: &Value) -> HashSet<String> {
-    body["data"]["queued"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| q["messageId"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 async fn post_to(app: &TestApp, url: &str, body: &Value) -> (u16, Value) {
@@ -62,10 +56,7 @@ async fn a_rerun_accepted_while_the_broker_is_unreachable_is_delivered_when_it_r
     proxy.set(Mode::Forward);
     let returned = Instant::now();
     let messages = app.consume("APPIUM", 2, Duration::from_secs(10)).await;
-    let consumed: HashSet<String> = messages
-        .iter()
-        .map(|m| m.message_id.clone().unwrap())
-        .collect();
+    let consumed = received_ids(&messages);
     assert_eq!(consumed, message_ids(&body));
     println!(
         "delivered {:?} after the broker became reachable",
@@ -88,10 +79,7 @@ async fn a_service_killed_after_commit_publishes_the_pending_rows_on_restart() {
 
     app.restart_with(|_| {}).await;
     let messages = app.consume("APPIUM", 2, Duration::from_secs(10)).await;
-    let consumed: HashSet<String> = messages
-        .iter()
-        .map(|m| m.message_id.clone().unwrap())
-        .collect();
+    let consumed = received_ids(&messages);
     assert_eq!(consumed, message_ids(&body));
     wait_until_pending(&app, 0).await;
 }
@@ -126,15 +114,10 @@ async fn a_service_killed_after_the_broker_confirmed_republishes_with_the_same_m
     // the dead relay's lease runs out, then the rows are claimed again
     app.restart_with(|_| {}).await;
     let second = app.consume("APPIUM", 2, Duration::from_secs(10)).await;
-    let ids = |ms: &[crate::helpers::Received]| {
-        ms.iter()
-            .map(|m| m.message_id.clone().unwrap())
-            .collect::<HashSet<_>>()
-    };
-    assert_eq!(ids(&first), message_ids(&body));
+    assert_eq!(received_ids(&first), message_ids(&body));
     assert_eq!(
-        ids(&second),
-        ids(&first),
+        received_ids(&second),
+        received_ids(&first),
         "re-published with the same messageId"
     );
     wait_until_pending(&app, 0).await;
@@ -157,10 +140,7 @@ async fn a_connection_reset_in_the_middle_of_a_batch_loses_nothing() {
     proxy.reset_all();
     let accepted = message_ids(&body);
     let messages = app.consume("APPIUM", 2000, Duration::from_secs(8)).await;
-    let consumed: HashSet<String> = messages
-        .iter()
-        .map(|m| m.message_id.clone().unwrap())
-        .collect();
+    let consumed = received_ids(&messages);
     assert_eq!(consumed, accepted, "every pair arrived, nothing unknown");
     println!(
         "1000 accepted, {} delivered ({} duplicates)",
@@ -313,21 +293,7 @@ async fn an_unreachable_database_is_503_and_recovers_without_restart() {
 
     proxy.set(Mode::Refuse);
     let before = app.counts().await;
-    let token = app.token(13, &["PLAN_RUN"]);
-    let response = app
-        .post_raw("/queue/rerun")
-        .bearer_auth(&token)
-        .json(&rerun_113())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 503);
-    assert!(response.headers().contains_key("retry-after"));
-    let (_, body) = crate::helpers::read(response).await;
-    assert_eq!(
-        (code(&body), message(&body)),
-        (1011, "Service unavailable: database")
-    );
+    app.assert_database_unavailable(&rerun_113()).await;
     assert_eq!(app.counts().await, before, "nothing half-written");
 
     proxy.set(Mode::Forward);
@@ -389,18 +355,14 @@ async fn two_instances_on_one_database_publish_every_row_exactly_once() {
     let second_url = format!("http://127.0.0.1:{}", second.port());
     let second_handle = second.handle();
     let second_task = tokio::spawn(second.run_until_stopped());
-    let pairs = [
-        (111, 222),
-        (111, 223),
-        (112, 222),
-        (112, 223),
-        (113, 223),
-        (113, 224),
-    ];
     let requests = (0..120).map(|i| {
-        let (s, e) = pairs[i % pairs.len()];
-        let body = json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": s, "environmentId": e});
-        let url = if i % 2 == 0 { app.address.clone() } else { second_url.clone() };
+        let (s, e) = DEMO_PAIRS[i % DEMO_PAIRS.len()];
+        let body = pair_body(s, e);
+        let url = if i % 2 == 0 {
+            app.address.clone()
+        } else {
+            second_url.clone()
+        };
         let app = &app;
         async move { post_to(app, &url, &body).await }
     });
@@ -490,10 +452,7 @@ async fn sigterm_under_load_stops_cleanly_and_no_200_lacks_its_rows() {
     let messages = app
         .consume("APPIUM", accepted.len(), Duration::from_secs(20))
         .await;
-    let consumed: HashSet<String> = messages
-        .iter()
-        .map(|m| m.message_id.clone().unwrap())
-        .collect();
+    let consumed = received_ids(&messages);
     assert_eq!(consumed, accepted);
     println!(
         "{} reruns accepted before SIGTERM, exit after {took:?}",

@@ -355,6 +355,62 @@ pub async fn take_from(
     received
 }
 
+/// The six pairs of plan 614's last full run (execution 4980).
+pub const DEMO_PAIRS: [(i64, i64); 6] = [
+    (111, 222),
+    (111, 223),
+    (112, 222),
+    (112, 223),
+    (113, 223),
+    (113, 224),
+];
+
+/// A rerun body for one pair of plan 614, as user 13 on APPIUM.
+pub fn pair_body(scenario_id: i64, environment_id: i64) -> Value {
+    serde_json::json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM",
+                       "scenarioId": scenario_id, "environmentId": environment_id})
+}
+
+/// The `messageId`s of a 200 answer.
+pub fn message_ids(body: &Value) -> std::collections::HashSet<String> {
+    body["data"]["queued"]
+        .as_array()
+        .expect("data.queued")
+        .iter()
+        .map(|q| q["messageId"].as_str().expect("messageId").to_owned())
+        .collect()
+}
+
+/// The `message_id`s of received messages.
+pub fn received_ids(messages: &[Received]) -> std::collections::HashSet<String> {
+    messages
+        .iter()
+        .map(|m| m.message_id.clone().expect("message_id"))
+        .collect()
+}
+
+impl TestApp {
+    /// Sends `body` as user 13 and asserts 503 code 1011 "Service unavailable:
+    /// database" with `Retry-After`.
+    pub async fn assert_database_unavailable(&self, body: &Value) {
+        let token = self.token(13, &["PLAN_RUN"]);
+        let response = self
+            .post_raw("/queue/rerun")
+            .bearer_auth(&token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+        let (_, got) = read(response).await;
+        assert_eq!(
+            (code(&got), message(&got)),
+            (1011, "Service unavailable: database")
+        );
+    }
+}
+
 /// Status and JSON body of a response.
 pub async fn read(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();

@@ -1,10 +1,9 @@
 //! The "nothing lost" ledger: a couple of thousand reruns while the broker
 //! connection is cut again and again; every accepted pair must arrive.
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{pair_body, spawn_app_with, DEMO_PAIRS};
 use crate::proxy::{Mode, Proxy};
 use futures_util::StreamExt;
-use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -17,14 +16,6 @@ async fn two_thousand_reruns_with_the_broker_cut_six_times_lose_nothing() {
     let app = spawn_app_with(|c| c.amqp_url = proxy.amqp_url()).await;
     app.wait_ready(&app.address, 200).await;
     let token = app.token(13, &["PLAN_RUN"]);
-    let pairs = [
-        (111, 222),
-        (111, 223),
-        (112, 222),
-        (112, 223),
-        (113, 223),
-        (113, 224),
-    ];
 
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let cutter = {
@@ -43,8 +34,8 @@ async fn two_thousand_reruns_with_the_broker_cut_six_times_lose_nothing() {
     let load = async {
         let answers: Vec<(u16, serde_json::Value)> = futures_util::stream::iter(0..RERUNS)
             .map(|i| {
-                let (s, e) = pairs[i % pairs.len()];
-                let body = json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": s, "environmentId": e});
+                let (s, e) = DEMO_PAIRS[i % DEMO_PAIRS.len()];
+                let body = pair_body(s, e);
                 let request = app.post_raw("/queue/rerun").bearer_auth(&token).json(&body);
                 async move { crate::helpers::read(request.send().await.unwrap()).await }
             })

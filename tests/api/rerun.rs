@@ -1,6 +1,6 @@
 //! The success path: what the caller gets and what the runners receive.
 
-use crate::helpers::{code, spawn_app};
+use crate::helpers::{code, pair_body, spawn_app, DEMO_PAIRS};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -166,17 +166,9 @@ async fn each_rerun_of_a_pair_is_the_next_attempt_of_the_source_run() {
 #[tokio::test]
 async fn fifty_concurrent_reruns_publish_every_accepted_pair_exactly_once() {
     let app = spawn_app().await;
-    let pairs = [
-        (111, 222),
-        (111, 223),
-        (112, 222),
-        (112, 223),
-        (113, 223),
-        (113, 224),
-    ];
     let requests = (0..50).map(|i| {
-        let (s, e) = pairs[i % pairs.len()];
-        let body = json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": s, "environmentId": e});
+        let (s, e) = DEMO_PAIRS[i % DEMO_PAIRS.len()];
+        let body = pair_body(s, e);
         let app = &app;
         async move { app.rerun(&body).await }
     });
