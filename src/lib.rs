@@ -12,6 +12,8 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod metrics;
+pub mod openapi;
 pub mod relay;
 pub mod routes;
 pub mod seed;
