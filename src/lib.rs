@@ -18,4 +18,5 @@ pub mod relay;
 pub mod routes;
 pub mod seed;
 pub mod service;
+pub mod smoke;
 pub mod startup;

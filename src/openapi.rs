@@ -96,7 +96,10 @@ pub fn error_examples() -> Vec<(&'static str, ApiError)> {
         ("bodyTimeout", BodyTimeout(10_000)),
         ("planIdMandatory", Mandatory("planId is mandatory")),
         ("userIdMandatory", Mandatory("userId is mandatory")),
-        ("frameworkTypeMandatory", Mandatory("frameworkType is mandatory")),
+        (
+            "frameworkTypeMandatory",
+            Mandatory("frameworkType is mandatory"),
+        ),
         (
             "pairMandatory",
             Mandatory("At least one scenarioEnvironmentPair is required"),
@@ -179,8 +182,7 @@ impl Modify for ErrorAnswers {
             return;
         };
         for (status, errors) in by_status {
-            let mut codes: Vec<String> =
-                errors.iter().map(|(_, e)| e.code().to_string()).collect();
+            let mut codes: Vec<String> = errors.iter().map(|(_, e)| e.code().to_string()).collect();
             codes.dedup();
             let examples = errors.iter().map(|(name, error)| {
                 (
@@ -218,7 +220,10 @@ impl Modify for ErrorAnswers {
 /// The header an error status carries, if any.
 fn header_of(status: u16) -> Option<(&'static str, &'static str)> {
     match status {
-        401 => Some(("WWW-Authenticate", "`Bearer`, or `Bearer error=\"invalid_token\"`")),
+        401 => Some((
+            "WWW-Authenticate",
+            "`Bearer`, or `Bearer error=\"invalid_token\"`",
+        )),
         503 => Some(("Retry-After", "Seconds to wait before retrying")),
         _ => None,
     }
@@ -235,9 +240,8 @@ impl Modify for QueueAlias {
         };
         if let Some(operation) = item.post.as_mut() {
             operation.operation_id = Some("rerunAlias".to_owned());
-            operation.summary = Some(
-                "Same as POST /queue/rerun (the URL the original API page names)".to_owned(),
-            );
+            operation.summary =
+                Some("Same as POST /queue/rerun (the URL the original API page names)".to_owned());
         }
         openapi.paths.paths.insert("/queue".to_owned(), item);
     }

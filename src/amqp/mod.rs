@@ -139,9 +139,10 @@ impl Publisher {
             match sent {
                 Ok(Ok(confirm)) => pending.push(confirm),
                 Ok(Err(e)) => {
-                    return fail_all(batch.len(), PublishFailure::Connection(format!(
-                        "publish failed: {e}"
-                    )))
+                    return fail_all(
+                        batch.len(),
+                        PublishFailure::Connection(format!("publish failed: {e}")),
+                    )
                 }
                 Err(_) => {
                     return fail_all(

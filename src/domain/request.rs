@@ -58,7 +58,9 @@ impl utoipa::PartialSchema for Id {
             .schema_type(Type::Integer)
             .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
             .minimum(Some(1))
-            .description(Some("A positive id; 0, negatives, floats and strings are code 1001"))
+            .description(Some(
+                "A positive id; 0, negatives, floats and strings are code 1001",
+            ))
             .into()
     }
 }

@@ -13,13 +13,11 @@ async fn reruns_accepted_while_the_broker_is_unreachable_are_published_after_a_r
     assert_eq!(status, 200, "{body}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.pending().await, 2, "nothing can be published yet");
-    let ready = app
-        .client
-        .get(format!("{}/health/ready", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503, "readiness reports the missing broker");
+    assert_eq!(
+        app.get("/health/ready").await.0,
+        503,
+        "readiness reports the missing broker"
+    );
 
     app.restart_with(|c| c.amqp_url = crate::helpers::AMQP_URL.to_owned())
         .await;
@@ -41,23 +39,7 @@ async fn reruns_accepted_while_the_broker_is_unreachable_are_published_after_a_r
 async fn an_unroutable_message_stays_pending_and_is_retried() {
     let app = spawn_app_with(|_| {}).await;
     // wait for the topology, then take the APPIUM queue away
-    let ready = async {
-        loop {
-            let r = app
-                .client
-                .get(format!("{}/health/ready", app.address))
-                .send()
-                .await
-                .unwrap();
-            if r.status() == 200 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), ready)
-        .await
-        .expect("ready");
+    app.wait_ready().await;
     let connection = lapin::Connection::connect(crate::helpers::AMQP_URL, Default::default())
         .await
         .unwrap();
@@ -78,6 +60,15 @@ async fn an_unroutable_message_stays_pending_and_is_retried() {
         1,
         "a returned message is never marked published"
     );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"plan_queue_publishes_total{outcome="returned"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plan_queue_dispatch_pending 1"),
+        "{metrics}"
+    );
 
     // the queue comes back: the retry delivers it
     plan_queue::amqp::declare_topology(&channel, &app.config)
@@ -86,4 +77,9 @@ async fn an_unroutable_message_stays_pending_and_is_retried() {
     let messages = app.consume("APPIUM", 1, Duration::from_secs(15)).await;
     assert_eq!(messages.len(), 1);
     assert_eq!(app.pending().await, 0);
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"plan_queue_publishes_total{outcome="confirmed"} 1"#),
+        "{metrics}"
+    );
 }

@@ -143,6 +143,34 @@ impl TestApp {
         read(response).await
     }
 
+    /// GETs `path`: status and body text.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent");
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// Waits up to 10 s for `/health/ready` to answer 200 (the relay has
+    /// connected and declared the topology).
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.get("/health/ready").await.0 != 200 {
+            assert!(Instant::now() < deadline, "not ready within 10 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let (status, text) = self.get("/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        text
+    }
+
     /// A request builder for `POST path` (for custom headers and raw bodies).
     pub fn post_raw(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.post(format!("{}{path}", self.address))

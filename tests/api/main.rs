@@ -2,7 +2,11 @@
 //! RabbitMQ: a private database and exchange per test.
 
 mod delivery;
+mod docs;
 mod errors;
 mod helpers;
 mod idempotency;
+mod logs;
+mod messages;
+mod operations;
 mod rerun;
