@@ -70,7 +70,7 @@ impl utoipa::ToSchema for Id {}
 /// The body of `POST /queue/rerun` as sent (contract, section 1); every field
 /// optional here so that a missing field is told apart (1006) from a
 /// malformed one (1001). Unknown fields and duplicate keys are refused (1001).
-/// Public only for the OpenAPI document, where it is `RerunRequestBody`.
+// Public only for the OpenAPI document, where it is `RerunRequestBody`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(as = RerunRequestBody)]
