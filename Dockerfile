@@ -1,5 +1,7 @@
 # Multi-stage build: compile with the Rust toolchain, run on a slim Debian as
 # a non-root user. Not exercised by CI (the CI machines have no Docker engine).
+# The build needs crates.io only: the Swagger UI of /docs comes from the
+# `utoipa-swagger-ui` crate's `vendored` feature, not from a download.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

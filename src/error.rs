@@ -11,15 +11,18 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 /// The `result` part of every answer: `{"code": 0, "message": "success"}` on success.
-#[derive(Debug, Serialize, serde::Deserialize, Clone, PartialEq)]
+#[derive(Debug, Serialize, serde::Deserialize, Clone, PartialEq, utoipa::ToSchema)]
 pub struct ApiResult {
+    /// 0 on success, else the code of the contract's error table.
     pub code: u16,
+    /// `success`, or the error's message.
     pub message: String,
 }
 
 /// The body of every answer: `{"data": …, "result": {"code", "message"}}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Envelope<T: Serialize> {
+    /// The answer; null on errors.
     pub data: Option<T>,
     pub result: ApiResult,
 }

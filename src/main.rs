@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use plan_queue::config::Config;
+use plan_queue::smoke::{self, SmokeOptions};
 use plan_queue::startup::Application;
 use plan_queue::{auth, db, seed};
 use std::path::PathBuf;
@@ -39,6 +40,10 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
     },
+    /// Check a live deployment: readiness, the OpenAPI document, a dry-run
+    /// rerun that must validate, an unknown plan that must answer 1000.
+    /// Triggers no test run. Exit status 0 when every check passes, else 1.
+    Smoke(SmokeOptions),
 }
 
 fn main() {
@@ -59,11 +64,11 @@ fn main() {
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
     match command {
-        Command::Serve => serve(config),
-        Command::Migrate => db::migrate(&config.database_url),
+        Command::Serve => serve(Config::from_env()?),
+        Command::Migrate => db::migrate(&Config::from_env()?.database_url),
         Command::Seed { file } => {
+            let config = Config::from_env()?;
             let fixture = seed::Fixture::from_file(&file)?;
             db::migrate(&config.database_url)?;
             let mut conn = db::connect(&config.database_url)?;
@@ -80,7 +85,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 authorities.push(auth::PLAN_RUN.to_owned());
             }
             let token = auth::issue_token(
-                config.require_jwt_secret()?,
+                Config::from_env()?.require_jwt_secret()?,
                 user_id,
                 &authorities,
                 ttl_secs,
@@ -88,7 +93,29 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Smoke(options) => run_smoke(options),
     }
+}
+
+/// Prints one verdict line per check; fails (exit 1) if any check failed.
+fn run_smoke(options: SmokeOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let verdicts = runtime.block_on(smoke::run(&options))?;
+    for verdict in &verdicts {
+        println!("{verdict}");
+    }
+    let failed = verdicts.iter().filter(|v| !v.passed).count();
+    anyhow::ensure!(
+        failed == 0,
+        "smoke: {failed} of {} checks failed",
+        verdicts.len()
+    );
+    println!(
+        "smoke: all {} checks passed against {}",
+        verdicts.len(),
+        options.url
+    );
+    Ok(())
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

@@ -3,20 +3,24 @@
 use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::db::{build_pool, Db};
+use crate::metrics::Metrics;
+use crate::openapi::{ApiDoc, DOCS_PATH, OPENAPI_PATH};
 use crate::relay::{Relay, RelayStatus};
 use crate::routes;
 use crate::service::RerunService;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::{from_fn, Logger, Next};
-use actix_web::{web, App, HttpMessage, HttpServer};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use anyhow::Context;
 use diesel::prelude::*;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
 
 /// Request header and response header carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -33,6 +37,13 @@ const RELAY_POOL_SIZE: u32 = 2;
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+/// What a handler learned about its request, for the request's log line.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestFacts {
+    pub plan_id: i64,
+    pub user_id: i64,
+}
+
 /// State shared by all handlers.
 pub struct AppState {
     pub config: Arc<Config>,
@@ -40,6 +51,7 @@ pub struct AppState {
     pub service: RerunService,
     pub db: Db,
     pub relay_status: Arc<RelayStatus>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Unpublished dispatch rows: how many, and the age of the oldest in ms.
@@ -105,6 +117,7 @@ impl Application {
         let wakeup = Arc::new(Notify::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let relay_status = Arc::new(RelayStatus::default());
+        let metrics = Arc::new(Metrics::new()?);
         let relay = Relay::new(
             config.clone(),
             build_pool(
@@ -115,6 +128,7 @@ impl Application {
             wakeup.clone(),
             shutdown_rx,
             relay_status.clone(),
+            metrics.clone(),
         );
         let state = web::Data::new(AppState {
             service: RerunService::new(
@@ -127,17 +141,21 @@ impl Application {
             verifier,
             db: db.clone(),
             relay_status,
+            metrics,
         });
+        let openapi = ApiDoc::openapi();
         let listener = TcpListener::bind(&config.bind_addr)
             .with_context(|| format!("cannot listen on {} (BIND_ADDR)", config.bind_addr))?;
         let port = listener.local_addr()?.port();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .wrap(Logger::new(
-                    r#"%a "%r" %s %b %Dms request_id=%{x-request-id}o"#,
-                ))
+                .wrap(from_fn(observe))
                 .wrap(from_fn(request_id))
+                .service(
+                    SwaggerUi::new(format!("{DOCS_PATH}/{{_:.*}}"))
+                        .url(OPENAPI_PATH, openapi.clone()),
+                )
                 .configure(routes_table)
         })
         .listen(listener)?
@@ -198,6 +216,8 @@ fn routes_table(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(routes::health))
         .route("/health/live", web::get().to(routes::live))
         .route("/health/ready", web::get().to(routes::ready))
+        .route("/metrics", web::get().to(routes::metrics))
+        .route(DOCS_PATH, web::get().to(docs_redirect))
         .default_service(web::to(routes::not_found));
 }
 
@@ -221,6 +241,52 @@ async fn request_id(
             .headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID), value);
     }
+    Ok(response)
+}
+
+/// `/docs` → `/docs/`: Swagger UI loads its assets relative to the page.
+async fn docs_redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header(("Location", format!("{DOCS_PATH}/")))
+        .finish()
+}
+
+/// Counts every answered request in the metrics (by method, route pattern
+/// and status, with its latency) and writes one log line per request:
+/// method, path, status, latency, `request_id`, and `user`/`plan` when the
+/// handler learned them ([`RequestFacts`]).
+async fn observe(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let path = request.path().to_owned();
+    let state = request.app_data::<web::Data<AppState>>().cloned();
+    let response = next.call(request).await?;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    if let Some(state) = state {
+        state
+            .metrics
+            .observe_request(&method, &route, status, elapsed.as_secs_f64());
+    }
+    let extensions = response.request().extensions();
+    let request_id = extensions.get::<RequestId>().map_or("-", |r| r.0.as_str());
+    let (user, plan) = extensions
+        .get::<RequestFacts>()
+        .map_or(("-".to_owned(), "-".to_owned()), |f| {
+            (f.user_id.to_string(), f.plan_id.to_string())
+        });
+    log::info!(
+        "{method} {path} {status} {:.1}ms request_id={request_id} user={user} plan={plan}",
+        elapsed.as_secs_f64() * 1000.0
+    );
+    drop(extensions);
     Ok(response)
 }
 

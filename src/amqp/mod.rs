@@ -8,6 +8,7 @@
 
 use crate::config::Config;
 use crate::db::models::ClaimedDispatch;
+use crate::metrics::PublishOutcome;
 use anyhow::Context;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -27,12 +28,47 @@ pub const PERSISTENT: u8 = 2;
 /// Why one message was not confirmed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PublishFailure {
-    /// The connection or channel failed, or the confirm did not come in time;
-    /// the publisher must reconnect.
+    /// The connection or channel failed; the publisher must reconnect.
     Connection(String),
-    /// The broker answered but did not take the message: a `basic.return`
-    /// (e.g. NO_ROUTE) or a nack.
-    Rejected(String),
+    /// The publish or its confirm did not come within the publish timeout;
+    /// the publisher must reconnect (the channel's state is unknown).
+    TimedOut(String),
+    /// The broker acked but returned the message (`basic.return`, e.g. NO_ROUTE).
+    Returned(String),
+    /// The broker nacked the message.
+    Nacked(String),
+}
+
+impl PublishFailure {
+    /// True when the connection is in doubt (connection failure, timeout):
+    /// reconnect and retry at once. Otherwise the broker answered and the row
+    /// is retried after a back-off.
+    pub fn needs_reconnect(&self) -> bool {
+        matches!(
+            self,
+            PublishFailure::Connection(_) | PublishFailure::TimedOut(_)
+        )
+    }
+
+    /// The reason, for logs and the dispatch row's `last_error`.
+    pub fn reason(&self) -> &str {
+        match self {
+            PublishFailure::Connection(r)
+            | PublishFailure::TimedOut(r)
+            | PublishFailure::Returned(r)
+            | PublishFailure::Nacked(r) => r,
+        }
+    }
+
+    /// The metric outcome of this failure.
+    pub fn outcome(&self) -> PublishOutcome {
+        match self {
+            PublishFailure::Connection(_) => PublishOutcome::Failed,
+            PublishFailure::TimedOut(_) => PublishOutcome::TimedOut,
+            PublishFailure::Returned(_) => PublishOutcome::Returned,
+            PublishFailure::Nacked(_) => PublishOutcome::Nacked,
+        }
+    }
 }
 
 /// A connection with one confirm-mode channel, topology declared.
@@ -102,13 +138,26 @@ impl Publisher {
             .await;
             match sent {
                 Ok(Ok(confirm)) => pending.push(confirm),
-                Ok(Err(e)) => return fail_all(batch.len(), format!("publish failed: {e}")),
-                Err(_) => return fail_all(batch.len(), "publish timed out".to_owned()),
+                Ok(Err(e)) => {
+                    return fail_all(
+                        batch.len(),
+                        PublishFailure::Connection(format!("publish failed: {e}")),
+                    )
+                }
+                Err(_) => {
+                    return fail_all(
+                        batch.len(),
+                        PublishFailure::TimedOut("publish timed out".to_owned()),
+                    )
+                }
             }
         }
         let confirms = futures_util::future::join_all(pending);
         match tokio::time::timeout(timeout, confirms).await {
-            Err(_) => fail_all(batch.len(), "publisher confirms timed out".to_owned()),
+            Err(_) => fail_all(
+                batch.len(),
+                PublishFailure::TimedOut("publisher confirms timed out".to_owned()),
+            ),
             Ok(results) => results.into_iter().map(confirmation_result).collect(),
         }
     }
@@ -124,21 +173,21 @@ impl Publisher {
 
 /// Every row of a batch failed on the connection: rows already sent have no
 /// known confirm either, so all are retried (a duplicate is allowed, a loss is not).
-fn fail_all(total: usize, reason: String) -> Vec<Result<(), PublishFailure>> {
-    vec![Err(PublishFailure::Connection(reason)); total]
+fn fail_all(total: usize, failure: PublishFailure) -> Vec<Result<(), PublishFailure>> {
+    vec![Err(failure); total]
 }
 
 fn confirmation_result(result: lapin::Result<Confirmation>) -> Result<(), PublishFailure> {
     match result {
         Ok(Confirmation::Ack(None)) => Ok(()),
         Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned))) => {
-            Err(PublishFailure::Rejected(format!(
+            Err(PublishFailure::Returned(format!(
                 "returned by the broker: {} {}",
                 returned.reply_code, returned.reply_text
             )))
         }
         Ok(Confirmation::Nack(None)) => {
-            Err(PublishFailure::Rejected("nacked by the broker".to_owned()))
+            Err(PublishFailure::Nacked("nacked by the broker".to_owned()))
         }
         Ok(Confirmation::NotRequested) => Err(PublishFailure::Connection(
             "publisher confirms are not enabled on the channel".to_owned(),

@@ -17,6 +17,7 @@ use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, Pool};
 use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -66,7 +67,33 @@ pub fn is_connection_loss(e: &diesel::result::Error) -> bool {
 pub struct Db {
     pool: PgPool,
     permits: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
     checkout_timeout: Duration,
+}
+
+/// How busy the request pool is, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Connections checked out of the pool.
+    pub in_use: u32,
+    /// Calls of [`Db::run`] waiting for a permit (all connections busy).
+    pub waiting: usize,
+}
+
+/// Decrements a waiting counter when dropped (also when the wait is cancelled).
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn start(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Waiting(counter.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Db {
@@ -76,6 +103,7 @@ impl Db {
         Db {
             pool,
             permits: Arc::new(Semaphore::new(size)),
+            waiting: Arc::new(AtomicUsize::new(0)),
             checkout_timeout,
         }
     }
@@ -83,6 +111,15 @@ impl Db {
     /// The underlying pool (for health checks and metrics).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Connections in use and calls waiting for one, right now.
+    pub fn usage(&self) -> PoolUsage {
+        let state = self.pool.state();
+        PoolUsage {
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            waiting: self.waiting.load(Ordering::Relaxed),
+        }
     }
 
     /// Runs `work` with a pooled connection on the blocking pool.
@@ -95,11 +132,13 @@ impl Db {
         T: Send + 'static,
         E: From<DbUnavailable> + From<anyhow::Error> + Send + 'static,
     {
+        let waiting = Waiting::start(&self.waiting);
         let permit =
             tokio::time::timeout(self.checkout_timeout, self.permits.clone().acquire_owned())
                 .await
                 .map_err(|_| DbUnavailable("all connections busy".to_owned()))?
                 .map_err(|_| DbUnavailable("pool closed".to_owned()))?;
+        drop(waiting);
         let pool = self.pool.clone();
         let timeout = self.checkout_timeout;
         tokio::task::spawn_blocking(move || {

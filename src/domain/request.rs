@@ -51,25 +51,61 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
-/// The body as sent; every field optional so that a missing field is told
-/// apart (1006) from a malformed one (1001). Unknown fields and duplicate keys
-/// are refused by serde.
-#[derive(Deserialize)]
+impl utoipa::PartialSchema for Id {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(1))
+            .description(Some(
+                "A positive id; 0, negatives, floats and strings are code 1001",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Id {}
+
+/// The body of `POST /queue/rerun` as sent (contract, section 1); every field
+/// optional here so that a missing field is told apart (1006) from a
+/// malformed one (1001). Unknown fields and duplicate keys are refused (1001).
+// Public only for the OpenAPI document, where it is `RerunRequestBody`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawRerunRequest {
+#[schema(as = RerunRequestBody)]
+pub struct RawRerunRequest {
+    /// Required (else 1006 `planId is mandatory`).
+    #[schema(required = true)]
     plan_id: Option<Id>,
+    /// Required (else 1006): the user who triggers the rerun; must be the
+    /// token's subject unless the token holds QUEUE_ADMIN.
+    #[schema(required = true)]
     user_id: Option<Id>,
+    /// Required, case-insensitive, one of the configured framework types
+    /// (else 1003); normalised to upper case; the AMQP routing key.
+    #[schema(required = true, example = "APPIUM")]
     framework_type: Option<String>,
+    /// At least one pair (else 1006), none twice (1007), at most MAX_PAIRS (1008).
     scenario_environment_pairs: Option<Vec<RawPair>>,
+    /// Shorthand for one pair, only when `scenarioEnvironmentPairs` is absent.
     scenario_id: Option<Id>,
+    /// With the top-level `scenarioId`: the environment of the one pair.
     environment_id: Option<Id>,
+    /// Validate and answer what would be queued (every `messageId` null);
+    /// write and publish nothing. Default false.
     dry_run: Option<bool>,
 }
 
-#[derive(Deserialize)]
+/// One `scenarioEnvironmentPairs` item as sent.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = ScenarioEnvironmentPair)]
 struct RawPair {
+    /// Required (else 1006 `scenarioId is mandatory`).
+    #[schema(required = true)]
     scenario_id: Option<Id>,
+    /// Absent: every environment the scenario ran on in the source run.
     environment_id: Option<Id>,
 }
 

@@ -12,6 +12,10 @@
 //! only after the broker confirmed it, so a crash in between re-publishes it
 //! with the same `messageId`: delivery is at least once.
 //!
+//! Every log line about a message carries `request_id=` with the
+//! `X-Request-Id` of the HTTP request that queued it (its AMQP
+//! `correlation_id`), so a request can be followed to its messages.
+//!
 //! The relay wakes when a rerun commits ([`tokio::sync::Notify`]) and
 //! otherwise looks for due rows every `RELAY_POLL_MS`.
 
@@ -19,6 +23,7 @@ use crate::amqp::{PublishFailure, Publisher};
 use crate::config::Config;
 use crate::db::models::ClaimedDispatch;
 use crate::db::PgPool;
+use crate::metrics::{Metrics, PublishOutcome};
 use anyhow::Context;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Double, Text};
@@ -47,6 +52,7 @@ pub struct Relay {
     wakeup: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
     status: Arc<RelayStatus>,
+    metrics: Arc<Metrics>,
 }
 
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
@@ -54,13 +60,15 @@ const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
 
 impl Relay {
     /// `pool` is the relay's own small pool; `wakeup` is notified by the rerun
-    /// service after each commit; the relay stops when `shutdown` turns true.
+    /// service after each commit; the relay stops when `shutdown` turns true;
+    /// every publish is counted in `metrics` by its outcome.
     pub fn new(
         config: Arc<Config>,
         pool: PgPool,
         wakeup: Arc<Notify>,
         shutdown: watch::Receiver<bool>,
         status: Arc<RelayStatus>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Relay {
             config,
@@ -68,6 +76,7 @@ impl Relay {
             wakeup,
             shutdown,
             status,
+            metrics,
         }
     }
 
@@ -155,8 +164,14 @@ impl Relay {
             .await;
         let connection_failed = results
             .iter()
-            .any(|r| matches!(r, Err(PublishFailure::Connection(_))));
-        log_failures(&batch, &results);
+            .any(|r| r.as_ref().is_err_and(PublishFailure::needs_reconnect));
+        for result in &results {
+            self.metrics.publish(match result {
+                Ok(()) => PublishOutcome::Confirmed,
+                Err(failure) => failure.outcome(),
+            });
+        }
+        log_results(&batch, &results);
         let claimed = batch.len();
         let pool = self.pool.clone();
         blocking(move || mark(&pool, &batch, &results)).await?;
@@ -233,11 +248,11 @@ fn mark(
     for (row, result) in batch.iter().zip(results) {
         match result {
             Ok(()) => published.push(row.id),
-            Err(PublishFailure::Connection(reason)) => {
+            Err(failure) if failure.needs_reconnect() => {
                 retry_now.0.push(row.id);
-                retry_now.1 = reason;
+                retry_now.1 = failure.reason();
             }
-            Err(PublishFailure::Rejected(reason)) => back_off.push((row.id, reason)),
+            Err(failure) => back_off.push((row.id, failure.reason())),
         }
     }
     conn.transaction(|conn| {
@@ -265,7 +280,7 @@ fn mark(
                   WHERE id = $1",
             )
             .bind::<BigInt, _>(id)
-            .bind::<Text, _>(*reason)
+            .bind::<Text, _>(reason)
             .execute(conn)?;
         }
         diesel::QueryResult::Ok(())
@@ -273,20 +288,22 @@ fn mark(
     .context("marking dispatch rows")
 }
 
-fn log_failures(batch: &[ClaimedDispatch], results: &[Result<(), PublishFailure>]) {
+/// One line per message: published, or why not (with `request_id=`).
+fn log_results(batch: &[ClaimedDispatch], results: &[Result<(), PublishFailure>]) {
     for (row, result) in batch.iter().zip(results) {
+        let request_id = row.correlation_id.as_deref().unwrap_or("-");
         match result {
-            Err(PublishFailure::Rejected(reason)) => log::warn!(
-                "relay: message {} (routing key {}, correlation {}) not taken: {reason}; will retry",
+            Ok(()) => log::info!(
+                "relay: published message {} routing key {} request_id={request_id}",
                 row.message_id,
                 row.routing_key,
-                row.correlation_id.as_deref().unwrap_or("-")
             ),
-            Err(PublishFailure::Connection(reason)) => {
-                log::warn!("relay: batch of {} not confirmed: {reason}; will retry", batch.len());
-                return;
-            }
-            Ok(()) => {}
+            Err(failure) => log::warn!(
+                "relay: message {} routing key {} request_id={request_id} not confirmed: {}; will retry",
+                row.message_id,
+                row.routing_key,
+                failure.reason(),
+            ),
         }
     }
 }

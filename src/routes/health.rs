@@ -6,29 +6,48 @@ use crate::startup::AppState;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-#[derive(Serialize)]
-struct Status {
+/// `{"status": "UP"}`: the data of `/health` and `/health/live`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// Always `UP`.
+    #[schema(example = "UP")]
     status: &'static str,
 }
 
-/// 200 `{"data": {"status": "UP"}, …}` once the server accepts requests.
+/// 200 `{"data": {"status": "UP"}, …}` once the server accepts requests
+/// (contract, section 4).
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses((status = 200, description = "The server accepts requests", body = Envelope<Status>))
+)]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(Envelope::success(Status { status: "UP" }))
 }
 
 /// Liveness: the process answers. Same body as `/health`.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "operations",
+    responses((status = 200, description = "The process is up", body = Envelope<Status>))
+)]
 pub async fn live() -> HttpResponse {
     health().await
 }
 
 /// The parts readiness looks at.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Readiness {
+    /// The database answered.
     pub database: bool,
+    /// The relay holds a RabbitMQ connection.
     pub broker: bool,
     /// Age of the oldest unpublished dispatch row, milliseconds; `None` if none.
     pub oldest_pending_ms: Option<i64>,
+    /// Unpublished dispatch rows.
     pub pending: i64,
 }
 
@@ -36,6 +55,18 @@ pub struct Readiness {
 /// connection and no dispatch row has been pending longer than
 /// `PENDING_AGE_THRESHOLD_MS`; otherwise 503 with code 1011 naming the failing
 /// parts. Reruns are accepted either way.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Database reachable, broker connected, outbox not behind",
+            body = Envelope<Readiness>),
+        (status = 503, description = "Code 1011; the message names the failing parts \
+            (`database`, `broker`, `outbox backlog`)", body = Envelope<Readiness>,
+            headers(("Retry-After" = String, description = "Seconds to wait")))
+    )
+)]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let outbox = state.outbox_backlog().await;
     let readiness = Readiness {

@@ -2,8 +2,10 @@
 
 pub mod fallback;
 pub mod health;
+pub mod metrics;
 pub mod rerun;
 
 pub use fallback::{method_not_allowed, not_found};
 pub use health::{health, live, ready};
+pub use metrics::metrics;
 pub use rerun::rerun;

@@ -3,7 +3,7 @@
 use crate::domain::parse_rerun_request;
 use crate::error::{ApiError, Envelope};
 use crate::service::{RerunContext, RerunOutcome};
-use crate::startup::{AppState, RequestId};
+use crate::startup::{AppState, RequestFacts, RequestId};
 use actix_web::http::header::{self, ContentType};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -11,9 +11,46 @@ use std::time::Duration;
 
 /// Header that names a retry-safe request (IETF httpapi idempotency-key draft).
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+/// The canonical path of the rerun operation; `/queue` is its alias.
+pub const RERUN_PATH: &str = "/queue/rerun";
 
 /// Authenticates (401), reads and parses the body (1001, 1006, 1003, 1007,
 /// 1008), checks the token's rights (1010), runs the rerun, answers 200.
+/// The error answers of the OpenAPI document are added by `crate::openapi`.
+#[utoipa::path(
+    post,
+    path = "/queue/rerun",
+    tag = "rerun",
+    operation_id = "rerun",
+    summary = "Rerun scenario–environment pairs of a test plan's last executed results",
+    description = "Validates the request against the plan's source run (its most recent full \
+run and the reruns made from it), records the rerun and one dispatch record per pair in one \
+transaction, and answers 200: every message then reaches RabbitMQ (one per pair, routing key \
+= frameworkType), even if the broker is unreachable at that moment. With `dryRun` nothing is \
+written or published and every `messageId` is null. Checks run in the order of the error table \
+of the contract; the first failure answers.",
+    request_body(content = crate::domain::request::RawRerunRequest, content_type = "application/json",
+        example = json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM",
+            "scenarioEnvironmentPairs": [{"scenarioId": 111, "environmentId": 222},
+                                         {"scenarioId": 112}]})),
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "1–255 printable ASCII characters; a retry with the same key and body \
+gets the first answer again (header `Idempotent-Replayed: true`) and queues nothing new"),
+        ("X-Request-Id" = Option<String>, Header,
+            description = "1–128 visible ASCII characters, else one is generated; echoed on the \
+answer and carried as the AMQP `correlation_id` of the messages")
+    ),
+    responses(
+        (status = 200, description = "Queued (or, with `dryRun`, validated)",
+            body = Envelope<crate::service::RerunAccepted>,
+            example = json!({"data": {"executionId": 5012, "planId": 614, "sourceExecutionId": 4980,
+                "frameworkType": "APPIUM", "queued": [{"scenarioId": 111, "environmentId": 222,
+                "attempt": 2, "messageId": "0b6f2f0e-4a0c-4f53-9d0e-3c1f1d2a7b11"}]},
+                "result": {"code": 0, "message": "success"}}))
+    ),
+    security(("bearer" = []))
+)]
 pub async fn rerun(
     request: HttpRequest,
     payload: web::Payload,
@@ -31,8 +68,12 @@ pub async fn rerun(
     )
     .await?;
     let parsed = parse_rerun_request(&body, &config.framework_types, config.max_pairs)?;
-    caller.authorize_rerun(parsed.user_id)?;
     let (plan_id, user_id) = (parsed.plan_id, parsed.user_id);
+    request
+        .extensions_mut()
+        .insert(RequestFacts { plan_id, user_id });
+    caller.authorize_rerun(parsed.user_id)?;
+    let framework_type = parsed.framework_type.clone();
     let correlation_id = request.extensions().get::<RequestId>().map(|r| r.0.clone());
     let context = RerunContext {
         subject: caller.subject,
@@ -41,6 +82,11 @@ pub async fn rerun(
     };
     let response = match state.service.rerun(parsed, context).await? {
         RerunOutcome::Accepted(accepted) => {
+            if accepted.execution_id.is_some() {
+                state
+                    .metrics
+                    .rerun_accepted(&framework_type, accepted.queued.len());
+            }
             log::info!(
                 "rerun {} plan={plan_id} user={user_id} execution={} pairs={} request_id={}",
                 if accepted.execution_id.is_some() {

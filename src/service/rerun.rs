@@ -37,7 +37,7 @@ pub const STATUS_QUEUED: &str = "QUEUED";
 const INSERT_CHUNK: usize = 1000;
 
 /// One pair in the 200 answer.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueuedPair {
     pub scenario_id: i64,
@@ -48,7 +48,7 @@ pub struct QueuedPair {
 }
 
 /// The `data` of the 200 answer.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RerunAccepted {
     /// The rerun just created; `None` for a dry run.

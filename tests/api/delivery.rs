@@ -13,13 +13,11 @@ async fn reruns_accepted_while_the_broker_is_unreachable_are_published_after_a_r
     assert_eq!(status, 200, "{body}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.pending().await, 2, "nothing can be published yet");
-    let ready = app
-        .client
-        .get(format!("{}/health/ready", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503, "readiness reports the missing broker");
+    assert_eq!(
+        app.get("/health/ready").await.0,
+        503,
+        "readiness reports the missing broker"
+    );
 
     app.restart_with(|c| c.amqp_url = crate::helpers::AMQP_URL.to_owned())
         .await;

@@ -211,6 +211,16 @@ async fn a_returned_message_is_retried_with_back_off_and_never_marked_published(
         "retried, the reason kept, the next try backed off"
     );
 
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"plan_queue_publishes_total{outcome="returned"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plan_queue_dispatch_pending 1"),
+        "{metrics}"
+    );
+
     plan_queue::amqp::declare_topology(&channel, &app.config)
         .await
         .unwrap();
@@ -221,6 +231,11 @@ async fn a_returned_message_is_retried_with_back_off_and_never_marked_published(
         1
     );
     wait_until_pending(&app, 0).await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"plan_queue_publishes_total{outcome="confirmed"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -147,6 +147,24 @@ impl TestApp {
         read(response).await
     }
 
+    /// GETs `path`: status and body text.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent");
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let (status, text) = self.get("/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        text
+    }
+
     /// A request builder for `POST path` (for custom headers and raw bodies).
     pub fn post_raw(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.post(format!("{}{path}", self.address))

@@ -4,10 +4,14 @@
 mod broker;
 mod cli;
 mod delivery;
+mod docs;
 mod errors;
 mod faults;
 mod helpers;
 mod idempotency;
+mod logs;
+mod messages;
 mod nothing_lost;
+mod operations;
 mod proxy;
 mod rerun;

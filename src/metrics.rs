@@ -1,0 +1,198 @@
+//! Prometheus metrics, served at `GET /metrics` in the text exposition format
+//! (through the `prometheus` crate; one registry per [`Metrics`], so several
+//! servers in one process — the tests — do not share counters).
+//!
+//! | metric | type | labels | what |
+//! |---|---|---|---|
+//! | `plan_queue_http_requests_total` | counter | `method`, `route`, `status` | answered HTTP requests; `route` is the route pattern, `unmatched` for unknown paths |
+//! | `plan_queue_http_request_duration_seconds` | histogram | `method`, `route` | time to answer, seconds |
+//! | `plan_queue_reruns_accepted_total` | counter | `framework_type` | reruns committed (dry runs and replays not counted) |
+//! | `plan_queue_pairs_queued_total` | counter | `framework_type` | scenario–environment pairs queued by those reruns |
+//! | `plan_queue_publishes_total` | counter | `outcome` | relay publishes: `confirmed`, `returned`, `nacked`, `timed_out`, `failed` (connection) |
+//! | `plan_queue_dispatch_pending` | gauge | | unpublished dispatch (outbox) rows, read at scrape time |
+//! | `plan_queue_dispatch_oldest_pending_age_seconds` | gauge | | age of the oldest of them, 0 when none |
+//! | `plan_queue_db_pool_connections_in_use` | gauge | | request pool connections checked out |
+//! | `plan_queue_db_pool_waiting` | gauge | | requests waiting for a connection |
+//! | `plan_queue_broker_connected` | gauge | | 1 while the relay holds a RabbitMQ connection, else 0 |
+
+use anyhow::Context;
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Outcome of one relay publish, the `outcome` label of `plan_queue_publishes_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// The broker confirmed (acked) the message and did not return it.
+    Confirmed,
+    /// The broker returned the message as unroutable (e.g. NO_ROUTE).
+    Returned,
+    /// The broker nacked the message.
+    Nacked,
+    /// The publish or its confirm did not come within `PUBLISH_TIMEOUT_MS`.
+    TimedOut,
+    /// The connection or channel failed.
+    Failed,
+}
+
+impl PublishOutcome {
+    /// The label value: `confirmed`, `returned`, `nacked`, `timed_out`, `failed`.
+    pub fn label(self) -> &'static str {
+        match self {
+            PublishOutcome::Confirmed => "confirmed",
+            PublishOutcome::Returned => "returned",
+            PublishOutcome::Nacked => "nacked",
+            PublishOutcome::TimedOut => "timed_out",
+            PublishOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// Every metric of one service instance; see the module doc for names and units.
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    reruns_accepted: IntCounterVec,
+    pairs_queued: IntCounterVec,
+    publishes: IntCounterVec,
+    /// Unpublished dispatch rows (set at scrape time).
+    pub dispatch_pending: IntGauge,
+    /// Age of the oldest unpublished dispatch row, seconds (set at scrape time).
+    pub dispatch_oldest_age: Gauge,
+    /// Request pool connections in use (set at scrape time).
+    pub db_pool_in_use: IntGauge,
+    /// Requests waiting for a database connection (set at scrape time).
+    pub db_pool_waiting: IntGauge,
+    /// 1 while the relay holds a broker connection (set at scrape time).
+    pub broker_connected: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric. Errors only on a programming
+    /// mistake (a name registered twice), so start-up may fail on it.
+    pub fn new() -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| -> anyhow::Result<IntCounterVec> {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let int_gauge = |name: &str, help: &str| -> anyhow::Result<IntGauge> {
+            let metric = IntGauge::new(name, help)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "plan_queue_http_request_duration_seconds",
+                "Time to answer an HTTP request, seconds.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["method", "route"],
+        )?;
+        registry.register(Box::new(http_duration.clone()))?;
+        let dispatch_oldest_age = Gauge::new(
+            "plan_queue_dispatch_oldest_pending_age_seconds",
+            "Age of the oldest unpublished dispatch row, seconds; 0 when none.",
+        )?;
+        registry.register(Box::new(dispatch_oldest_age.clone()))?;
+        Ok(Metrics {
+            http_requests: counter(
+                "plan_queue_http_requests_total",
+                "Answered HTTP requests by method, route pattern and status.",
+                &["method", "route", "status"],
+            )?,
+            http_duration,
+            reruns_accepted: counter(
+                "plan_queue_reruns_accepted_total",
+                "Reruns committed, by framework type.",
+                &["framework_type"],
+            )?,
+            pairs_queued: counter(
+                "plan_queue_pairs_queued_total",
+                "Scenario-environment pairs queued, by framework type.",
+                &["framework_type"],
+            )?,
+            publishes: counter(
+                "plan_queue_publishes_total",
+                "Relay publishes by outcome: confirmed, returned, nacked, timed_out, failed.",
+                &["outcome"],
+            )?,
+            dispatch_pending: int_gauge(
+                "plan_queue_dispatch_pending",
+                "Unpublished dispatch (outbox) rows.",
+            )?,
+            dispatch_oldest_age,
+            db_pool_in_use: int_gauge(
+                "plan_queue_db_pool_connections_in_use",
+                "Request pool database connections checked out.",
+            )?,
+            db_pool_waiting: int_gauge(
+                "plan_queue_db_pool_waiting",
+                "Requests waiting for a database connection.",
+            )?,
+            broker_connected: int_gauge(
+                "plan_queue_broker_connected",
+                "1 while the relay holds a RabbitMQ connection, else 0.",
+            )?,
+            registry,
+        })
+    }
+
+    /// Counts one answered request; `route` is the matched pattern or `unmatched`.
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.http_requests
+            .with_label_values(&[method, route, &status.to_string()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[method, route])
+            .observe(seconds);
+    }
+
+    /// Counts one committed rerun of `framework_type` with `pairs` queued pairs.
+    pub fn rerun_accepted(&self, framework_type: &str, pairs: usize) {
+        self.reruns_accepted
+            .with_label_values(&[framework_type])
+            .inc();
+        self.pairs_queued
+            .with_label_values(&[framework_type])
+            .inc_by(pairs as u64);
+    }
+
+    /// Counts one relay publish by its outcome.
+    pub fn publish(&self, outcome: PublishOutcome) {
+        self.publishes.with_label_values(&[outcome.label()]).inc();
+    }
+
+    /// Every metric in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> anyhow::Result<String> {
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut text)
+            .context("encoding metrics")?;
+        String::from_utf8(text).context("metrics are not UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_appear_in_the_text_format_with_their_labels() {
+        let metrics = Metrics::new().unwrap();
+        metrics.rerun_accepted("APPIUM", 3);
+        metrics.publish(PublishOutcome::Returned);
+        metrics.observe_request("POST", "/queue/rerun", 200, 0.02);
+        let text = metrics.render().unwrap();
+        assert!(text.contains(r#"plan_queue_pairs_queued_total{framework_type="APPIUM"} 3"#));
+        assert!(text.contains(r#"plan_queue_publishes_total{outcome="returned"} 1"#));
+        assert!(text.contains(
+            r#"plan_queue_http_requests_total{method="POST",route="/queue/rerun",status="200"} 1"#
+        ));
+    }
+}

@@ -1,0 +1,270 @@
+//! The OpenAPI 3.1 document of the HTTP API, generated from the code with
+//! `utoipa`: served at `GET /openapi.json`, browsable at `GET /docs` (Swagger
+//! UI, its assets compiled into the binary by `utoipa-swagger-ui`'s `vendored`
+//! feature), and committed as `docs/openapi.json` (a test keeps the copy current).
+//!
+//! The error answers of the rerun operation are built from [`ApiError`]
+//! itself: one example per row of the contract's error table, with the status,
+//! code and message the service really sends.
+
+use crate::error::{ApiError, ApiResult};
+use crate::routes;
+use std::collections::BTreeMap;
+use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// Path of the OpenAPI document.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+/// Path of the interactive reference (Swagger UI).
+pub const DOCS_PATH: &str = "/docs";
+
+/// The OpenAPI document of plan-queue; `ApiDoc::openapi()` builds it.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "plan-queue",
+        description = "Reruns scenario–environment pairs of a test plan: validates the request \
+against PostgreSQL, records the rerun and publishes one AMQP message per pair to RabbitMQ \
+(see docs/asyncapi.yaml for the messages). Every answer is a `{data, result}` envelope; \
+`result.code` 0 means success."
+    ),
+    paths(
+        routes::rerun::rerun,
+        routes::health::health,
+        routes::health::live,
+        routes::health::ready,
+        routes::metrics::metrics
+    ),
+    components(schemas(ApiResult)),
+    modifiers(&BearerAuth, &ErrorAnswers, &QueueAlias),
+    tags(
+        (name = "rerun", description = "Rerun scenarios of a test plan"),
+        (name = "operations", description = "Probes and metrics")
+    )
+)]
+pub struct ApiDoc;
+
+/// Name of the bearer security scheme.
+const BEARER: &str = "bearer";
+/// Name of the error envelope schema.
+const ERROR_ENVELOPE: &str = "ErrorEnvelope";
+
+/// The HS256 JWT of the contract's section 3 as a bearer scheme.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "HS256 JWT: `sub` = user id, `exp`, `authorities` (PLAN_RUN to rerun, \
+                         QUEUE_ADMIN to act for another user)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// One example error per row of the contract's error table, by name.
+pub fn error_examples() -> Vec<(&'static str, ApiError)> {
+    use ApiError::*;
+    vec![
+        ("unauthenticated", Unauthorized { token_sent: false }),
+        (
+            "unknownField",
+            InvalidRequest(
+                "scenarioEnvironmentPairs[0]: unknown field `environment`, expected \
+                 `scenarioId` or `environmentId`"
+                    .to_owned(),
+            ),
+        ),
+        ("bodyTooLarge", BodyTooLarge(65_536)),
+        (
+            "unsupportedMediaType",
+            UnsupportedMediaType("text/plain".to_owned()),
+        ),
+        ("bodyTimeout", BodyTimeout(10_000)),
+        ("planIdMandatory", Mandatory("planId is mandatory")),
+        ("userIdMandatory", Mandatory("userId is mandatory")),
+        (
+            "frameworkTypeMandatory",
+            Mandatory("frameworkType is mandatory"),
+        ),
+        (
+            "pairMandatory",
+            Mandatory("At least one scenarioEnvironmentPair is required"),
+        ),
+        ("scenarioIdMandatory", Mandatory("scenarioId is mandatory")),
+        (
+            "frameworkTypeNotSupported",
+            UnsupportedFrameworkType("CYPRESS".to_owned()),
+        ),
+        (
+            "duplicatePair",
+            DuplicatePair {
+                scenario_id: 111,
+                environment_id: 222,
+            },
+        ),
+        (
+            "tooManyPairs",
+            TooManyPairs {
+                count: 1001,
+                max: 1000,
+            },
+        ),
+        (
+            "accessDenied",
+            AccessDenied("the token lacks the PLAN_RUN authority".to_owned()),
+        ),
+        ("planNotFound", PlanNotFound),
+        ("userNotFound", UserNotFound),
+        ("noExecutedResults", NoExecutedResults(614)),
+        (
+            "pairNotInLastRun",
+            PairNotInLastRun {
+                plan_id: 614,
+                scenario_id: 111,
+                environment_id: Some(999),
+            },
+        ),
+        (
+            "internal",
+            Unexpected(anyhow::anyhow!("never shown to the client")),
+        ),
+        ("databaseUnavailable", Unavailable("database")),
+        ("idempotencyKeyReused", IdempotencyKeyReused),
+        ("idempotencyKeyInFlight", IdempotencyKeyInFlight),
+    ]
+}
+
+/// Adds the error envelope schema and, to the rerun operation, one response
+/// per error status with an example per error of that status.
+struct ErrorAnswers;
+
+impl Modify for ErrorAnswers {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.schemas.insert(
+            ERROR_ENVELOPE.to_owned(),
+            ObjectBuilder::new()
+                .description(Some("The body of every error: `data` is null."))
+                .property("data", ObjectBuilder::new().schema_type(Type::Null))
+                .required("data")
+                .property("result", Ref::from_schema_name(ApiResult::name()))
+                .required("result")
+                .into(),
+        );
+        let mut by_status: BTreeMap<u16, Vec<(&str, ApiError)>> = BTreeMap::new();
+        for (name, error) in error_examples() {
+            use actix_web::ResponseError;
+            by_status
+                .entry(error.status_code().as_u16())
+                .or_default()
+                .push((name, error));
+        }
+        let Some(operation) = openapi
+            .paths
+            .paths
+            .get_mut(routes::rerun::RERUN_PATH)
+            .and_then(|item| item.post.as_mut())
+        else {
+            return;
+        };
+        for (status, errors) in by_status {
+            let mut codes: Vec<String> = errors.iter().map(|(_, e)| e.code().to_string()).collect();
+            codes.dedup();
+            let examples = errors.iter().map(|(name, error)| {
+                (
+                    *name,
+                    ExampleBuilder::new()
+                        .summary(format!("code {}", error.code()))
+                        .value(serde_json::to_value(error.envelope()).ok())
+                        .build(),
+                )
+            });
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(ERROR_ENVELOPE)))
+                .examples_from_iter(examples)
+                .build();
+            let mut response = ResponseBuilder::new()
+                .description(format!("code {}", codes.join(", ")))
+                .content("application/json", content);
+            if let Some((name, description)) = header_of(status) {
+                response = response.header(
+                    name,
+                    HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::String))
+                        .description(Some(description))
+                        .build(),
+                );
+            }
+            operation
+                .responses
+                .responses
+                .insert(status.to_string(), response.build().into());
+        }
+    }
+}
+
+/// The header an error status carries, if any.
+fn header_of(status: u16) -> Option<(&'static str, &'static str)> {
+    match status {
+        401 => Some((
+            "WWW-Authenticate",
+            "`Bearer`, or `Bearer error=\"invalid_token\"`",
+        )),
+        503 => Some(("Retry-After", "Seconds to wait before retrying")),
+        _ => None,
+    }
+}
+
+/// `POST /queue` is served by the same handler as `POST /queue/rerun`
+/// (contract, section 1): the same operation under its own id.
+struct QueueAlias;
+
+impl Modify for QueueAlias {
+    fn modify(&self, openapi: &mut Document) {
+        let Some(mut item) = openapi.paths.paths.get(routes::rerun::RERUN_PATH).cloned() else {
+            return;
+        };
+        if let Some(operation) = item.post.as_mut() {
+            operation.operation_id = Some("rerunAlias".to_owned());
+            operation.summary =
+                Some("Same as POST /queue/rerun (the URL the original API page names)".to_owned());
+        }
+        openapi.paths.paths.insert("/queue".to_owned(), item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_every_error_code_of_the_contract() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        let text = doc["paths"]["/queue/rerun"]["post"]["responses"].to_string();
+        for code in [
+            1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
+            1099,
+        ] {
+            assert!(
+                text.contains(&format!("\"code\":{code}")),
+                "no example of {code}"
+            );
+        }
+        assert!(doc["paths"]["/queue"]["post"].is_object());
+    }
+}
