@@ -27,7 +27,7 @@ enum Command {
         #[arg(long)]
         file: PathBuf,
     },
-    /// Print a JWT signed with JWT_SECRET.
+    /// Print an HS256 JWT signed with JWT_SECRET.
     Token {
         /// The user the token speaks for (its `sub`).
         #[arg(long)]
@@ -87,7 +87,7 @@ fn run(command: Command) -> anyhow::Result<()> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    config.require_jwt_secret()?;
+    config.token_key_source()?;
     db::migrate(&config.database_url)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
