@@ -6,3 +6,4 @@ mod errors;
 mod helpers;
 mod idempotency;
 mod rerun;
+mod security;
