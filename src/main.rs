@@ -71,6 +71,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             mut authorities,
             ttl_secs,
         } => {
+            if config.jwt_public_key_file.is_some() || config.jwt_jwks_file.is_some() {
+                eprintln!(
+                    "plan-queue: warning: JWT_PUBLIC_KEY_FILE or JWT_JWKS_FILE is set: \
+                     `serve` will refuse this HS256 token"
+                );
+            }
             if authorities.is_empty() {
                 authorities.push(auth::PLAN_RUN.to_owned());
             }

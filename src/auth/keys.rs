@@ -308,4 +308,46 @@ mod tests {
             Algorithm::RS256
         );
     }
+
+    fn jwks(kid: &str, private_pem: &str) -> Vec<u8> {
+        let key =
+            jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(private_pem).unwrap()).unwrap();
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+        jwk.common.key_id = Some(kid.to_owned());
+        serde_json::to_vec(&jsonwebtoken::jwk::JwkSet { keys: vec![jwk] }).unwrap()
+    }
+
+    #[test]
+    fn an_unknown_kid_rereads_the_file_at_most_once_a_second() {
+        let path = std::env::temp_dir().join(format!("jwks-{}.json", uuid::Uuid::new_v4()));
+        std::fs::write(&path, jwks("a", "tests/keys/rsa-a.private.pem")).unwrap();
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let file = JwksFile::load(&path).unwrap();
+        assert_eq!(file.algorithm, Algorithm::RS256);
+        assert!(file.key_for("a").is_some());
+        // same length, same modification time: only an unknown kid reveals the change
+        let rotated = jwks("b", "tests/keys/rsa-b.private.pem");
+        assert_eq!(
+            rotated.len(),
+            std::fs::metadata(&path).unwrap().len() as usize
+        );
+        std::fs::write(&path, rotated).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        assert!(
+            file.key_for("b").is_none(),
+            "re-read within a second of the last"
+        );
+        std::thread::sleep(UNKNOWN_KID_REREAD_INTERVAL);
+        assert!(
+            file.key_for("b").is_some(),
+            "an unknown kid re-reads the file"
+        );
+        assert!(file.key_for("a").is_none(), "the rotated-out key is gone");
+        let _ = std::fs::remove_file(&path);
+    }
 }
