@@ -7,7 +7,7 @@
 //! | `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/plan_queue` | PostgreSQL database |
 //! | `AMQP_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` | RabbitMQ broker |
 //! | `BIND_ADDR` | `127.0.0.1:8080` | HTTP listen address |
-//! | `JWT_SECRET` | none, required by `serve` and `token` | HS256 key of the bearer tokens |
+//! | `JWT_SECRET` | none; required by `token`, and by `serve` unless a public key is configured | HS256 key of the bearer tokens |
 //! | `AMQP_EXCHANGE` | `scenario-runs` | exchange the messages are published to |
 //! | `FRAMEWORK_TYPES` | `APPIUM,GAUGE,JUNIT,TESTNG,SELENIUM,CUCUMBER,SERVICE` | accepted framework types (routing keys) |
 //! | `MAX_PAIRS` | `1000` | most pairs one rerun may queue, after expansion |
@@ -26,10 +26,25 @@
 //! | `RELAY_LEASE_MS` | `15000` | how long a relay's claim on rows lasts before another relay (or a restarted one) may take them; keep it above `PUBLISH_TIMEOUT_MS` |
 //! | `DELIVERY_LIMIT` | `5` | deliveries of a message to runners before it is dead-lettered |
 //! | `JWT_LEEWAY_SECS` | `60` | clock skew allowed on `exp` and `nbf` |
+//! | `JWT_PUBLIC_KEY_FILE` | none | PEM public key (`-----BEGIN PUBLIC KEY-----`) that verifies the bearer tokens: an RSA key pins RS256, an EC P-256 key pins ES256 |
+//! | `JWT_JWKS_FILE` | none | JSON Web Key Set file (RFC 7517) of RSA or EC P-256 public keys; a token's `kid` picks the key; the file is re-read when it changes and when a token names an unknown `kid` (at most once a second) |
+//! | `JWT_ISSUER` | none | when set, a token must carry `iss` equal to it |
+//! | `JWT_AUDIENCE` | none | when set, a token must carry `aud` equal to it (or a list holding it); when unset, a token carrying `aud` is refused |
+//! | `HEADER_READ_TIMEOUT_MS` | `5000` | time a client has to send the request line and headers (408 after, connection closed) |
+//! | `HEADER_LIMIT_BYTES` | `16384` | largest sum of header names and values (431 code 1001 above; actix refuses heads over 128 KiB or 96 headers itself) |
+//! | `MAX_CONNECTIONS` | `1024` | open connections per worker thread; more wait in the listen backlog |
+//!
+//! **Token keys.** Exactly one of `JWT_SECRET` (HS256), `JWT_PUBLIC_KEY_FILE`
+//! and `JWT_JWKS_FILE` is the key of a `serve` deployment, and its algorithm is
+//! the only one accepted (a token whose header names another is refused, so
+//! `alg: none` and HS256 signed with the public key fail). `serve` refuses to
+//! start when none or more than one of them is set, naming them. `token` signs
+//! with `JWT_SECRET` only.
 //! | `IDEMPOTENCY_RETENTION_SECS` | `86400` | how long an `Idempotency-Key` is remembered (at least 24 h) |
 //! | `PENDING_AGE_THRESHOLD_MS` | `60000` | readiness fails while a dispatch row is pending longer than this |
 
 use anyhow::{bail, Context};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -39,8 +54,17 @@ pub struct Config {
     pub database_url: String,
     pub amqp_url: String,
     pub bind_addr: String,
-    /// `JWT_SECRET`; `None` when unset (then `serve` and `token` refuse to start).
+    /// `JWT_SECRET`; `None` when unset (then `token` refuses, and `serve`
+    /// unless a public key is configured).
     pub jwt_secret: Option<String>,
+    /// `JWT_PUBLIC_KEY_FILE`: PEM public key (RSA → RS256, EC P-256 → ES256).
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// `JWT_JWKS_FILE`: JSON Web Key Set; the token's `kid` picks the key.
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// `JWT_ISSUER`: required `iss` of every token, when set.
+    pub jwt_issuer: Option<String>,
+    /// `JWT_AUDIENCE`: required `aud` of every token, when set.
+    pub jwt_audience: Option<String>,
     pub exchange: String,
     /// Normalised (upper-case) framework types; each is a routing key.
     pub framework_types: Vec<String>,
@@ -57,6 +81,24 @@ pub struct Config {
     pub jwt_leeway_secs: u64,
     pub idempotency_retention: Duration,
     pub pending_age_threshold: Duration,
+    /// `HEADER_READ_TIMEOUT_MS`: time to receive the request line and headers.
+    pub header_read_timeout: Duration,
+    /// `HEADER_LIMIT_BYTES`: largest sum of header name and value lengths, bytes.
+    pub header_limit: usize,
+    /// `MAX_CONNECTIONS`: open connections per worker thread.
+    pub max_connections: usize,
+}
+
+/// Where the keys that verify bearer tokens come from: exactly one per
+/// `serve` deployment (see the module documentation).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TokenKeySource {
+    /// `JWT_SECRET`: HS256.
+    Secret(String),
+    /// `JWT_PUBLIC_KEY_FILE`: RS256 or ES256, from the key's type.
+    PublicKeyFile(PathBuf),
+    /// `JWT_JWKS_FILE`: RS256 or ES256, from the keys' type.
+    JwksFile(PathBuf),
 }
 
 impl Config {
@@ -75,6 +117,7 @@ impl Config {
                 .filter(|v| !v.trim().is_empty())
                 .unwrap_or_else(|| default.to_owned())
         };
+        let optional = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let millis = |name: &str, default: u64| -> anyhow::Result<Duration> {
             Ok(Duration::from_millis(number(&lookup, name, default)?))
         };
@@ -95,6 +138,10 @@ impl Config {
             amqp_url: text("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             bind_addr: text("BIND_ADDR", "127.0.0.1:8080"),
             jwt_secret: lookup("JWT_SECRET").filter(|v| !v.is_empty()),
+            jwt_public_key_file: optional("JWT_PUBLIC_KEY_FILE").map(PathBuf::from),
+            jwt_jwks_file: optional("JWT_JWKS_FILE").map(PathBuf::from),
+            jwt_issuer: optional("JWT_ISSUER"),
+            jwt_audience: optional("JWT_AUDIENCE"),
             exchange: text("AMQP_EXCHANGE", "scenario-runs"),
             framework_types,
             max_pairs: number(&lookup, "MAX_PAIRS", 1000)?,
@@ -110,9 +157,18 @@ impl Config {
             jwt_leeway_secs: number(&lookup, "JWT_LEEWAY_SECS", 60)?,
             idempotency_retention,
             pending_age_threshold: millis("PENDING_AGE_THRESHOLD_MS", 60_000)?,
+            header_read_timeout: millis("HEADER_READ_TIMEOUT_MS", 5000)?,
+            header_limit: number(&lookup, "HEADER_LIMIT_BYTES", 16_384)?,
+            max_connections: number(&lookup, "MAX_CONNECTIONS", 1024)?,
         };
-        if config.max_pairs == 0 || config.db_pool_size == 0 || config.relay_batch_size <= 0 {
-            bail!("MAX_PAIRS, DB_POOL_SIZE and RELAY_BATCH_SIZE must be at least 1");
+        if config.max_pairs == 0
+            || config.db_pool_size == 0
+            || config.relay_batch_size <= 0
+            || config.max_connections == 0
+        {
+            bail!(
+                "MAX_PAIRS, DB_POOL_SIZE, RELAY_BATCH_SIZE and MAX_CONNECTIONS must be at least 1"
+            );
         }
         Ok(config)
     }
@@ -122,6 +178,42 @@ impl Config {
         self.jwt_secret.as_deref().context(
             "JWT_SECRET is not set: export JWT_SECRET=<the HS256 key shared with the gateway>",
         )
+    }
+
+    /// The one source of token keys of `serve`.
+    ///
+    /// Errors, naming the variables: none of `JWT_SECRET`, `JWT_PUBLIC_KEY_FILE`
+    /// and `JWT_JWKS_FILE` is set, or more than one is (one algorithm family
+    /// per deployment).
+    pub fn token_key_source(&self) -> anyhow::Result<TokenKeySource> {
+        let mut sources = Vec::new();
+        if let Some(secret) = &self.jwt_secret {
+            sources.push(("JWT_SECRET", TokenKeySource::Secret(secret.clone())));
+        }
+        if let Some(path) = &self.jwt_public_key_file {
+            sources.push((
+                "JWT_PUBLIC_KEY_FILE",
+                TokenKeySource::PublicKeyFile(path.clone()),
+            ));
+        }
+        if let Some(path) = &self.jwt_jwks_file {
+            sources.push(("JWT_JWKS_FILE", TokenKeySource::JwksFile(path.clone())));
+        }
+        match sources.len() {
+            0 => bail!(
+                "no token key: set exactly one of JWT_SECRET (HS256), \
+                 JWT_PUBLIC_KEY_FILE (PEM, RS256 or ES256) or JWT_JWKS_FILE (JWKS)"
+            ),
+            1 => Ok(sources.remove(0).1),
+            _ => {
+                let names: Vec<&str> = sources.iter().map(|(name, _)| *name).collect();
+                bail!(
+                    "{} are set together: a deployment verifies tokens with exactly one of \
+                     JWT_SECRET, JWT_PUBLIC_KEY_FILE and JWT_JWKS_FILE; unset the others",
+                    names.join(" and ")
+                )
+            }
+        }
     }
 
     /// The quorum queue of framework type `framework_type`: `<exchange>.<TYPE>` (contract, section 2).
@@ -187,6 +279,38 @@ mod tests {
         assert_eq!(config.framework_types.len(), 7);
         assert_eq!(config.queue_name("APPIUM"), "scenario-runs.APPIUM");
         assert!(config.jwt_secret.is_none());
+        assert_eq!(config.header_limit, 16_384);
+        assert_eq!(config.header_read_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn exactly_one_token_key_source_is_accepted() {
+        let with = |vars: &'static [(&'static str, &'static str)]| {
+            Config::from_lookup(|n| {
+                vars.iter()
+                    .find(|(name, _)| *name == n)
+                    .map(|(_, v)| v.to_string())
+            })
+            .unwrap()
+            .token_key_source()
+        };
+        assert_eq!(
+            with(&[("JWT_SECRET", "s")]).unwrap(),
+            TokenKeySource::Secret("s".into())
+        );
+        assert_eq!(
+            with(&[("JWT_JWKS_FILE", "/k.json")]).unwrap(),
+            TokenKeySource::JwksFile("/k.json".into())
+        );
+        let none = with(&[]).unwrap_err().to_string();
+        assert!(none.contains("JWT_PUBLIC_KEY_FILE"), "{none}");
+        let both = with(&[("JWT_SECRET", "s"), ("JWT_PUBLIC_KEY_FILE", "/k.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            both.starts_with("JWT_SECRET and JWT_PUBLIC_KEY_FILE are set together"),
+            "{both}"
+        );
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub enum ApiError {
     /// 408, code 1001: the body did not arrive within the read timeout.
     #[error("Invalid request: body not received within {0} ms")]
     BodyTimeout(u128),
+    /// 431, code 1001: header names and values over `HEADER_LIMIT_BYTES`.
+    #[error("Invalid request: headers larger than {0} bytes")]
+    HeadersTooLarge(usize),
     /// 404, code 1001.
     #[error("Invalid request: no resource at {0}")]
     NotFound(String),
@@ -127,6 +130,7 @@ impl ApiError {
             | BodyTooLarge(_)
             | UnsupportedMediaType(_)
             | BodyTimeout(_)
+            | HeadersTooLarge(_)
             | NotFound(_)
             | MethodNotAllowed(_) => 1001,
             Mandatory(_) => 1006,
@@ -168,6 +172,7 @@ impl ResponseError for ApiError {
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             NotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AccessDenied(_) => StatusCode::FORBIDDEN,

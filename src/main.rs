@@ -28,7 +28,7 @@ enum Command {
         #[arg(long)]
         file: PathBuf,
     },
-    /// Print a JWT signed with JWT_SECRET.
+    /// Print an HS256 JWT signed with JWT_SECRET.
     Token {
         /// The user the token speaks for (its `sub`).
         #[arg(long)]
@@ -81,11 +81,18 @@ fn run(command: Command) -> anyhow::Result<()> {
             mut authorities,
             ttl_secs,
         } => {
+            let config = Config::from_env()?;
+            if config.jwt_public_key_file.is_some() || config.jwt_jwks_file.is_some() {
+                eprintln!(
+                    "plan-queue: warning: JWT_PUBLIC_KEY_FILE or JWT_JWKS_FILE is set: \
+                     `serve` will refuse this HS256 token"
+                );
+            }
             if authorities.is_empty() {
                 authorities.push(auth::PLAN_RUN.to_owned());
             }
             let token = auth::issue_token(
-                Config::from_env()?.require_jwt_secret()?,
+                config.require_jwt_secret()?,
                 user_id,
                 &authorities,
                 ttl_secs,
@@ -119,7 +126,7 @@ fn run_smoke(options: SmokeOptions) -> anyhow::Result<()> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    config.require_jwt_secret()?;
+    config.token_key_source()?;
     db::migrate(&config.database_url)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {

@@ -3,16 +3,17 @@
 use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::db::{build_pool, Db};
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::openapi::{ApiDoc, DOCS_PATH, OPENAPI_PATH};
 use crate::relay::{Relay, RelayStatus};
 use crate::routes;
 use crate::service::RerunService;
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer, ResponseError};
 use anyhow::Context;
 use diesel::prelude::*;
 use std::net::TcpListener;
@@ -30,6 +31,10 @@ const SHUTDOWN_TIMEOUT_SECS: u64 = 4;
 /// last round (each bounded by `PUBLISH_TIMEOUT_MS`), seconds. With the
 /// server's 4 s, the process exits within 10 s of SIGTERM.
 const RELAY_STOP_TIMEOUT_SECS: u64 = 5;
+/// Idle time before a keep-alive connection is closed, seconds.
+const KEEP_ALIVE_SECS: u64 = 5;
+/// Time a client gets to acknowledge the closing of its connection, seconds.
+const CLIENT_DISCONNECT_TIMEOUT_SECS: u64 = 1;
 /// Connections of the relay's own pool.
 const RELAY_POOL_SIZE: u32 = 2;
 
@@ -104,8 +109,19 @@ impl Application {
     /// `handle_signals`: stop gracefully on SIGTERM/SIGINT (off in tests).
     pub fn build(config: Config, handle_signals: bool) -> anyhow::Result<Self> {
         let config = Arc::new(config);
-        let secret = config.require_jwt_secret()?;
-        let verifier = TokenVerifier::hs256(secret, config.jwt_leeway_secs);
+        let verifier = TokenVerifier::from_config(&config)?;
+        log::info!(
+            "bearer tokens: {:?} only{}{}",
+            verifier.algorithm(),
+            config
+                .jwt_issuer
+                .as_ref()
+                .map_or(String::new(), |i| format!(", iss {i}")),
+            config
+                .jwt_audience
+                .as_ref()
+                .map_or(String::new(), |a| format!(", aud {a}"))
+        );
         let db = Db::new(
             build_pool(
                 &config.database_url,
@@ -150,6 +166,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(from_fn(limit_headers))
                 .wrap(from_fn(observe))
                 .wrap(from_fn(request_id))
                 .service(
@@ -158,6 +175,10 @@ impl Application {
                 )
                 .configure(routes_table)
         })
+        .client_request_timeout(config.header_read_timeout)
+        .client_disconnect_timeout(Duration::from_secs(CLIENT_DISCONNECT_TIMEOUT_SECS))
+        .keep_alive(Duration::from_secs(KEEP_ALIVE_SECS))
+        .max_connections(config.max_connections)
         .listen(listener)?
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
         if !handle_signals {
@@ -288,6 +309,28 @@ async fn observe(
     );
     drop(extensions);
     Ok(response)
+}
+
+/// 431 code 1001 when the header names and values together exceed
+/// `HEADER_LIMIT_BYTES`, before any other check (actix itself refuses heads
+/// over 128 KiB or 96 headers with a bare 431).
+async fn limit_headers(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let limit = request
+        .app_data::<web::Data<AppState>>()
+        .map_or(usize::MAX, |state| state.config.header_limit);
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > limit {
+        let response = ApiError::HeadersTooLarge(limit).error_response();
+        return Ok(request.into_response(response).map_into_right_body());
+    }
+    Ok(next.call(request).await?.map_into_left_body())
 }
 
 /// Deletes Idempotency-Keys older than `retention`, hourly.

@@ -396,3 +396,219 @@ mod tests {
         );
     }
 }
+
+/// Property tests over [`parse_rerun_request`]: any body, bytes or JSON-shaped,
+/// either parses into a request that keeps the contract's rules or gets an
+/// error of the contract's table for body checks (400 with code 1001, 1006,
+/// 1003, 1007 or 1008 and its documented message) — never a panic.
+///
+/// Fixed budget (README, "Security"):
+/// `PROPTEST_CASES=20000 cargo test --lib domain::request::fuzz`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use actix_web::ResponseError;
+    use proptest::prelude::*;
+
+    const MAX_PAIRS: usize = 5;
+
+    fn types() -> Vec<String> {
+        vec!["APPIUM".to_owned(), "JUNIT".to_owned()]
+    }
+
+    /// The texts of code 1006 (original API page).
+    const MANDATORY: [&str; 5] = [
+        "planId is mandatory",
+        "userId is mandatory",
+        "frameworkType is mandatory",
+        "At least one scenarioEnvironmentPair is required",
+        "scenarioId is mandatory",
+    ];
+
+    fn check(body: &[u8]) {
+        match parse_rerun_request(body, &types(), MAX_PAIRS) {
+            Ok(request) => {
+                assert!(request.plan_id >= 1 && request.user_id >= 1);
+                assert!(types().contains(&request.framework_type));
+                assert!((1..=MAX_PAIRS).contains(&request.pairs.len()));
+                for pair in &request.pairs {
+                    assert!(pair.scenario_id >= 1);
+                    assert!(pair.environment_id.is_none_or(|e| e >= 1));
+                }
+                assert!(check_explicit_duplicates(&request.pairs).is_ok());
+            }
+            Err(e) => {
+                assert_eq!(e.status_code().as_u16(), 400, "{e}");
+                let message = e.to_string();
+                let in_table = match e.code() {
+                    1001 => message.starts_with("Invalid request: "),
+                    1006 => MANDATORY.contains(&message.as_str()),
+                    1003 => {
+                        message.starts_with("frameworkType ")
+                            && message.ends_with(" is not supported")
+                    }
+                    1007 => message.starts_with("Duplicate scenarioEnvironmentPair: scenario "),
+                    1008 => message.starts_with("Too many scenarioEnvironmentPairs: "),
+                    _ => false,
+                };
+                assert!(
+                    in_table,
+                    "code {} {message:?} is not in the contract's table",
+                    e.code()
+                );
+            }
+        }
+    }
+
+    /// JSON number texts, ordinary and hostile.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            (1i64..1000).prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:?}")),
+            "-?[0-9]{19,40}",
+            "-?[0-9]{1,3}(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,4})?",
+            Just("-0".to_owned()),
+        ]
+    }
+
+    /// JSON value texts: numbers, strings, literals, pairs and nested junk.
+    fn value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            number(),
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            "\"[ a-zA-Z]{0,8}\"",
+            prop_oneof![
+                Just("appium"),
+                Just(" JUnit "),
+                Just("APPIUM"),
+                Just("cypress")
+            ]
+            .prop_map(|s| format!("\"{s}\"")),
+            "\"(\\\\u[dD][89aAbB][0-9a-f]{2}|\\\\[nt\"\\\\]|[^\"\\\\])*\"",
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((key(), inner), 0..4).prop_map(|fields| object(&fields)),
+            ]
+        })
+    }
+
+    /// Field names: the contract's, near misses and junk.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "planId",
+                "userId",
+                "frameworkType",
+                "scenarioEnvironmentPairs",
+                "scenarioId",
+                "environmentId",
+                "dryRun",
+                "planid",
+                "rerunAll",
+            ])
+            .prop_map(str::to_owned),
+            "[a-zA-Z]{0,6}",
+        ]
+    }
+
+    fn object(fields: &[(String, String)]) -> String {
+        let inner: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(k.as_str())))
+            .collect();
+        format!("{{{}}}", inner.join(","))
+    }
+
+    /// An id: mostly a small valid one, sometimes any value text.
+    fn id() -> impl Strategy<Value = String> {
+        prop_oneof![6 => (1i64..5).prop_map(|n| n.to_string()), 1 => value()]
+    }
+
+    fn framework_type() -> impl Strategy<Value = String> {
+        let named = prop::sample::select(vec!["APPIUM", "appium", " JUnit ", "cypress", " "]);
+        prop_oneof![6 => named.prop_map(|s| format!("\"{s}\"")), 1 => value()]
+    }
+
+    fn pairs() -> impl Strategy<Value = String> {
+        let pair = (
+            prop::option::weighted(0.9, id()),
+            prop::option::weighted(0.6, id()),
+            prop::option::weighted(0.05, (key(), value())),
+        )
+            .prop_map(|(scenario, environment, extra)| {
+                let mut fields = Vec::new();
+                fields.extend(scenario.map(|v| ("scenarioId".to_owned(), v)));
+                fields.extend(environment.map(|v| ("environmentId".to_owned(), v)));
+                fields.extend(extra);
+                object(&fields)
+            });
+        prop_oneof![
+            8 => prop::collection::vec(pair, 0..8).prop_map(|p| format!("[{}]", p.join(","))),
+            1 => value(),
+        ]
+    }
+
+    /// Bodies shaped like the contract's: each field mostly present and
+    /// mostly valid, sometimes junk, an unknown field or a key twice.
+    fn body() -> impl Strategy<Value = String> {
+        (
+            prop::option::weighted(0.95, id()),
+            prop::option::weighted(0.95, id()),
+            prop::option::weighted(0.9, framework_type()),
+            prop::option::weighted(0.7, pairs()),
+            prop::option::weighted(0.25, id()),
+            prop::option::weighted(0.15, id()),
+            prop::option::weighted(0.3, prop_oneof![Just("true".to_owned()), value()]),
+            prop::option::weighted(0.1, (key(), value())),
+        )
+            .prop_map(
+                |(plan, user, framework, pairs, scenario, environment, dry_run, extra)| {
+                    let named = [
+                        ("planId", plan),
+                        ("userId", user),
+                        ("frameworkType", framework),
+                        ("scenarioEnvironmentPairs", pairs),
+                        ("scenarioId", scenario),
+                        ("environmentId", environment),
+                        ("dryRun", dry_run),
+                    ];
+                    let mut fields: Vec<(String, String)> = named
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+                        .collect();
+                    fields.extend(extra);
+                    object(&fields)
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_or_get_a_contract_error(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            check(&body);
+        }
+
+        #[test]
+        fn any_json_shaped_body_parses_or_gets_a_contract_error(body in body()) {
+            check(body.as_bytes());
+        }
+
+        #[test]
+        fn a_mutated_valid_body_parses_or_gets_a_contract_error(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)
+        ) {
+            let mut body = br#"{"planId":614,"userId":13,"frameworkType":"appium","scenarioEnvironmentPairs":[{"scenarioId":111,"environmentId":222},{"scenarioId":112}],"dryRun":false}"#.to_vec();
+            for (at, byte) in edits {
+                let i = at.index(body.len());
+                body[i] = byte;
+            }
+            check(&body);
+        }
+    }
+}

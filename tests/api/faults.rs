@@ -32,17 +32,6 @@ async fn post_to(app: &TestApp, url: &str, body: &Value) -> (u16, Value) {
     crate::helpers::read(response).await
 }
 
-async fn wait_until_pending(app: &TestApp, expected: i64) {
-    let started = Instant::now();
-    while app.pending().await != expected {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "pending rows never reached {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_rerun_accepted_while_the_broker_is_unreachable_is_delivered_when_it_returns() {
     let proxy = Proxy::start(RABBITMQ.parse().unwrap()).await;
@@ -81,7 +70,7 @@ async fn a_service_killed_after_commit_publishes_the_pending_rows_on_restart() {
     let messages = app.consume("APPIUM", 2, Duration::from_secs(10)).await;
     let consumed = received_ids(&messages);
     assert_eq!(consumed, message_ids(&body));
-    wait_until_pending(&app, 0).await;
+    app.wait_until_pending(0).await;
 }
 
 #[tokio::test]
@@ -120,7 +109,7 @@ async fn a_service_killed_after_the_broker_confirmed_republishes_with_the_same_m
         received_ids(&first),
         "re-published with the same messageId"
     );
-    wait_until_pending(&app, 0).await;
+    app.wait_until_pending(0).await;
 }
 
 #[tokio::test]
@@ -147,7 +136,7 @@ async fn a_connection_reset_in_the_middle_of_a_batch_loses_nothing() {
         messages.len(),
         messages.len() - consumed.len()
     );
-    wait_until_pending(&app, 0).await;
+    app.wait_until_pending(0).await;
 }
 
 #[tokio::test]
@@ -178,7 +167,7 @@ async fn a_black_holed_broker_times_out_without_hanging_requests() {
     proxy.set(Mode::Forward);
     let messages = app.consume("APPIUM", 2, Duration::from_secs(15)).await;
     assert_eq!(messages.len(), 2);
-    wait_until_pending(&app, 0).await;
+    app.wait_until_pending(0).await;
 }
 
 #[tokio::test]
@@ -230,7 +219,7 @@ async fn a_returned_message_is_retried_with_back_off_and_never_marked_published(
             .len(),
         1
     );
-    wait_until_pending(&app, 0).await;
+    app.wait_until_pending(0).await;
     let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"plan_queue_publishes_total{outcome="confirmed"} 1"#),
@@ -290,7 +279,7 @@ async fn a_message_the_broker_nacks_is_retried() {
     assert!(messages
         .iter()
         .all(|m| m.message_id == messages[0].message_id));
-    wait_until_pending(&app, 0).await;
+    app.wait_until_pending(0).await;
 }
 
 #[tokio::test]
@@ -486,7 +475,7 @@ async fn after_a_broker_restart_confirmed_messages_are_kept_and_the_service_reco
     let app = spawn_app_with(|c| c.amqp_url = broker.amqp_url()).await;
     let (status, before) = app.rerun(&rerun_113()).await;
     assert_eq!(status, 200, "{before}");
-    wait_until_pending(&app, 0).await; // confirmed by the broker
+    app.wait_until_pending(0).await; // confirmed by the broker
 
     let broker = tokio::task::spawn_blocking(move || {
         broker.restart();

@@ -9,6 +9,7 @@ use plan_queue::config::Config;
 use plan_queue::seed::Fixture;
 use plan_queue::startup::Application;
 use serde_json::Value;
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 pub const JWT_SECRET: &str = "test-secret";
@@ -69,8 +70,54 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Log lines of every test of this binary: `LEVEL target: message`.
+static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Records plan-queue's lines from debug up and everyone else's from info up.
+struct CaptureLogs;
+
+impl log::Log for CaptureLogs {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Info || metadata.target().starts_with("plan_queue")
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            let line = format!("{} {}: {}", record.level(), record.target(), record.args());
+            LOGS.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the log capture (once per test binary).
+pub fn capture_logs() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        if log::set_logger(&CaptureLogs).is_ok() {
+            log::set_max_level(log::LevelFilter::Debug);
+        }
+    });
+}
+
+/// Every log line captured so far, of all tests running in this binary.
+pub fn logs() -> Vec<String> {
+    LOGS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Captured log lines containing `needle` (tests find their own lines by a
+/// unique request id).
+pub fn log_lines_with(needle: &str) -> Vec<String> {
+    logs()
+        .into_iter()
+        .filter(|line| line.contains(needle))
+        .collect()
+}
+
 /// Starts a server on the demo fixture; `adjust` may change the configuration.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    capture_logs();
     let mut config = test_config();
     adjust(&mut config);
     let db_name = config.database_url.rsplit('/').next().unwrap().to_owned();
@@ -286,6 +333,18 @@ impl TestApp {
         })
         .await
         .unwrap()
+    }
+
+    /// Waits (up to 20 s) until exactly `expected` dispatch rows are unpublished.
+    pub async fn wait_until_pending(&self, expected: i64) {
+        let started = Instant::now();
+        while self.pending().await != expected {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "pending rows never reached {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Unpublished dispatch rows.

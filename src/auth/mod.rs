@@ -1,14 +1,26 @@
 //! Bearer-token authentication and the token checks of authorisation.
 //!
-//! Tokens are JWTs (contract, section 3): HS256 with `JWT_SECRET`, `exp`
-//! required, `nbf` honoured, a leeway of `JWT_LEEWAY_SECS`; `sub` is the user
-//! id (a decimal string, a JSON number accepted) and `authorities` an array of
-//! strings. `PLAN_RUN` is needed to rerun; `QUEUE_ADMIN` may act for another
-//! user. Every refusal is 401 code 1009; tokens are never logged.
+//! Tokens are JWTs (contract, section 3): HS256 with `JWT_SECRET`, or RS256 /
+//! ES256 with `JWT_PUBLIC_KEY_FILE` or `JWT_JWKS_FILE` (see [`keys`]); the
+//! deployment's one algorithm is pinned, so a header naming another (`none`,
+//! HS256 against a public key) is refused. `exp` and `sub` are required, `exp`
+//! and `nbf` must be numbers (a string is refused: the type-confusion advisory
+//! fixed in jsonwebtoken 10.3), `nbf` is honoured, with a leeway of
+//! `JWT_LEEWAY_SECS`; `iss` and `aud` must match `JWT_ISSUER` and
+//! `JWT_AUDIENCE` when those are set. `sub` is the user id (a decimal string,
+//! a JSON number accepted) and `authorities` an array of strings. `PLAN_RUN`
+//! is needed to rerun; `QUEUE_ADMIN` may act for another user. Every refusal
+//! is 401 code 1009; tokens and their claims are never logged, only the
+//! reason of a refusal.
 
+pub mod keys;
+
+use crate::config::Config;
 use crate::error::ApiError;
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
-use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{decode, decode_header, encode, Algorithm, EncodingKey, Header, Validation};
+use keys::VerifyingKeys;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Authority needed to rerun (contract, section 3).
@@ -78,22 +90,42 @@ impl Caller {
 
 /// Verifies bearer tokens of one deployment.
 pub struct TokenVerifier {
-    key: DecodingKey,
+    keys: VerifyingKeys,
     validation: Validation,
 }
 
 impl TokenVerifier {
+    /// The verifier `serve` uses: the one key source of `config`
+    /// ([`Config::token_key_source`]), `JWT_LEEWAY_SECS`, `JWT_ISSUER`, `JWT_AUDIENCE`.
+    ///
+    /// Errors (start-up): no or several key sources, an unreadable or unusable key file.
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let keys = VerifyingKeys::load(&config.token_key_source()?)?;
+        let validation = validation(
+            keys.algorithm(),
+            config.jwt_leeway_secs,
+            config.jwt_issuer.as_deref(),
+            config.jwt_audience.as_deref(),
+        );
+        Ok(TokenVerifier { keys, validation })
+    }
+
     /// A verifier of HS256 tokens signed with `secret`; `leeway_secs` of clock
-    /// skew is allowed on `exp` and `nbf`.
+    /// skew is allowed on `exp` and `nbf`; no `iss` or `aud` required.
     pub fn hs256(secret: &str, leeway_secs: u64) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = leeway_secs;
-        validation.validate_nbf = true;
+        let keys = VerifyingKeys::Fixed {
+            key: std::sync::Arc::new(jsonwebtoken::DecodingKey::from_secret(secret.as_bytes())),
+            algorithm: Algorithm::HS256,
+        };
         TokenVerifier {
-            key: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
+            validation: validation(Algorithm::HS256, leeway_secs, None, None),
+            keys,
         }
+    }
+
+    /// The one algorithm this deployment accepts.
+    pub fn algorithm(&self) -> Algorithm {
+        self.keys.algorithm()
     }
 
     /// Authenticates the request whose headers are `headers`.
@@ -117,14 +149,62 @@ impl TokenVerifier {
             })
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized { token_sent: true })?;
-        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-            log::debug!("bearer token refused: {e}");
-            refused
-        })?;
+        let refuse = |reason: &str| {
+            log::debug!("bearer token refused: {reason}");
+            ApiError::Unauthorized { token_sent: true }
+        };
+        let header = decode_header(token).map_err(|e| refuse(refusal_reason(&e)))?;
+        let key = self
+            .keys
+            .key_for(header.kid.as_deref())
+            .ok_or_else(|| refuse("no key of the token's kid"))?;
+        let data = decode::<Claims>(token, &key, &self.validation)
+            .map_err(|e| refuse(refusal_reason(&e)))?;
         Ok(Caller {
             subject: data.claims.sub,
             authorities: data.claims.authorities,
         })
+    }
+}
+
+/// The checks of every token: only `algorithm`, `exp` and `sub` required,
+/// `nbf` honoured, `leeway_secs` on both; `iss`/`aud` required and matched when given.
+fn validation(
+    algorithm: Algorithm,
+    leeway_secs: u64,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    let mut required = vec!["exp", "sub"];
+    validation.leeway = leeway_secs;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    if let Some(issuer) = issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
+    }
+    if let Some(audience) = audience {
+        validation.set_audience(&[audience]);
+        required.push("aud");
+    }
+    validation.set_required_spec_claims(&required);
+    validation
+}
+
+/// Why a token was refused, in words that hold no part of the token.
+fn refusal_reason(e: &jsonwebtoken::errors::Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "algorithm not accepted",
+        ErrorKind::ExpiredSignature => "expired",
+        ErrorKind::ImmatureSignature => "not yet valid (nbf)",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::InvalidAudience => "wrong audience",
+        ErrorKind::MissingRequiredClaim(_) => "a required claim is missing",
+        ErrorKind::InvalidClaimFormat(_) => "exp or nbf is not a number",
+        ErrorKind::Json(_) => "claims or header of the wrong shape",
+        _ => "malformed token",
     }
 }
 
