@@ -48,11 +48,16 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Every setting of the service; see the module documentation for variables and defaults.
-#[derive(Clone, Debug)]
+/// Every setting of the service; see the module documentation for variables
+/// and defaults. Deliberately not `Debug`: it holds `JWT_SECRET` and URLs
+/// that may carry passwords, and must never reach a log line.
+#[derive(Clone)]
 pub struct Config {
+    /// `DATABASE_URL`: the PostgreSQL database.
     pub database_url: String,
+    /// `AMQP_URL`: the RabbitMQ broker.
     pub amqp_url: String,
+    /// `BIND_ADDR`: HTTP listen address; port 0 picks a free port.
     pub bind_addr: String,
     /// `JWT_SECRET`; `None` when unset (then `token` refuses, and `serve`
     /// unless a public key is configured).
@@ -65,21 +70,35 @@ pub struct Config {
     pub jwt_issuer: Option<String>,
     /// `JWT_AUDIENCE`: required `aud` of every token, when set.
     pub jwt_audience: Option<String>,
+    /// `AMQP_EXCHANGE`: the direct exchange messages are published to.
     pub exchange: String,
-    /// Normalised (upper-case) framework types; each is a routing key.
+    /// `FRAMEWORK_TYPES`, normalised (upper-case); each is a routing key.
     pub framework_types: Vec<String>,
+    /// `MAX_PAIRS`: most pairs one rerun may queue, after expansion.
     pub max_pairs: usize,
+    /// `DB_POOL_SIZE`: request-path connections, also the cap on concurrent database work.
     pub db_pool_size: u32,
+    /// `DB_CHECKOUT_TIMEOUT_MS`: wait for a connection before 503 code 1011.
     pub db_checkout_timeout: Duration,
+    /// `BODY_LIMIT_BYTES`: largest request body, bytes (413 above).
     pub body_limit: usize,
+    /// `BODY_READ_TIMEOUT_MS`: time to receive the whole body (408 after).
     pub body_read_timeout: Duration,
+    /// `PUBLISH_TIMEOUT_MS`: wait for a relay batch's publishes and confirms.
     pub publish_timeout: Duration,
+    /// `RELAY_BATCH_SIZE`: dispatch rows claimed and published per batch.
     pub relay_batch_size: i64,
+    /// `RELAY_POLL_MS`: how often the relay looks for due rows unprompted.
     pub relay_poll_interval: Duration,
+    /// `RELAY_LEASE_MS`: how long a relay's claim on rows lasts.
     pub relay_lease: Duration,
+    /// `DELIVERY_LIMIT`: deliveries to runners before a message is dead-lettered.
     pub delivery_limit: u32,
+    /// `JWT_LEEWAY_SECS`: clock skew allowed on `exp` and `nbf`, seconds.
     pub jwt_leeway_secs: u64,
+    /// `IDEMPOTENCY_RETENTION_SECS`: how long an Idempotency-Key is remembered.
     pub idempotency_retention: Duration,
+    /// `PENDING_AGE_THRESHOLD_MS`: readiness fails past this outbox age.
     pub pending_age_threshold: Duration,
     /// `HEADER_READ_TIMEOUT_MS`: time to receive the request line and headers.
     pub header_read_timeout: Duration,
@@ -323,9 +342,11 @@ mod tests {
 
     #[test]
     fn a_bad_number_names_its_variable() {
-        let err = Config::from_lookup(|n| (n == "MAX_PAIRS").then(|| "many".to_owned()))
-            .unwrap_err()
-            .to_string();
+        let Err(err) = Config::from_lookup(|n| (n == "MAX_PAIRS").then(|| "many".to_owned()))
+        else {
+            panic!("a bad MAX_PAIRS was accepted");
+        };
+        let err = err.to_string();
         assert!(err.contains("MAX_PAIRS"), "{err}");
     }
 }
