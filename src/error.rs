@@ -64,9 +64,9 @@ pub enum ApiError {
     /// 404, code 1001.
     #[error("Invalid request: no resource at {0}")]
     NotFound(String),
-    /// 405, code 1001.
-    #[error("Invalid request: method {0} is not allowed here")]
-    MethodNotAllowed(String),
+    /// 405, code 1001, with `Allow: <allow>` (the methods the resource serves).
+    #[error("Invalid request: method {method} is not allowed here")]
+    MethodNotAllowed { method: String, allow: &'static str },
     /// 400, code 1006: a mandatory field is missing; the text names it
     /// (original API page).
     #[error("{0}")]
@@ -132,7 +132,7 @@ impl ApiError {
             | BodyTimeout(_)
             | HeadersTooLarge(_)
             | NotFound(_)
-            | MethodNotAllowed(_) => 1001,
+            | MethodNotAllowed { .. } => 1001,
             Mandatory(_) => 1006,
             UnsupportedFrameworkType(_) => 1003,
             DuplicatePair { .. } => 1007,
@@ -174,7 +174,7 @@ impl ResponseError for ApiError {
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             NotFound(_) => StatusCode::NOT_FOUND,
-            MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AccessDenied(_) => StatusCode::FORBIDDEN,
             IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             IdempotencyKeyInFlight => StatusCode::CONFLICT,
@@ -201,8 +201,8 @@ impl ResponseError for ApiError {
             ApiError::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
             }
-            ApiError::MethodNotAllowed(_) => {
-                response.insert_header((header::ALLOW, "POST"));
+            ApiError::MethodNotAllowed { allow, .. } => {
+                response.insert_header((header::ALLOW, *allow));
             }
             _ => {}
         }

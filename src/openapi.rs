@@ -12,7 +12,7 @@ use crate::routes;
 use std::collections::BTreeMap;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -40,7 +40,7 @@ against PostgreSQL, records the rerun and publishes one AMQP message per pair to
         routes::metrics::metrics
     ),
     components(schemas(ApiResult)),
-    modifiers(&BearerAuth, &ErrorAnswers, &QueueAlias),
+    modifiers(&BearerAuth, &PairsOrShorthand, &ErrorAnswers, &QueueAlias),
     tags(
         (name = "rerun", description = "Rerun scenarios of a test plan"),
         (name = "operations", description = "Probes and metrics")
@@ -72,6 +72,56 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Name of the rerun request body schema.
+const REQUEST_BODY: &str = "RerunRequestBody";
+
+/// The pairs of a rerun come either as `scenarioEnvironmentPairs` (at least
+/// one, else 1006) or as the contract's top-level shorthand `scenarioId`
+/// (with `environmentId`), "used only when `scenarioEnvironmentPairs` is
+/// absent" (both: 1001; neither: 1006). `RerunRequestBody` becomes `allOf`
+/// its fields and `anyOf` these two shapes; absent and null are alike there
+/// (the service reads a null field as absent).
+struct PairsOrShorthand;
+
+impl Modify for PairsOrShorthand {
+    fn modify(&self, openapi: &mut Document) {
+        let Some(body) = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut(REQUEST_BODY))
+        else {
+            return;
+        };
+        let null = || ObjectBuilder::new().schema_type(Type::Null);
+        let pairs = ObjectBuilder::new()
+            .title(Some("pairs"))
+            .required("scenarioEnvironmentPairs")
+            .property(
+                "scenarioEnvironmentPairs",
+                ArrayBuilder::new().min_items(Some(1)),
+            )
+            .property("scenarioId", null())
+            .property("environmentId", null());
+        let shorthand = ObjectBuilder::new()
+            .title(Some("shorthand"))
+            .required("scenarioId")
+            .property("scenarioEnvironmentPairs", null())
+            .property(
+                "scenarioId",
+                ObjectBuilder::new().schema_type(Type::Integer),
+            );
+        let either = AnyOfBuilder::new()
+            .description(Some(
+                "Either `scenarioEnvironmentPairs` (at least one) or the top-level \
+                 `scenarioId` (with `environmentId`), not both (code 1001), not neither \
+                 (code 1006)",
+            ))
+            .item(pairs)
+            .item(shorthand);
+        *body = AllOfBuilder::new().item(body.clone()).item(either).into();
     }
 }
 

@@ -13,7 +13,10 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer, ResponseError};
+use actix_web::{
+    guard, web, App, FromRequest, Handler, HttpMessage, HttpRequest, HttpResponse, HttpServer,
+    Resource, Responder, ResponseError,
+};
 use anyhow::Context;
 use diesel::prelude::*;
 use std::net::TcpListener;
@@ -225,21 +228,43 @@ impl Application {
     }
 }
 
-/// The route table.
+/// The route table. A known path asked with a method it does not serve is
+/// 405 with `Allow`; an unknown path is 404.
 fn routes_table(cfg: &mut web::ServiceConfig) {
     for path in ["/queue/rerun", "/queue"] {
         cfg.service(
             web::resource(path)
                 .route(web::post().to(routes::rerun))
-                .default_service(web::to(routes::method_not_allowed)),
+                .default_service(web::to(|r: HttpRequest| {
+                    routes::method_not_allowed(r, "POST")
+                })),
         );
     }
-    cfg.route("/health", web::get().to(routes::health))
-        .route("/health/live", web::get().to(routes::live))
-        .route("/health/ready", web::get().to(routes::ready))
-        .route("/metrics", web::get().to(routes::metrics))
-        .route(DOCS_PATH, web::get().to(docs_redirect))
+    cfg.service(get_resource("/health", routes::health))
+        .service(get_resource("/health/live", routes::live))
+        .service(get_resource("/health/ready", routes::ready))
+        .service(get_resource("/metrics", routes::metrics))
+        .service(get_resource(DOCS_PATH, docs_redirect))
         .default_service(web::to(routes::not_found));
+}
+
+/// A resource served by `handler` for GET and HEAD (HEAD without the body),
+/// 405 `Allow: GET, HEAD` for any other method.
+fn get_resource<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(
+            web::route()
+                .guard(guard::Any(guard::Get()).or(guard::Head()))
+                .to(handler),
+        )
+        .default_service(web::to(|r: HttpRequest| {
+            routes::method_not_allowed(r, "GET, HEAD")
+        }))
 }
 
 /// Takes `X-Request-Id` (1–128 visible ASCII characters) or makes one, and

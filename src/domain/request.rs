@@ -67,24 +67,27 @@ impl utoipa::PartialSchema for Id {
 
 impl utoipa::ToSchema for Id {}
 
-/// The body of `POST /queue/rerun` as sent (contract, section 1); every field
-/// optional here so that a missing field is told apart (1006) from a
-/// malformed one (1001). Unknown fields and duplicate keys are refused (1001).
+/// The body of `POST /queue/rerun` (contract, section 1). Every field is
+/// optional in Rust so that a missing or null mandatory field is told apart
+/// (1006) from a malformed one (1001); the OpenAPI schema states the valid
+/// body (mandatory fields non-null, null only where it means absent).
+/// Unknown fields and duplicate keys are refused (1001).
 // Public only for the OpenAPI document, where it is `RerunRequestBody`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(as = RerunRequestBody)]
 pub struct RawRerunRequest {
     /// Required (else 1006 `planId is mandatory`).
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false)]
     plan_id: Option<Id>,
     /// Required (else 1006): the user who triggers the rerun; must be the
     /// token's subject unless the token holds QUEUE_ADMIN.
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false)]
     user_id: Option<Id>,
-    /// Required, case-insensitive, one of the configured framework types
-    /// (else 1003); normalised to upper case; the AMQP routing key.
-    #[schema(required = true, example = "APPIUM")]
+    /// Required and not blank (else 1006), case-insensitive, one of the
+    /// configured framework types (else 1003); normalised to upper case; the
+    /// AMQP routing key.
+    #[schema(required = true, nullable = false, pattern = r"\S", example = "APPIUM")]
     framework_type: Option<String>,
     /// At least one pair (else 1006), none twice (1007), at most MAX_PAIRS (1008).
     scenario_environment_pairs: Option<Vec<RawPair>>,
@@ -103,7 +106,7 @@ pub struct RawRerunRequest {
 #[schema(as = ScenarioEnvironmentPair)]
 struct RawPair {
     /// Required (else 1006 `scenarioId is mandatory`).
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false)]
     scenario_id: Option<Id>,
     /// Absent: every environment the scenario ran on in the source run.
     environment_id: Option<Id>,

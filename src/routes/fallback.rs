@@ -8,7 +8,14 @@ pub async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound(request.path().to_owned()))
 }
 
-/// 405 code 1001 for a method other than POST on the rerun resources.
-pub async fn method_not_allowed(request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed(request.method().to_string()))
+/// 405 code 1001 for a method a known resource does not serve; `allow` is
+/// the `Allow` header, the methods it does serve (e.g. `POST`, `GET, HEAD`).
+pub async fn method_not_allowed(
+    request: HttpRequest,
+    allow: &'static str,
+) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed {
+        method: request.method().to_string(),
+        allow,
+    })
 }

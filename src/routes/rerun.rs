@@ -34,10 +34,10 @@ of the contract; the first failure answers.",
             "scenarioEnvironmentPairs": [{"scenarioId": 111, "environmentId": 222},
                                          {"scenarioId": 112}]})),
     params(
-        ("Idempotency-Key" = Option<String>, Header,
-            description = "1–255 printable ASCII characters; a retry with the same key and body \
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1,
+            max_length = 255, pattern = "^[ -~]+$", description = "1–255 printable ASCII characters; a retry with the same key and body \
 gets the first answer again (header `Idempotent-Replayed: true`) and queues nothing new"),
-        ("X-Request-Id" = Option<String>, Header,
+        ("X-Request-Id" = Option<String>, Header, nullable = false,
             description = "1–128 visible ASCII characters, else one is generated; echoed on the \
 answer and carried as the AMQP `correlation_id` of the messages")
     ),

@@ -408,6 +408,32 @@ async fn unknown_paths_and_methods_answer_in_the_envelope() {
     assert_eq!(response.headers()["allow"], "POST");
     let (status, body) = crate::helpers::read(response).await;
     assert_eq!((status, code(&body)), (405, 1001));
+    // the GET resources: other methods are 405 too (found by schemathesis'
+    // unsupported_method check), and HEAD is served
+    for path in [
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/docs",
+    ] {
+        let response = app
+            .client
+            .delete(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["allow"], "GET, HEAD", "{path}");
+        let (status, body) = crate::helpers::read(response).await;
+        assert_eq!((status, code(&body)), (405, 1001), "{path}");
+    }
+    let response = app
+        .client
+        .head(format!("{}/health", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }
 
 #[tokio::test]
