@@ -180,6 +180,7 @@ impl Config {
             header_limit: number(&lookup, "HEADER_LIMIT_BYTES", 16_384)?,
             max_connections: number(&lookup, "MAX_CONNECTIONS", 1024)?,
         };
+        check_ranges(&config)?;
         if config.max_pairs == 0
             || config.db_pool_size == 0
             || config.relay_batch_size <= 0
@@ -244,6 +245,44 @@ impl Config {
     pub fn dead_letter_name(&self) -> String {
         format!("{}.dead-letter", self.exchange)
     }
+}
+
+/// Upper bounds that keep every setting usable: names RabbitMQ accepts
+/// (short strings of at most 255 bytes for `<exchange>.<TYPE>`), clock and
+/// retention arithmetic that cannot overflow, timeouts of at most a day.
+fn check_ranges(config: &Config) -> anyhow::Result<()> {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let exchange = &config.exchange;
+    if exchange.len() > 200
+        || !exchange
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    {
+        bail!("AMQP_EXCHANGE must be at most 200 letters, digits, '-', '_', '.' or ':', got {exchange:?}");
+    }
+    if let Some(long) = config.framework_types.iter().find(|t| t.len() > 50) {
+        bail!("FRAMEWORK_TYPES: {long:?} is longer than 50 characters");
+    }
+    if config.jwt_leeway_secs > 3600 {
+        bail!("JWT_LEEWAY_SECS must be at most 3600 (one hour)");
+    }
+    if config.idempotency_retention > DAY * 3650 {
+        bail!("IDEMPOTENCY_RETENTION_SECS must be at most 315360000 (ten years)");
+    }
+    for (name, value) in [
+        ("DB_CHECKOUT_TIMEOUT_MS", config.db_checkout_timeout),
+        ("BODY_READ_TIMEOUT_MS", config.body_read_timeout),
+        ("PUBLISH_TIMEOUT_MS", config.publish_timeout),
+        ("RELAY_POLL_MS", config.relay_poll_interval),
+        ("RELAY_LEASE_MS", config.relay_lease),
+        ("PENDING_AGE_THRESHOLD_MS", config.pending_age_threshold),
+        ("HEADER_READ_TIMEOUT_MS", config.header_read_timeout),
+    ] {
+        if value > DAY {
+            bail!("{name} must be at most 86400000 (one day)");
+        }
+    }
+    Ok(())
 }
 
 fn number<T: FromStr>(
@@ -338,6 +377,29 @@ mod tests {
         assert_eq!(types, vec!["APPIUM", "GAUGE"]);
         assert!(parse_framework_types("APP IUM").is_err());
         assert!(parse_framework_types(" , ").is_err());
+    }
+
+    #[test]
+    fn settings_that_would_overflow_or_break_names_are_refused() {
+        for (name, value) in [
+            ("JWT_LEEWAY_SECS", "18446744073709551615"),
+            ("JWT_LEEWAY_SECS", "3601"),
+            ("IDEMPOTENCY_RETENTION_SECS", "18446744073709551615"),
+            ("PUBLISH_TIMEOUT_MS", "86400001"),
+            ("AMQP_EXCHANGE", "has space"),
+            (
+                "FRAMEWORK_TYPES",
+                "APPIUM,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            ),
+        ] {
+            let result = Config::from_lookup(|n| (n == name).then(|| value.to_owned()));
+            let Err(err) = result else {
+                panic!("{name}={value} was accepted");
+            };
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+        let long = "x".repeat(201);
+        assert!(Config::from_lookup(|n| (n == "AMQP_EXCHANGE").then(|| long.clone())).is_err());
     }
 
     #[test]

@@ -82,8 +82,9 @@ const REQUEST_BODY: &str = "RerunRequestBody";
 /// one, else 1006) or as the contract's top-level shorthand `scenarioId`
 /// (with `environmentId`), "used only when `scenarioEnvironmentPairs` is
 /// absent" (both: 1001; neither: 1006). `RerunRequestBody` becomes `allOf`
-/// its fields and `anyOf` these two shapes; absent and null are alike there
-/// (the service reads a null field as absent).
+/// its fields and `anyOf` these two shapes; an absent or null top-level
+/// `scenarioId` is alike (a top-level `environmentId` beside the list is 1001
+/// too, which the schema does not express).
 struct PairsOrShorthand;
 
 impl Modify for PairsOrShorthand {
@@ -103,8 +104,7 @@ impl Modify for PairsOrShorthand {
                 "scenarioEnvironmentPairs",
                 ArrayBuilder::new().min_items(Some(1)),
             )
-            .property("scenarioId", null())
-            .property("environmentId", null());
+            .property("scenarioId", null());
         let shorthand = ObjectBuilder::new()
             .title(Some("shorthand"))
             .required("scenarioId")

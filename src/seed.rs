@@ -132,7 +132,7 @@ impl Fixture {
     /// Upserts the fixture in one transaction; returns how many rows of each
     /// kind were written, for the command's report.
     pub fn upsert(&self, conn: &mut PgConnection) -> anyhow::Result<String> {
-        conn.transaction(|conn| self.upsert_in_transaction(conn))
+        conn.transaction::<_, anyhow::Error, _>(|conn| self.upsert_in_transaction(conn))
             .context("seeding failed (nothing was written)")?;
         Ok(format!(
             "{} users, {} projects, {} scenarios, {} environments, {} plans, {} executions",
@@ -145,7 +145,7 @@ impl Fixture {
         ))
     }
 
-    fn upsert_in_transaction(&self, conn: &mut PgConnection) -> QueryResult<()> {
+    fn upsert_in_transaction(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
         for u in &self.users {
             diesel::insert_into(users::table)
                 .values((
@@ -282,7 +282,22 @@ impl Fixture {
     }
 }
 
-fn upsert_execution(conn: &mut PgConnection, e: &FixtureExecution) -> QueryResult<()> {
+/// Upserts a full run and replaces its results. Refuses an id that belongs to
+/// a rerun plan-queue made: overwriting it would rewrite that rerun's pairs
+/// and hand out its attempts again.
+fn upsert_execution(conn: &mut PgConnection, e: &FixtureExecution) -> anyhow::Result<()> {
+    let existing: Option<String> = executions::table
+        .find(e.id)
+        .select(executions::kind)
+        .for_update()
+        .first(conn)
+        .optional()?;
+    if existing.is_some_and(|kind| kind != KIND_RUN) {
+        bail!(
+            "execution {} already exists as a rerun made by plan-queue; fixture executions are full runs, give it another id",
+            e.id
+        );
+    }
     diesel::insert_into(executions::table)
         .values((
             executions::id.eq(e.id),

@@ -307,6 +307,13 @@ async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = request.method().to_string();
+    // a label per made-up method would let any client grow /metrics without bound
+    let method_label = match request.method().as_str() {
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" | "CONNECT" | "TRACE" => {
+            method.clone()
+        }
+        _ => "OTHER".to_owned(),
+    };
     let path = request.path().to_owned();
     let state = request.app_data::<web::Data<AppState>>().cloned();
     let response = next.call(request).await?;
@@ -319,7 +326,7 @@ async fn observe(
     if let Some(state) = state {
         state
             .metrics
-            .observe_request(&method, &route, status, elapsed.as_secs_f64());
+            .observe_request(&method_label, &route, status, elapsed.as_secs_f64());
     }
     let extensions = response.request().extensions();
     let request_id = extensions.get::<RequestId>().map_or("-", |r| r.0.as_str());

@@ -133,11 +133,13 @@ impl TokenVerifier {
     /// Errors: 401 code 1009 when the `Authorization: Bearer` header is
     /// missing, malformed, over 8 KiB, badly signed, expired or not yet valid.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let Some(value) = headers.get(AUTHORIZATION) else {
+        let mut values = headers.get_all(AUTHORIZATION);
+        let Some(value) = values.next() else {
             return Err(ApiError::Unauthorized { token_sent: false });
         };
         let refused = ApiError::Unauthorized { token_sent: true };
-        if value.len() > MAX_TOKEN_BYTES + 7 {
+        // two Authorization headers are ambiguous: neither is believed
+        if values.next().is_some() || value.len() > MAX_TOKEN_BYTES + 7 {
             return Err(refused);
         }
         let token = value
@@ -167,8 +169,10 @@ impl TokenVerifier {
     }
 }
 
-/// The checks of every token: only `algorithm`, `exp` and `sub` required,
-/// `nbf` honoured, `leeway_secs` on both; `iss`/`aud` required and matched when given.
+/// The checks of every token: only `algorithm`, `exp` required, `nbf`
+/// honoured, `leeway_secs` on both; `iss`/`aud` required and matched when
+/// given. `sub` is required by [`Claims`] itself: jsonwebtoken's own check
+/// would refuse the JSON number the contract accepts (section 3).
 fn validation(
     algorithm: Algorithm,
     leeway_secs: u64,
@@ -176,7 +180,7 @@ fn validation(
     audience: Option<&str>,
 ) -> Validation {
     let mut validation = Validation::new(algorithm);
-    let mut required = vec!["exp", "sub"];
+    let mut required = vec!["exp"];
     validation.leeway = leeway_secs;
     validation.validate_exp = true;
     validation.validate_nbf = true;
@@ -217,9 +221,12 @@ pub fn issue_token(
     ttl_secs: u64,
 ) -> anyhow::Result<String> {
     let now = jsonwebtoken::get_current_timestamp();
+    let exp = now
+        .checked_add(ttl_secs)
+        .ok_or_else(|| anyhow::anyhow!("--ttl-secs {ttl_secs} is too large"))?;
     let claims = Claims {
         sub: user_id.to_string(),
-        exp: now + ttl_secs,
+        exp,
         iat: Some(now),
         authorities: authorities.to_vec(),
     };
@@ -269,10 +276,51 @@ mod tests {
         ));
     }
 
+    fn signed(claims: serde_json::Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap()
+    }
+
     #[test]
-    fn a_numeric_subject_is_accepted() {
-        let claims: Claims =
-            serde_json::from_str(r#"{"sub":13,"exp":1,"authorities":["PLAN_RUN"]}"#).unwrap();
-        assert_eq!(claims.sub, "13");
+    fn a_numeric_subject_is_accepted_and_a_missing_one_refused() {
+        let exp = jsonwebtoken::get_current_timestamp() + 60;
+        let verifier = TokenVerifier::hs256("s3cret", 0);
+        let numeric =
+            signed(serde_json::json!({"sub": 13, "exp": exp, "authorities": ["PLAN_RUN"]}));
+        let caller = verifier.authenticate(&headers(&numeric)).unwrap();
+        assert_eq!(caller.subject, "13");
+        assert!(caller.authorize_rerun(13).is_ok());
+        for claims in [
+            serde_json::json!({"exp": exp, "authorities": ["PLAN_RUN"]}),
+            serde_json::json!({"sub": null, "exp": exp}),
+            serde_json::json!({"sub": [13], "exp": exp}),
+        ] {
+            assert!(
+                verifier
+                    .authenticate(&headers(&signed(claims.clone())))
+                    .is_err(),
+                "{claims}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused_whatever_their_order() {
+        let good = issue_token("s3cret", 13, &[PLAN_RUN.to_owned()], 60).unwrap();
+        let mut both = headers(&good);
+        both.append(AUTHORIZATION, HeaderValue::from_static("Bearer x.y.z"));
+        assert!(matches!(
+            TokenVerifier::hs256("s3cret", 0).authenticate(&both),
+            Err(ApiError::Unauthorized { token_sent: true })
+        ));
+    }
+
+    #[test]
+    fn a_ttl_past_the_end_of_time_is_an_error_not_a_panic() {
+        assert!(issue_token("s3cret", 13, &[], u64::MAX).is_err());
     }
 }

@@ -94,9 +94,14 @@ pub struct RawRerunRequest {
     /// Shorthand for one pair, only when `scenarioEnvironmentPairs` is absent.
     scenario_id: Option<Id>,
     /// With the top-level `scenarioId`: the environment of the one pair.
+    /// Absent: every environment the scenario ran on; `null` is 1001.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     environment_id: Option<Id>,
     /// Validate and answer what would be queued (every `messageId` null);
-    /// write and publish nothing. Default false.
+    /// write and publish nothing. Default false; `null` is 1001.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     dry_run: Option<bool>,
 }
 
@@ -108,8 +113,18 @@ struct RawPair {
     /// Required (else 1006 `scenarioId is mandatory`).
     #[schema(required = true, nullable = false)]
     scenario_id: Option<Id>,
-    /// Absent: every environment the scenario ran on in the source run.
+    /// Absent: every environment the scenario ran on in the source run;
+    /// `null` is 1001.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     environment_id: Option<Id>,
+}
+
+/// For fields where a `null` would silently widen or commit a request
+/// (`environmentId` → every environment, `dryRun` → a real rerun): absent
+/// is `None`, a present value must not be `null` (1001, naming the field).
+fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// One requested pair; `environment_id: None` means "every environment the
@@ -314,6 +329,12 @@ mod tests {
                 "scenarioEnvironmentPairs[0]",
             ),
             (r#"{"dryRun":"yes"}"#, "dryRun"),
+            (r#"{"dryRun":null}"#, "dryRun"),
+            (r#"{"planId":1,"environmentId":null}"#, "environmentId"),
+            (
+                r#"{"planId":1,"scenarioEnvironmentPairs":[{"scenarioId":1,"environmentId":null}]}"#,
+                "scenarioEnvironmentPairs[0].environmentId",
+            ),
         ] {
             let (code, message) = err(body);
             assert_eq!(code, 1001, "{body}");

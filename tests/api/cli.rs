@@ -170,3 +170,42 @@ fn a_fixture_with_an_unknown_status_is_refused_and_writes_nothing() {
     assert!(stderr(&output).contains("GREEN"), "{}", stderr(&output));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn seeding_a_fixture_over_a_rerun_id_is_refused_and_changes_nothing() {
+    let app = crate::helpers::spawn_app().await;
+    let (status, body) = app.rerun(&crate::helpers::pair_body(111, 222)).await;
+    assert_eq!(status, 200, "{body}");
+    let rerun_id = body["data"]["executionId"].as_i64().unwrap();
+    let dir = std::env::temp_dir().join(format!("pq-fixture-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("collides.json");
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"executions": [{{"id": {rerun_id}, "planId": 614, "userId": 13, "startedAt": "2026-11-29T10:00:00Z",
+                "results": [{{"scenarioId": 114, "environmentId": 224, "status": "FAILED"}}]}}]}}"#
+        ),
+    )
+    .unwrap();
+    let url = app.db_url.clone();
+    let path = file.to_str().unwrap().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        plan_queue(&["seed", "--file", &path], &[("DATABASE_URL", &url)])
+    })
+    .await
+    .unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("already exists as a rerun"),
+        "{}",
+        stderr(&output)
+    );
+    let pairs = app
+        .count_sql(&format!(
+            "SELECT count(*) AS n FROM execution_pairs WHERE execution_id = {rerun_id} AND scenario_id = 111 AND attempt = 2"
+        ))
+        .await;
+    assert_eq!(pairs, 1, "the rerun's pair is untouched");
+}

@@ -254,3 +254,29 @@ async fn smoke_fails_with_exit_1_and_says_which_check_failed() {
     );
     assert!(out.contains("FAIL unknown-plan: "), "{out}");
 }
+
+#[tokio::test]
+async fn made_up_methods_share_one_metrics_label() {
+    let app = spawn_app().await;
+    for method in ["FOOBAR", "QWERTYUIOP", "ZZZ"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = app
+            .client
+            .request(method, format!("{}/health", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405);
+    }
+    let metrics = app.metrics().await;
+    assert!(
+        !metrics.contains("FOOBAR") && !metrics.contains("ZZZ"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"plan_queue_http_requests_total{method="OTHER",route="/health",status="405"} 3"#
+        ),
+        "{metrics}"
+    );
+}
