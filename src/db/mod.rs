@@ -8,6 +8,7 @@
 //! vaultwarden's `src/db/mod.rs`).
 
 pub mod models;
+pub mod queries;
 pub mod schema;
 
 use crate::error::ApiError;
