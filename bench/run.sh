@@ -56,6 +56,21 @@ rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 reset_db() { "${PSQL[@]}" -f bench/reset.sql >/dev/null; }
+# CPU ticks used so far by each command name (all live processes).
+cpu_ticks() {
+  cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+    match($0, /\(.*\)/); comm = substr($0, RSTART + 1, RLENGTH - 2)
+    split(substr($0, RSTART + RLENGTH + 1), f, " "); t[comm] += f[12] + f[13]
+  } END { for (c in t) print c, t[c] }'
+}
+# Where the cores went between two cpu_ticks snapshots: "name share%" of wall time x cores.
+cpu_split() { # before after seconds
+  awk -v secs="$3" -v hz="$(getconf CLK_TCK)" -v cores="$(nproc)" '
+    NR == FNR { before[$1] = $2; next }
+    { d = $2 - before[$1]; if (d > 0) used[$1] = d }
+    END { for (c in used) printf "%s %.0f\n", c, 100 * used[c] / hz / secs / cores }' "$1" "$2" \
+  | sort -k2 -nr | head -6 | awk '{ printf "%s%s %s%%", (NR > 1 ? ", " : ""), $1, $2 }'
+}
 
 SERVICE_PID=
 cleanup() {
@@ -111,11 +126,14 @@ R[limit_broker]="$best_broker msg/s (window $best_window, $size B)"
 reset_db
 
 saturate() { # pairs -> best e2e rps; records peak RSS
-  local pairs=$1 best=0 best_c=0 r hwm
+  local pairs=$1 best=0 best_c=0 r hwm t0
   for c in $LOAD_CONNECTIONS; do
     reset_db
     echo 5 >"/proc/$SERVICE_PID/clear_refs" 2>/dev/null || true
+    cpu_ticks >"$OUT/cpu0"; t0=$(date +%s.%N)
     load closed --pairs "$pairs" --connections "$c" --secs "$BENCH_SECS" >"$OUT/sat"
+    cpu_ticks >"$OUT/cpu1"
+    log "  CPU share of all cores during it: $(cpu_split "$OUT/cpu0" "$OUT/cpu1" "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { print a - b }')")"
     r=$(result e2e_rps "$OUT/sat")
     log "service ${pairs}-pair: $c connections: e2e $r req/s (http $(result http_rps "$OUT/sat") req/s, errors $(result errors "$OUT/sat")), peak RSS $(mib "$(hwm_kib "$SERVICE_PID")") MiB"
     if awk -v a="$r" -v b="$best" 'BEGIN { exit !(a > b) }'; then best=$r best_c=$c; fi

@@ -240,14 +240,23 @@ fn mark(
             Err(PublishFailure::Rejected(reason)) => back_off.push((row.id, reason)),
         }
     }
+    let mark_published = |conn: &mut PgConnection| {
+        diesel::sql_query(
+            "UPDATE dispatches SET published_at = now(), locked_until = NULL, last_error = NULL \
+              WHERE id = ANY($1)",
+        )
+        .bind::<Array<BigInt>, _>(&published)
+        .execute(conn)
+    };
+    if retry_now.0.is_empty() && back_off.is_empty() {
+        // the usual round: one statement, no transaction round trips
+        return mark_published(&mut conn)
+            .map(drop)
+            .context("marking dispatch rows");
+    }
     conn.transaction(|conn| {
         if !published.is_empty() {
-            diesel::sql_query(
-                "UPDATE dispatches SET published_at = now(), locked_until = NULL, last_error = NULL \
-                  WHERE id = ANY($1)",
-            )
-            .bind::<Array<BigInt>, _>(&published)
-            .execute(conn)?;
+            mark_published(conn)?;
         }
         if !retry_now.0.is_empty() {
             diesel::sql_query(
