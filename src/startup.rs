@@ -2,7 +2,7 @@
 
 use crate::auth::TokenVerifier;
 use crate::config::Config;
-use crate::db::{build_pool, Db};
+use crate::db::{build_pool, build_relay_pool, Db};
 use crate::relay::{Relay, RelayStatus};
 use crate::routes;
 use crate::service::RerunService;
@@ -107,7 +107,7 @@ impl Application {
         let relay_status = Arc::new(RelayStatus::default());
         let relay = Relay::new(
             config.clone(),
-            build_pool(
+            build_relay_pool(
                 &config.database_url,
                 RELAY_POOL_SIZE,
                 config.db_checkout_timeout,
