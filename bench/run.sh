@@ -14,7 +14,8 @@
 # Knobs (environment): BENCH_SECS (each load phase, default 8), SOAK_SECS
 # (default 20), PG_SECS (each pgbench client count, default 5), PLANS (default
 # 500), BENCH_PORT (18080), and the service's own (DB_POOL_SIZE, RELAY_BATCH_SIZE,
-# RUST_LOG, ...) which are passed through.
+# RUST_LOG, ...) which are passed through. BENCH_BIN runs another plan-queue
+# binary (e.g. an older build, for before/after); BENCH_NO_BUILD=1 skips cargo build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,7 +59,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 reset_db() { "${PSQL[@]}" -f bench/reset.sql >/dev/null; }
 # CPU ticks used so far by each command name (all live processes).
 cpu_ticks() {
-  cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{
     match($0, /\(.*\)/); comm = substr($0, RSTART + 1, RLENGTH - 2)
     split(substr($0, RSTART + RLENGTH + 1), f, " "); t[comm] += f[12] + f[13]
   } END { for (c in t) print c, t[c] }'
@@ -80,8 +81,10 @@ cleanup() {
 trap cleanup EXIT
 
 log "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-log "building (release)"
-cargo build --release --quiet --bin plan-queue --example bench-load --example bench-broker
+if [[ -z "${BENCH_NO_BUILD:-}" ]]; then
+  log "building (release)"
+  cargo build --release --quiet --bin plan-queue --example bench-load --example bench-broker
+fi
 
 log "database plan_queue_bench: migrate and seed $PLANS plans"
 "$BIN" migrate >/dev/null
@@ -192,3 +195,6 @@ printf '| one 1000-pair request | %s |\n' "${R[big]}"
 printf '| RSS | %s |\n' "${R[rss]}"
 printf '| **ratio** service_2pair / min(limit_db, limit_broker / 2) | **%s** (%s / %s) |\n' "$ratio" "$sat2" "$ceiling"
 printf '\nload average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+warnings=$(grep -c -E ' (WARN|ERROR) ' "$OUT/service.log" || true)
+printf 'service log: %s warnings or errors%s\n' "$warnings" "$( ((warnings > 0)) && echo ", first ones:" )"
+grep -E ' (WARN|ERROR) ' "$OUT/service.log" | head -5 || true
