@@ -86,8 +86,9 @@ if [[ -z "${BENCH_NO_BUILD:-}" ]]; then
   cargo build --release --quiet --bin plan-queue --example bench-load --example bench-broker
 fi
 
-log "database plan_queue_bench: migrate and seed $PLANS plans"
-"$BIN" migrate >/dev/null
+log "database plan_queue_bench: drop, migrate and seed $PLANS plans"
+psql -X -q "$DB_SERVER/postgres" -c "DROP DATABASE IF EXISTS plan_queue_bench WITH (FORCE)"
+"$BIN" migrate >/dev/null 2>&1
 "${PSQL[@]}" -v plans="$PLANS" -v scenarios="$SCENARIOS" -f bench/seed.sql >/dev/null
 
 # ---- limit_db: the service's SQL for a 2-pair rerun, replayed by pgbench ----
@@ -129,17 +130,23 @@ R[limit_broker]="$best_broker msg/s (window $best_window, $size B)"
 reset_db
 
 saturate() { # pairs -> best e2e rps; records peak RSS
-  local pairs=$1 best=0 best_c=0 r hwm t0
+  local pairs=$1 best=0 best_c=0 r hwm t0 split
   for c in $LOAD_CONNECTIONS; do
     reset_db
     echo 5 >"/proc/$SERVICE_PID/clear_refs" 2>/dev/null || true
-    cpu_ticks >"$OUT/cpu0"; t0=$(date +%s.%N)
-    load closed --pairs "$pairs" --connections "$c" --secs "$BENCH_SECS" >"$OUT/sat"
+    load closed --pairs "$pairs" --connections "$c" --secs "$BENCH_SECS" >"$OUT/sat" &
+    sleep 1; cpu_ticks >"$OUT/cpu0"; t0=$(date +%s.%N)
+    sleep "$(awk -v s="$BENCH_SECS" 'BEGIN { print (s > 2 ? s - 2 : 0.5) }')"
     cpu_ticks >"$OUT/cpu1"
-    log "  CPU share of all cores during it: $(cpu_split "$OUT/cpu0" "$OUT/cpu1" "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { print a - b }')")"
+    split=$(cpu_split "$OUT/cpu0" "$OUT/cpu1" "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { print a - b }')")
+    wait $!
     r=$(result e2e_rps "$OUT/sat")
     log "service ${pairs}-pair: $c connections: e2e $r req/s (http $(result http_rps "$OUT/sat") req/s, errors $(result errors "$OUT/sat")), peak RSS $(mib "$(hwm_kib "$SERVICE_PID")") MiB"
-    if awk -v a="$r" -v b="$best" 'BEGIN { exit !(a > b) }'; then best=$r best_c=$c; fi
+    log "  CPU share of all cores while loaded: $split"
+    if awk -v a="$r" -v b="$best" 'BEGIN { exit !(a > b) }'; then
+      best=$r best_c=$c
+      echo "$split" >"$OUT/split$pairs"
+    fi
     hwm=$(hwm_kib "$SERVICE_PID"); if ((hwm > PEAK_RSS)); then PEAK_RSS=$hwm; fi
   done
   echo "$best $best_c" >"$OUT/best"
@@ -147,6 +154,16 @@ saturate() { # pairs -> best e2e rps; records peak RSS
 PEAK_RSS=0
 saturate 2; read -r sat2 sat2_c <"$OUT/best"
 R[service_2pair]="$sat2 req/s ($sat2_c connections)"
+if command -v wrk >/dev/null; then # the HTTP side alone, by a standard tool
+  reset_db
+  PLANS=$PLANS SCENARIOS=$SCENARIOS wrk -t2 -c"$sat2_c" -d"${BENCH_SECS}s" -s bench/rerun.lua \
+    "http://127.0.0.1:$PORT" >"$OUT/wrk" 2>&1 || true
+  R[wrk]="$(awk '/^Requests\/sec/ { print $2 }' "$OUT/wrk") req/s answered ($sat2_c connections; non-2xx: $(awk '/Non-2xx/ { n = $5 } END { print n + 0 }' "$OUT/wrk"))"
+  log "wrk 2-pair HTTP only: ${R[wrk]}"
+  sleep 2 # let the relay drain before the next phase resets the data
+else
+  R[wrk]="skipped: wrk not installed (apt-get install wrk)"
+fi
 saturate 20; read -r sat20 sat20_c <"$OUT/best"
 R[service_20pair]="$sat20 req/s ($sat20_c connections; $(awk -v r="$sat20" 'BEGIN { printf "%.0f", r * 20 }') msg/s)"
 
@@ -186,7 +203,10 @@ printf '\n| measure | result |\n|---|---|\n'
 printf '| limit_db (pgbench, 2-pair rerun SQL) | %s |\n' "${R[limit_db]}"
 printf '| limit_broker (confirmed persistent publishes) | %s |\n' "${R[limit_broker]}"
 printf '| service 2-pair, end to end | %s |\n' "${R[service_2pair]}"
+printf '| service 2-pair, HTTP answers only (wrk) | %s |\n' "${R[wrk]}"
+printf '| CPU share of all cores at 2-pair saturation | %s |\n' "$(cat "$OUT/split2")"
 printf '| service 20-pair, end to end | %s |\n' "${R[service_20pair]}"
+printf '| CPU share of all cores at 20-pair saturation | %s |\n' "$(cat "$OUT/split20")"
 printf '| latency at 25 %% (open loop) | %s |\n' "${R[open25]}"
 printf '| latency at 50 %% (open loop) | %s |\n' "${R[open50]}"
 printf '| accept → confirm at 25 %% | %s |\n' "${R[confirm25]}"

@@ -261,15 +261,21 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Claims up to `size` due rows for `lease`, oldest first.
+///
+/// The due ids are collected once (`= ANY (ARRAY(...))`, an init plan) and
+/// then looked up by primary key: written as `id IN (subquery)`, PostgreSQL
+/// chose, whenever its statistics still described a near-empty table, a
+/// nested loop that re-ran the subquery for every row of `dispatches`, and a
+/// claim took seconds (bench/BENCHMARKS.md).
 fn claim(pool: &PgPool, size: i64, lease: Duration) -> anyhow::Result<Vec<ClaimedDispatch>> {
     let mut conn = pool.get().context("relay: no database connection")?;
     let mut rows: Vec<ClaimedDispatch> = diesel::sql_query(
         "UPDATE dispatches SET locked_until = now() + make_interval(secs => $1), \
                 attempts = attempts + 1 \
-          WHERE id IN (SELECT id FROM dispatches \
+          WHERE id = ANY (ARRAY(SELECT id FROM dispatches \
                         WHERE published_at IS NULL AND next_attempt_at <= now() \
                           AND (locked_until IS NULL OR locked_until < now()) \
-                        ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                        ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)) \
           RETURNING id, message_id, routing_key, body, correlation_id",
     )
     .bind::<Double, _>(lease.as_secs_f64())
