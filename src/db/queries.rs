@@ -13,7 +13,7 @@ use diesel::{QueryResult, RunQueryDsl};
 /// Implements `QueryId` with a static id, so diesel caches the prepared statement.
 macro_rules! static_query_id {
     ($query:ty, $id:ident) => {
-        #[doc(hidden)]
+        /// The static query id of a statement, the key of diesel's statement cache.
         pub struct $id;
         impl QueryId for $query {
             type QueryId = $id;
