@@ -21,7 +21,7 @@
 //! | `BODY_LIMIT_BYTES` | `65536` | largest accepted request body (413 above) |
 //! | `BODY_READ_TIMEOUT_MS` | `10000` | time a client has to send its whole body (408 after) |
 //! | `PUBLISH_TIMEOUT_MS` | `5000` | wait for the broker's publisher confirms of one relay batch |
-//! | `RELAY_BATCH_SIZE` | `500` | dispatch rows the relay claims and publishes per batch |
+//! | `RELAY_BATCH_SIZE` | `2000` | dispatch rows the relay claims and publishes per batch (under a backlog the next batch is claimed while one is being published) |
 //! | `RELAY_POLL_MS` | `1000` | how often the relay looks for due rows when nothing wakes it |
 //! | `RELAY_LEASE_MS` | `15000` | how long a relay's claim on rows lasts before another relay (or a restarted one) may take them; keep it above `PUBLISH_TIMEOUT_MS` |
 //! | `DELIVERY_LIMIT` | `5` | deliveries of a message to runners before it is dead-lettered |
@@ -169,7 +169,7 @@ impl Config {
             body_limit: number(&lookup, "BODY_LIMIT_BYTES", 65_536)?,
             body_read_timeout: millis("BODY_READ_TIMEOUT_MS", 10_000)?,
             publish_timeout: millis("PUBLISH_TIMEOUT_MS", 5000)?,
-            relay_batch_size: number(&lookup, "RELAY_BATCH_SIZE", 500)?,
+            relay_batch_size: number(&lookup, "RELAY_BATCH_SIZE", 2000)?,
             relay_poll_interval: millis("RELAY_POLL_MS", 1000)?,
             relay_lease: millis("RELAY_LEASE_MS", 15_000)?,
             delivery_limit: number(&lookup, "DELIVERY_LIMIT", 5)?,

@@ -2,7 +2,7 @@
 
 use crate::auth::TokenVerifier;
 use crate::config::Config;
-use crate::db::{build_pool, Db};
+use crate::db::{build_pool, build_relay_pool, Db};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::openapi::{ApiDoc, DOCS_PATH, OPENAPI_PATH};
@@ -139,7 +139,7 @@ impl Application {
         let metrics = Arc::new(Metrics::new()?);
         let relay = Relay::new(
             config.clone(),
-            build_pool(
+            build_relay_pool(
                 &config.database_url,
                 RELAY_POOL_SIZE,
                 config.db_checkout_timeout,

@@ -8,6 +8,7 @@
 //! vaultwarden's `src/db/mod.rs`).
 
 pub mod models;
+pub mod queries;
 pub mod schema;
 
 use crate::error::ApiError;
@@ -156,12 +157,47 @@ impl Db {
 /// Builds a pool of at most `size` connections without connecting yet;
 /// connections are opened on first use and re-opened after the database
 /// comes back.
+///
+/// A checked-out connection is not pinged first (`test_on_check_out` off: a
+/// `SELECT 1` round trip per checkout): a connection that died in the pool
+/// fails its first statement as a connection loss, which answers 503 code
+/// 1011, and r2d2 drops it on return because diesel marks it broken, so the
+/// next checkout opens a fresh one.
 pub fn build_pool(database_url: &str, size: u32, checkout_timeout: Duration) -> PgPool {
+    pool_builder(size, checkout_timeout).build_unchecked(ConnectionManager::new(database_url))
+}
+
+/// Like [`build_pool`], for the relay: its connections commit without
+/// waiting for the WAL flush (`synchronous_commit = off`). Safe for what the
+/// relay writes: a claim or a "published" mark lost in a PostgreSQL crash
+/// only makes a row be published again, which at-least-once delivery allows;
+/// the rerun's own transaction stays synchronous (a 200 is committed).
+pub fn build_relay_pool(database_url: &str, size: u32, checkout_timeout: Duration) -> PgPool {
+    pool_builder(size, checkout_timeout)
+        .connection_customizer(Box::new(AsynchronousCommit))
+        .build_unchecked(ConnectionManager::new(database_url))
+}
+
+fn pool_builder(
+    size: u32,
+    checkout_timeout: Duration,
+) -> diesel::r2d2::Builder<ConnectionManager<PgConnection>> {
     Pool::builder()
         .max_size(size)
         .min_idle(Some(0))
+        .test_on_check_out(false)
         .connection_timeout(checkout_timeout)
-        .build_unchecked(ConnectionManager::new(database_url))
+}
+
+/// Sets `synchronous_commit = off` on each new connection of a pool.
+#[derive(Debug)]
+struct AsynchronousCommit;
+
+impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for AsynchronousCommit {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute("SET synchronous_commit = off")
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
 }
 
 /// Creates the database of `database_url` if it does not exist, then applies

@@ -86,6 +86,8 @@ impl Relay {
     pub async fn run(mut self) {
         let mut publisher: Option<Publisher> = None;
         let mut reconnect_delay = FIRST_RECONNECT_DELAY;
+        // a batch claimed while the previous one was being published
+        let mut prefetched: Option<Vec<ClaimedDispatch>> = None;
         while !*self.shutdown.borrow() {
             if publisher.as_ref().is_none_or(|p| !p.is_open()) {
                 self.status.broker_connected.store(false, Ordering::Relaxed);
@@ -100,12 +102,15 @@ impl Relay {
             let Some(current) = publisher.as_ref() else {
                 continue;
             };
-            match self.round(current).await {
+            match self.round(current, prefetched.take()).await {
                 Ok(round) => {
+                    prefetched = round.next;
                     if round.connection_failed {
                         publisher = None;
+                        self.release(prefetched.take()).await;
                     }
-                    if round.claimed < self.config.relay_batch_size as usize {
+                    if round.claimed < self.config.relay_batch_size as usize && prefetched.is_none()
+                    {
                         self.idle().await;
                     }
                 }
@@ -115,14 +120,36 @@ impl Relay {
                 }
             }
         }
-        if let Some(p) = publisher.filter(Publisher::is_open) {
-            if let Err(e) = self.round(&p).await {
-                log::warn!("relay: last round at shutdown failed: {e:#}");
+        match publisher.filter(Publisher::is_open) {
+            Some(p) => {
+                match self.round(&p, prefetched.take()).await {
+                    Ok(round) => self.release(round.next).await,
+                    Err(e) => log::warn!("relay: last round at shutdown failed: {e:#}"),
+                }
+                p.close().await;
             }
-            p.close().await;
+            None => self.release(prefetched.take()).await,
         }
         self.status.broker_connected.store(false, Ordering::Relaxed);
         log::info!("relay stopped");
+    }
+
+    /// Gives claimed rows back unpublished (lease cleared), so that they need
+    /// not wait for the lease to expire: after a connection failure or at shutdown.
+    async fn release(&self, rows: Option<Vec<ClaimedDispatch>>) {
+        let Some(rows) = rows.filter(|r| !r.is_empty()) else {
+            return;
+        };
+        let results = vec![
+            Err(PublishFailure::Connection(
+                "not published: the relay lost its broker connection or stopped".to_owned()
+            ));
+            rows.len()
+        ];
+        let pool = self.pool.clone();
+        if let Err(e) = blocking(move || mark(&pool, &rows, &results)).await {
+            log::warn!("relay: releasing claimed rows failed, their lease will expire: {e:#}");
+        }
     }
 
     /// One connection attempt, abandoned at shutdown.
@@ -148,20 +175,31 @@ impl Relay {
         }
     }
 
-    /// One claim → publish → mark round.
-    async fn round(&self, publisher: &Publisher) -> anyhow::Result<RoundResult> {
-        let (pool, size, lease) = (
-            self.pool.clone(),
-            self.config.relay_batch_size,
-            self.config.relay_lease,
-        );
-        let batch = blocking(move || claim(&pool, size, lease)).await?;
+    /// One claim → publish → mark round. `prefetched` is a batch claimed
+    /// already; when this round's batch is full (a backlog), the next batch is
+    /// claimed while this one is published and confirmed, and returned.
+    async fn round(
+        &self,
+        publisher: &Publisher,
+        prefetched: Option<Vec<ClaimedDispatch>>,
+    ) -> anyhow::Result<RoundResult> {
+        let started = std::time::Instant::now();
+        let batch = match prefetched {
+            Some(batch) => batch,
+            None => self.claim().await?,
+        };
         if batch.is_empty() {
             return Ok(RoundResult::default());
         }
-        let results = publisher
-            .publish_batch(&batch, self.config.publish_timeout)
-            .await;
+        let claimed_at = started.elapsed();
+        let publish = publisher.publish_batch(&batch, self.config.publish_timeout);
+        let (results, next) = if batch.len() >= self.config.relay_batch_size as usize {
+            let (results, next) = tokio::join!(publish, self.claim());
+            (results, Some(next))
+        } else {
+            (publish.await, None)
+        };
+        let confirmed_at = started.elapsed();
         let connection_failed = results
             .iter()
             .any(|r| r.as_ref().is_err_and(PublishFailure::needs_reconnect));
@@ -174,11 +212,33 @@ impl Relay {
         log_results(&batch, &results);
         let claimed = batch.len();
         let pool = self.pool.clone();
-        blocking(move || mark(&pool, &batch, &results)).await?;
+        let marked = blocking(move || mark(&pool, &batch, &results)).await;
+        let next = match (marked, next) {
+            (Ok(()), next) => next.transpose()?,
+            (Err(e), next) => {
+                self.release(next.and_then(Result::ok)).await;
+                return Err(e);
+            }
+        };
+        log::debug!(
+            "relay: batch of {claimed}: claimed in {claimed_at:?}, confirmed after {confirmed_at:?}, marked after {:?}",
+            started.elapsed()
+        );
         Ok(RoundResult {
             claimed,
             connection_failed,
+            next,
         })
+    }
+
+    /// Claims the next batch of due rows on the blocking pool.
+    async fn claim(&self) -> anyhow::Result<Vec<ClaimedDispatch>> {
+        let (pool, size, lease) = (
+            self.pool.clone(),
+            self.config.relay_batch_size,
+            self.config.relay_lease,
+        );
+        blocking(move || claim(&pool, size, lease)).await
     }
 
     /// Waits for a commit, the poll interval, or shutdown.
@@ -203,6 +263,8 @@ impl Relay {
 struct RoundResult {
     claimed: usize,
     connection_failed: bool,
+    /// The next batch, claimed during this round's publish.
+    next: Option<Vec<ClaimedDispatch>>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -214,15 +276,21 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Claims up to `size` due rows for `lease`, oldest first.
+///
+/// The due ids are collected once (`= ANY (ARRAY(...))`, an init plan) and
+/// then looked up by primary key: written as `id IN (subquery)`, PostgreSQL
+/// chose, whenever its statistics still described a near-empty table, a
+/// nested loop that re-ran the subquery for every row of `dispatches`, and a
+/// claim took seconds (bench/BENCHMARKS.md).
 fn claim(pool: &PgPool, size: i64, lease: Duration) -> anyhow::Result<Vec<ClaimedDispatch>> {
     let mut conn = pool.get().context("relay: no database connection")?;
     let mut rows: Vec<ClaimedDispatch> = diesel::sql_query(
         "UPDATE dispatches SET locked_until = now() + make_interval(secs => $1), \
                 attempts = attempts + 1 \
-          WHERE id IN (SELECT id FROM dispatches \
+          WHERE id = ANY (ARRAY(SELECT id FROM dispatches \
                         WHERE published_at IS NULL AND next_attempt_at <= now() \
                           AND (locked_until IS NULL OR locked_until < now()) \
-                        ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                        ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)) \
           RETURNING id, message_id, routing_key, body, correlation_id",
     )
     .bind::<Double, _>(lease.as_secs_f64())
@@ -255,14 +323,23 @@ fn mark(
             Err(failure) => back_off.push((row.id, failure.reason())),
         }
     }
+    let mark_published = |conn: &mut PgConnection| {
+        diesel::sql_query(
+            "UPDATE dispatches SET published_at = now(), locked_until = NULL, last_error = NULL \
+              WHERE id = ANY($1)",
+        )
+        .bind::<Array<BigInt>, _>(&published)
+        .execute(conn)
+    };
+    if retry_now.0.is_empty() && back_off.is_empty() {
+        // the usual round: one statement, no transaction round trips
+        return mark_published(&mut conn)
+            .map(drop)
+            .context("marking dispatch rows");
+    }
     conn.transaction(|conn| {
         if !published.is_empty() {
-            diesel::sql_query(
-                "UPDATE dispatches SET published_at = now(), locked_until = NULL, last_error = NULL \
-                  WHERE id = ANY($1)",
-            )
-            .bind::<Array<BigInt>, _>(&published)
-            .execute(conn)?;
+            mark_published(conn)?;
         }
         if !retry_now.0.is_empty() {
             diesel::sql_query(

@@ -10,18 +10,14 @@
 //! (the source run and every rerun made from it). Reruns of one source run are
 //! serialised by a row lock on it, so attempts are never handed out twice.
 
-use crate::db::models::{NewDispatch, NewExecution, NewExecutionPair};
-use crate::db::schema::{
-    dispatches, environments, execution_pairs, executions, idempotency_keys, plans,
-    project_members, scenarios, users,
-};
-use crate::db::Db;
+use crate::db::schema::idempotency_keys;
+use crate::db::{queries, Db};
 use crate::domain::{EnvironmentInfo, RerunMessage, RerunRequest, ScenarioInfo};
 use crate::error::{ApiError, Envelope};
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -33,8 +29,6 @@ pub const KIND_RUN: &str = "RUN";
 pub const KIND_RERUN: &str = "RERUN";
 /// Status of a pair that is queued and has not run yet.
 pub const STATUS_QUEUED: &str = "QUEUED";
-/// Rows per multi-row `INSERT`, well under PostgreSQL's 65 535 bind parameters.
-const INSERT_CHUNK: usize = 1000;
 
 /// One pair in the 200 answer.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -91,6 +85,8 @@ pub struct RerunService {
 struct SourcePair {
     scenario_id: i64,
     environment_id: i64,
+    /// Times the pair ran in the source run's chain.
+    runs: i32,
     scenario: ScenarioInfo,
     environment: EnvironmentInfo,
 }
@@ -147,46 +143,48 @@ fn rerun_in_transaction(
     max_pairs: usize,
     retention: Duration,
 ) -> Result<RerunOutcome, ApiError> {
-    let normalised = serde_json::to_string(request).map_err(anyhow::Error::from)?;
     let key = match (&context.idempotency_key, request.dry_run) {
         (Some(key), false) => {
+            let normalised = serde_json::to_string(request).map_err(anyhow::Error::from)?;
             if let Some(replay) =
                 idempotent_replay(conn, &context.subject, key, &normalised, retention)?
             {
                 return Ok(replay);
             }
-            Some(key)
+            Some((key, normalised))
         }
         _ => None,
     };
-    check_plan_and_user(conn, request)?;
-    let source_execution_id = latest_full_run(conn, request.plan_id)?;
-    let source_pairs = source_pairs(conn, source_execution_id, request)?;
+    let checked = validate(conn, request)?;
+    let source_pairs = source_pairs(conn, checked.source_execution_id, request)?;
     let selected = select_pairs(request, &source_pairs, max_pairs)?;
-    let runs = runs_in_chain(conn, source_execution_id, request)?;
     let mut accepted = RerunAccepted {
         execution_id: None,
         plan_id: request.plan_id,
-        source_execution_id,
+        source_execution_id: checked.source_execution_id,
         framework_type: request.framework_type.clone(),
         queued: selected
             .iter()
             .map(|p| QueuedPair {
                 scenario_id: p.scenario_id,
                 environment_id: p.environment_id,
-                attempt: 1 + runs
-                    .get(&(p.scenario_id, p.environment_id))
-                    .copied()
-                    .unwrap_or(0),
+                attempt: p.runs.saturating_add(1),
                 message_id: None,
             })
             .collect(),
     };
-    if request.dry_run {
+    let Some(execution_id) = checked.execution_id else {
         return Ok(RerunOutcome::Accepted(accepted));
-    }
-    write_rerun(conn, request, context, &selected, &mut accepted)?;
-    if let Some(key) = key {
+    };
+    write_rerun(
+        conn,
+        request,
+        context,
+        execution_id,
+        &selected,
+        &mut accepted,
+    )?;
+    if let Some((key, normalised)) = key {
         let body =
             serde_json::to_string(&Envelope::success(&accepted)).map_err(anyhow::Error::from)?;
         diesel::insert_into(idempotency_keys::table)
@@ -256,82 +254,70 @@ fn idempotent_replay(
     }
 }
 
-/// 1000 unknown plan, 1002 unknown or inactive user, 1010 user not a member
-/// of the plan's project.
-fn check_plan_and_user(conn: &mut PgConnection, request: &RerunRequest) -> Result<(), ApiError> {
-    let project_id: i64 = plans::table
-        .find(request.plan_id)
-        .select(plans::project_id)
-        .first(conn)
-        .optional()?
-        .ok_or(ApiError::PlanNotFound)?;
-    let active: bool = users::table
-        .find(request.user_id)
-        .select(users::active)
-        .first(conn)
-        .optional()?
-        .unwrap_or(false);
-    if !active {
+/// What the validation query found: the source run (locked) and, unless
+/// this is a dry run, the id reserved for the rerun.
+struct Checked {
+    source_execution_id: i64,
+    execution_id: Option<i64>,
+}
+
+/// In one round trip ([`queries::Validate`]): 1000 unknown plan, 1002 unknown
+/// or inactive user, 1010 user not a member of the plan's project, 1004 no
+/// full run; locks the plan's most recent full run for this transaction.
+fn validate(conn: &mut PgConnection, request: &RerunRequest) -> Result<Checked, ApiError> {
+    let (plan_found, user_active, member, source, execution_id): (
+        bool,
+        bool,
+        bool,
+        Option<i64>,
+        Option<i64>,
+    ) = queries::Validate {
+        plan_id: request.plan_id,
+        user_id: request.user_id,
+        allocate: !request.dry_run,
+    }
+    .get_result(conn)?;
+    if !plan_found {
+        return Err(ApiError::PlanNotFound);
+    }
+    if !user_active {
         return Err(ApiError::UserNotFound);
     }
-    let member: bool = diesel::select(diesel::dsl::exists(
-        project_members::table.find((project_id, request.user_id)),
-    ))
-    .get_result(conn)?;
     if !member {
         return Err(ApiError::AccessDenied(format!(
             "user {} is not a member of the project of plan {}",
             request.user_id, request.plan_id
         )));
     }
-    Ok(())
-}
-
-/// The plan's most recent full run, locked for this transaction (1004 if none).
-fn latest_full_run(conn: &mut PgConnection, plan_id: i64) -> Result<i64, ApiError> {
-    executions::table
-        .filter(executions::plan_id.eq(plan_id))
-        .filter(executions::kind.eq(KIND_RUN))
-        .order((executions::requested_at.desc(), executions::id.desc()))
-        .select(executions::id)
-        .for_no_key_update()
-        .first(conn)
-        .optional()?
-        .ok_or(ApiError::NoExecutedResults(plan_id))
+    let source_execution_id = source.ok_or(ApiError::NoExecutedResults(request.plan_id))?;
+    Ok(Checked {
+        source_execution_id,
+        execution_id,
+    })
 }
 
 /// The pairs of the source run for the requested scenarios, ordered by
-/// scenario then environment.
+/// scenario then environment, each with its runs in the source run's chain
+/// ([`queries::SourcePairs`]). Runs after [`validate`] locked the source run,
+/// in a statement of its own, so it sees every rerun committed before the lock.
 fn source_pairs(
     conn: &mut PgConnection,
     source_execution_id: i64,
     request: &RerunRequest,
 ) -> Result<Vec<SourcePair>, ApiError> {
     let scenario_ids: Vec<i64> = request.pairs.iter().map(|p| p.scenario_id).collect();
-    let rows: Vec<(i64, i64, String, String, String, String)> = execution_pairs::table
-        .inner_join(scenarios::table)
-        .inner_join(environments::table)
-        .filter(execution_pairs::execution_id.eq(source_execution_id))
-        .filter(execution_pairs::scenario_id.eq_any(&scenario_ids))
-        .order((
-            execution_pairs::scenario_id,
-            execution_pairs::environment_id,
-        ))
-        .select((
-            execution_pairs::scenario_id,
-            execution_pairs::environment_id,
-            scenarios::name,
-            environments::name,
-            environments::platform,
-            environments::version,
-        ))
-        .load(conn)?;
+    let rows: Vec<(i64, i64, String, String, String, String, i64)> = queries::SourcePairs {
+        source_execution_id,
+        scenario_ids: &scenario_ids,
+    }
+    .load(conn)?;
     Ok(rows
         .into_iter()
         .map(
-            |(scenario_id, environment_id, scenario, name, platform, version)| SourcePair {
+            |(scenario_id, environment_id, scenario, name, platform, version, runs)| SourcePair {
                 scenario_id,
                 environment_id,
+                runs: i32::try_from(runs).unwrap_or(i32::MAX - 1),
                 scenario: ScenarioInfo { name: scenario },
                 environment: EnvironmentInfo {
                     name,
@@ -387,63 +373,27 @@ fn select_pairs<'a>(
     Ok(selected)
 }
 
-/// How many times each (scenario, environment) of the requested scenarios has
-/// run in the chain of `source_execution_id`.
-fn runs_in_chain(
-    conn: &mut PgConnection,
-    source_execution_id: i64,
-    request: &RerunRequest,
-) -> Result<HashMap<(i64, i64), i32>, ApiError> {
-    let scenario_ids: Vec<i64> = request.pairs.iter().map(|p| p.scenario_id).collect();
-    let rows: Vec<(i64, i64, i64)> = execution_pairs::table
-        .inner_join(executions::table)
-        .filter(
-            executions::id
-                .eq(source_execution_id)
-                .or(executions::source_execution_id.eq(source_execution_id)),
-        )
-        .filter(execution_pairs::scenario_id.eq_any(&scenario_ids))
-        .group_by((
-            execution_pairs::scenario_id,
-            execution_pairs::environment_id,
-        ))
-        .select((
-            execution_pairs::scenario_id,
-            execution_pairs::environment_id,
-            diesel::dsl::count_star(),
-        ))
-        .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(|(s, e, n)| ((s, e), i32::try_from(n).unwrap_or(i32::MAX - 1)))
-        .collect())
-}
-
-/// Inserts the rerun execution, its pairs and their dispatch rows; fills in
-/// `execution_id` and each pair's `message_id`.
+/// Inserts the rerun execution (id `execution_id`, reserved by [`validate`]),
+/// its pairs and their dispatch rows in one statement
+/// ([`queries::WriteRerun`]); fills in `execution_id` and each pair's `message_id`.
 fn write_rerun(
     conn: &mut PgConnection,
     request: &RerunRequest,
     context: &RerunContext,
+    execution_id: i64,
     selected: &[&SourcePair],
     accepted: &mut RerunAccepted,
 ) -> Result<(), ApiError> {
     let requested_at: DateTime<Utc> = Utc::now();
-    let execution_id: i64 = diesel::insert_into(executions::table)
-        .values(NewExecution {
-            plan_id: request.plan_id,
-            kind: KIND_RERUN,
-            source_execution_id: Some(accepted.source_execution_id),
-            requested_by: request.user_id,
-            framework_type: Some(&request.framework_type),
-            requested_at,
-        })
-        .returning(executions::id)
-        .get_result(conn)?;
     accepted.execution_id = Some(execution_id);
-    let requested_at = requested_at.to_rfc3339_opts(SecondsFormat::Secs, true);
-    let mut pairs = Vec::with_capacity(selected.len());
-    let mut outbox = Vec::with_capacity(selected.len());
+    let requested_at_text = requested_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let n = selected.len();
+    let (mut scenario_ids, mut environment_ids, mut attempts) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut message_ids, mut bodies) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for (queued, source) in accepted.queued.iter_mut().zip(selected) {
         let message_id = Uuid::new_v4();
         let message = RerunMessage {
@@ -456,35 +406,31 @@ fn write_rerun(
             scenario_id: queued.scenario_id,
             environment_id: queued.environment_id,
             attempt: queued.attempt,
-            requested_at: requested_at.clone(),
+            requested_at: requested_at_text.clone(),
             scenario: source.scenario.clone(),
             environment: source.environment.clone(),
         };
-        pairs.push(NewExecutionPair {
-            execution_id,
-            scenario_id: queued.scenario_id,
-            environment_id: queued.environment_id,
-            status: STATUS_QUEUED,
-            attempt: queued.attempt,
-        });
-        outbox.push(NewDispatch {
-            message_id,
-            execution_id,
-            routing_key: &request.framework_type,
-            body: serde_json::to_string(&message).map_err(anyhow::Error::from)?,
-            correlation_id: context.correlation_id.as_deref(),
-        });
+        bodies.push(serde_json::to_string(&message).map_err(anyhow::Error::from)?);
+        scenario_ids.push(queued.scenario_id);
+        environment_ids.push(queued.environment_id);
+        attempts.push(queued.attempt);
+        message_ids.push(message_id);
         queued.message_id = Some(message.message_id);
     }
-    for chunk in pairs.chunks(INSERT_CHUNK) {
-        diesel::insert_into(execution_pairs::table)
-            .values(chunk)
-            .execute(conn)?;
+    queries::WriteRerun {
+        execution_id,
+        plan_id: request.plan_id,
+        source_execution_id: accepted.source_execution_id,
+        requested_by: request.user_id,
+        framework_type: &request.framework_type,
+        requested_at,
+        correlation_id: context.correlation_id.as_deref(),
+        scenario_ids: &scenario_ids,
+        environment_ids: &environment_ids,
+        attempts: &attempts,
+        message_ids: &message_ids,
+        bodies: &bodies,
     }
-    for chunk in outbox.chunks(INSERT_CHUNK) {
-        diesel::insert_into(dispatches::table)
-            .values(chunk)
-            .execute(conn)?;
-    }
+    .execute(conn)?;
     Ok(())
 }

@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# The benchmark of bench/BENCHMARKS.md, in one run on this machine:
+# limit_db (pgbench), limit_broker (lapin publisher), then plan-queue itself
+# at saturation, at open-loop 25 % and 50 % of it, one 1000-pair request and
+# a soak; prints one table and the ratio service_2pair / min(limit_db, limit_broker / 2).
+#
+# Needs PostgreSQL and RabbitMQ as for `cargo test` (127.0.0.1, postgres trust
+# auth, guest/guest), pgbench and psql. Uses its own database and exchange.
+#
+#   bench/run.sh                  # quick run, a few minutes
+#   SOAK_SECS=600 bench/run.sh    # with the 10-minute soak
+#   bench/run.sh --smoke          # seconds: checks the harness works, numbers mean nothing
+#
+# Knobs (environment): BENCH_SECS (each load phase, default 8), SOAK_SECS
+# (default 20), PG_SECS (each pgbench client count, default 5), PLANS (default
+# 500), BENCH_PORT (18080), and the service's own (DB_POOL_SIZE, RELAY_BATCH_SIZE,
+# RUST_LOG, ...) which are passed through. BENCH_BIN runs another plan-queue
+# binary (e.g. an older build, for before/after); BENCH_NO_BUILD=1 skips cargo build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SMOKE=0
+[[ "${1:-}" == "--smoke" ]] && SMOKE=1
+BENCH_SECS=${BENCH_SECS:-8}
+SOAK_SECS=${SOAK_SECS:-20}
+PG_SECS=${PG_SECS:-5}
+PLANS=${PLANS:-500}
+SCENARIOS=15
+PG_CLIENTS=${PG_CLIENTS:-"1 4 8 16 32"}
+LOAD_CONNECTIONS=${LOAD_CONNECTIONS:-"8 32"}
+BROKER_WINDOWS=${BROKER_WINDOWS:-"1,16,64,256,1024"}
+BROKER_SECS=${BROKER_SECS:-3}
+if ((SMOKE)); then
+  BENCH_SECS=1 SOAK_SECS=1 PG_SECS=1 PLANS=20 PG_CLIENTS="4" LOAD_CONNECTIONS="4"
+  BROKER_WINDOWS="64" BROKER_SECS=1
+fi
+PORT=${BENCH_PORT:-18080}
+DB_SERVER=${BENCH_DATABASE_SERVER:-postgres://postgres@127.0.0.1:5432}
+export DATABASE_URL="$DB_SERVER/plan_queue_bench"
+export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+export AMQP_EXCHANGE=bench-runs
+export BENCH_QUEUE=bench-runs.APPIUM
+export JWT_SECRET=bench-only-secret
+export BIND_ADDR=127.0.0.1:$PORT
+export RUST_LOG=${RUST_LOG:-warn}
+export BENCH_URL=http://127.0.0.1:$PORT/queue/rerun
+BIN=${BENCH_BIN:-target/release/plan-queue}
+LOAD=target/release/examples/bench-load
+BROKER=target/release/examples/bench-broker
+OUT=$(mktemp -d)
+PSQL=(psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL")
+declare -A R
+
+log() { echo "bench: $*" >&2; }
+result() { awk -v k="$1" '$1 == "result" && $2 == k { print $3 }' "$2"; }
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+reset_db() { "${PSQL[@]}" -f bench/reset.sql >/dev/null; }
+# CPU ticks used so far by each live process: "pid name ticks" (kernel
+# workers, which rename themselves with their work item, as one "kworker").
+cpu_ticks() {
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{
+    match($0, /\(.*\)/); comm = substr($0, RSTART + 1, RLENGTH - 2)
+    if (comm ~ /^kworker/) comm = "kworker"
+    split(substr($0, RSTART + RLENGTH + 1), f, " "); print $1, comm, f[12] + f[13]
+  }'
+}
+# Where the cores went between two cpu_ticks snapshots, per process name:
+# "name share%" of wall time x cores (a process born in between counts whole).
+cpu_split() { # before after seconds
+  awk -v secs="$3" -v hz="$(getconf CLK_TCK)" -v cores="$(nproc)" '
+    NR == FNR { before[$1] = $3; next }
+    { d = $3 - before[$1]; if (d > 0) used[$2] += d }
+    END { for (c in used) printf "%s %.0f\n", c, 100 * used[c] / hz / secs / cores }' "$1" "$2" \
+  | sort -k2 -nr | head -6 | awk '{ printf "%s%s %s%%", (NR > 1 ? ", " : ""), $1, $2 }'
+}
+
+SERVICE_PID=
+cleanup() {
+  if [[ -n "$SERVICE_PID" ]]; then kill "$SERVICE_PID" 2>/dev/null || true; wait "$SERVICE_PID" 2>/dev/null || true; fi
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+log "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+if [[ -z "${BENCH_NO_BUILD:-}" ]]; then
+  log "building (release)"
+  cargo build --release --quiet --bin plan-queue --example bench-load --example bench-broker
+fi
+
+log "database plan_queue_bench: drop, migrate and seed $PLANS plans"
+psql -X -q "$DB_SERVER/postgres" -c "DROP DATABASE IF EXISTS plan_queue_bench WITH (FORCE)"
+"$BIN" migrate >/dev/null 2>&1
+"${PSQL[@]}" -v plans="$PLANS" -v scenarios="$SCENARIOS" -f bench/seed.sql >/dev/null
+
+# ---- limit_db: the service's SQL for a 2-pair rerun, replayed by pgbench ----
+best_db=0 best_db_clients=0
+for c in $PG_CLIENTS; do
+  reset_db
+  tps=$(pgbench -n -M prepared -f bench/rerun-2pair.pgbench -D plans="$PLANS" -D scenarios="$SCENARIOS" \
+          -c "$c" -j 2 -T "$PG_SECS" "$DATABASE_URL" 2>/dev/null \
+        | awk '/^tps/ { print int($3) }')
+  log "limit_db: $c clients: $tps tx/s"
+  if ((tps > best_db)); then best_db=$tps best_db_clients=$c; fi
+done
+R[limit_db]="$best_db tx/s ($best_db_clients clients)"
+reset_db
+
+# ---- the service ----
+"$BIN" serve >"$OUT/service.log" 2>&1 &
+SERVICE_PID=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null || { cat "$OUT/service.log" >&2; exit 1; }
+export BENCH_TOKEN=$("$BIN" token --user-id 1 --ttl-secs 36000)
+load() { "$LOAD" "$@" --plans "$PLANS" --scenarios "$SCENARIOS"; }
+rss_idle=$(rss_kib "$SERVICE_PID")
+
+log "warm-up"
+load closed --pairs 2 --connections 8 --secs 2 >/dev/null
+
+# ---- limit_broker: confirmed persistent publishes of our message size ----
+size=$("${PSQL[@]}" -At -c "SELECT coalesce(round(avg(octet_length(body))), 330) FROM dispatches")
+"$BROKER" --secs "$BROKER_SECS" --size "$size" --windows "$BROKER_WINDOWS" >"$OUT/broker"
+for w in ${BROKER_WINDOWS//,/ }; do log "limit_broker: window $w: $(result "window_$w" "$OUT/broker") msg/s"; done
+best_broker=$(result best "$OUT/broker")
+best_window=$(awk -v b="$best_broker" '$1 == "result" && $3 == b && $2 ~ /^window_/ { sub("window_", "", $2); print $2; exit }' "$OUT/broker")
+R[limit_broker]="$best_broker msg/s (window $best_window, $size B)"
+
+reset_db
+
+saturate() { # pairs -> best e2e rps; records peak RSS
+  local pairs=$1 best=0 best_c=0 r hwm t0 split
+  for c in $LOAD_CONNECTIONS; do
+    reset_db
+    echo 5 >"/proc/$SERVICE_PID/clear_refs" 2>/dev/null || true
+    load closed --pairs "$pairs" --connections "$c" --secs "$BENCH_SECS" >"$OUT/sat" &
+    sleep 1; cpu_ticks >"$OUT/cpu0"; t0=$(date +%s.%N)
+    sleep "$(awk -v s="$BENCH_SECS" 'BEGIN { print (s > 2 ? s - 2 : 0.5) }')"
+    cpu_ticks >"$OUT/cpu1"
+    split=$(cpu_split "$OUT/cpu0" "$OUT/cpu1" "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { print a - b }')")
+    wait $!
+    r=$(result e2e_rps "$OUT/sat")
+    log "service ${pairs}-pair: $c connections: e2e $r req/s (http $(result http_rps "$OUT/sat") req/s, errors $(result errors "$OUT/sat")), peak RSS $(mib "$(hwm_kib "$SERVICE_PID")") MiB"
+    log "  CPU share of all cores while loaded: $split"
+    if awk -v a="$r" -v b="$best" 'BEGIN { exit !(a > b) }'; then
+      best=$r best_c=$c
+      echo "$split" >"$OUT/split$pairs"
+    fi
+    hwm=$(hwm_kib "$SERVICE_PID"); if ((hwm > PEAK_RSS)); then PEAK_RSS=$hwm; fi
+  done
+  echo "$best $best_c" >"$OUT/best"
+}
+PEAK_RSS=0
+saturate 2; read -r sat2 sat2_c <"$OUT/best"
+R[service_2pair]="$sat2 req/s ($sat2_c connections)"
+if command -v wrk >/dev/null; then # the HTTP side alone, by a standard tool
+  reset_db
+  PLANS=$PLANS SCENARIOS=$SCENARIOS wrk -t2 -c"$sat2_c" -d"${BENCH_SECS}s" -s bench/rerun.lua \
+    "http://127.0.0.1:$PORT" >"$OUT/wrk" 2>&1 || true
+  R[wrk]="$(awk '/^Requests\/sec/ { print $2 }' "$OUT/wrk") req/s answered ($sat2_c connections; non-2xx: $(awk '/Non-2xx/ { n = $5 } END { print n + 0 }' "$OUT/wrk"))"
+  log "wrk 2-pair HTTP only: ${R[wrk]}"
+  sleep 2 # let the relay drain before the next phase resets the data
+else
+  R[wrk]="skipped: wrk not installed (apt-get install wrk)"
+fi
+saturate 20; read -r sat20 sat20_c <"$OUT/best"
+R[service_20pair]="$sat20 req/s ($sat20_c connections; $(awk -v r="$sat20" 'BEGIN { printf "%.0f", r * 20 }') msg/s)"
+
+confirm_latency() { # -> "p50 p99" of created_at -> published_at, ms
+  "${PSQL[@]}" -At -F' ' -c "SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY d))::numeric, 1),
+                                   round((percentile_cont(0.99) WITHIN GROUP (ORDER BY d))::numeric, 1)
+                              FROM (SELECT extract(epoch FROM published_at - created_at) * 1000 AS d
+                                      FROM dispatches WHERE published_at IS NOT NULL) x"
+}
+for pct in 25 50; do
+  reset_db
+  rate=$(awk -v r="$sat2" -v p="$pct" 'BEGIN { printf "%.0f", r * p / 100 }')
+  load open --pairs 2 --rate "$rate" --secs "$BENCH_SECS" >"$OUT/open$pct"
+  read -r c50 c99 < <(confirm_latency)
+  R[open$pct]="$rate req/s: p50 $(result latency_p50_ms "$OUT/open$pct") / p99 $(result latency_p99_ms "$OUT/open$pct") / p99.9 $(result latency_p999_ms "$OUT/open$pct") ms (errors $(result errors "$OUT/open$pct"))"
+  R[confirm$pct]="p50 $c50 / p99 $c99 ms (consumed: p50 $(result consumed_p50_ms "$OUT/open$pct") / p99 $(result consumed_p99_ms "$OUT/open$pct") ms)"
+done
+
+reset_db
+load single >"$OUT/single"
+exec_id=$(result execution_id "$OUT/single")
+confirmed_ms=$("${PSQL[@]}" -At -c "SELECT round((extract(epoch FROM max(published_at) - min(created_at)) * 1000)::numeric, 1)
+                                      FROM dispatches WHERE execution_id = $exec_id")
+R[big]="$(result pairs "$OUT/single") pairs: 200 after $(result answered_ms "$OUT/single") ms; all confirmed $confirmed_ms ms after the transaction began; all consumed after $(result consumed_ms "$OUT/single") ms"
+
+reset_db
+rss_before=$(rss_kib "$SERVICE_PID")
+rate=$(awk -v r="$sat2" 'BEGIN { printf "%.0f", r / 2 }')
+load open --pairs 2 --rate "$rate" --secs "$SOAK_SECS" >"$OUT/soak"
+rss_after=$(rss_kib "$SERVICE_PID")
+R[rss]="idle $(mib "$rss_idle") MiB; peak at saturation $(mib "$PEAK_RSS") MiB; soak ${SOAK_SECS} s at $rate req/s: before $(mib "$rss_before") MiB, after $(mib "$rss_after") MiB (soak p99 $(result latency_p99_ms "$OUT/soak") ms, errors $(result errors "$OUT/soak"))"
+
+ceiling=$(awk -v d="$best_db" -v b="$best_broker" 'BEGIN { c = b / 2; if (d < c) c = d; printf "%.0f", c }')
+ratio=$(awk -v s="$sat2" -v c="$ceiling" 'BEGIN { printf "%.2f", s / c }')
+
+printf '\n| measure | result |\n|---|---|\n'
+printf '| limit_db (pgbench, 2-pair rerun SQL) | %s |\n' "${R[limit_db]}"
+printf '| limit_broker (confirmed persistent publishes) | %s |\n' "${R[limit_broker]}"
+printf '| service 2-pair, end to end | %s |\n' "${R[service_2pair]}"
+printf '| service 2-pair, HTTP answers only (wrk) | %s |\n' "${R[wrk]}"
+printf '| CPU share of all cores at 2-pair saturation | %s |\n' "$(cat "$OUT/split2")"
+printf '| service 20-pair, end to end | %s |\n' "${R[service_20pair]}"
+printf '| CPU share of all cores at 20-pair saturation | %s |\n' "$(cat "$OUT/split20")"
+printf '| latency at 25 %% (open loop) | %s |\n' "${R[open25]}"
+printf '| latency at 50 %% (open loop) | %s |\n' "${R[open50]}"
+printf '| accept → confirm at 25 %% | %s |\n' "${R[confirm25]}"
+printf '| accept → confirm at 50 %% | %s |\n' "${R[confirm50]}"
+printf '| one 1000-pair request | %s |\n' "${R[big]}"
+printf '| RSS | %s |\n' "${R[rss]}"
+printf '| **ratio** service_2pair / min(limit_db, limit_broker / 2) | **%s** (%s / %s) |\n' "$ratio" "$sat2" "$ceiling"
+printf '\nload average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+warnings=$(grep -c -E ' (WARN|ERROR) ' "$OUT/service.log" || true)
+printf 'service log: %s warnings or errors%s\n' "$warnings" "$( ((warnings > 0)) && echo ", first ones:" )"
+grep -E ' (WARN|ERROR) ' "$OUT/service.log" | head -5 || true

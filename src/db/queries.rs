@@ -1,0 +1,175 @@
+//! The rerun transaction's statements as prepared statements: one round trip
+//! each, with constant SQL text so that diesel caches them per connection
+//! (a static `QueryId`) and PostgreSQL parses and plans each only once.
+//!
+//! `bench/rerun-2pair.pgbench` replays the same statements; keep the two in
+//! step (see `bench/BENCHMARKS.md`).
+
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};
+use diesel::{QueryResult, RunQueryDsl};
+
+/// Implements `QueryId` with a static id, so diesel caches the prepared statement.
+macro_rules! static_query_id {
+    ($query:ty, $id:ident) => {
+        /// The static query id of a statement, the key of diesel's statement cache.
+        pub struct $id;
+        impl QueryId for $query {
+            type QueryId = $id;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+        impl<Conn> RunQueryDsl<Conn> for $query {}
+    };
+}
+
+/// Checks plan, user and membership, locks the plan's latest full run
+/// (`FOR NO KEY UPDATE`, so reruns of one source run number their attempts
+/// one after another) and, when `allocate`, reserves the id of the rerun.
+///
+/// One row: `(plan found, user active, user is a member of the plan's
+/// project, latest full run id, reserved execution id)`.
+pub struct Validate {
+    pub plan_id: i64,
+    pub user_id: i64,
+    /// Reserve an execution id (not for a dry run).
+    pub allocate: bool,
+}
+static_query_id!(Validate, ValidateId);
+
+impl Query for Validate {
+    type SqlType = (Bool, Bool, Bool, Nullable<BigInt>, Nullable<BigInt>);
+}
+
+impl QueryFragment<Pg> for Validate {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT p.project_id IS NOT NULL, coalesce(u.active, false), \
+                    EXISTS (SELECT 1 FROM project_members m \
+                             WHERE m.project_id = p.project_id AND m.user_id = r.user_id), \
+                    (SELECT x.id FROM executions x WHERE x.plan_id = r.plan_id AND x.kind = 'RUN' \
+                      ORDER BY x.requested_at DESC, x.id DESC LIMIT 1 FOR NO KEY UPDATE), \
+                    CASE WHEN r.allocate THEN nextval('executions_id_seq') END \
+               FROM (SELECT ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.plan_id)?;
+        out.push_sql("::bigint AS plan_id, ");
+        out.push_bind_param::<BigInt, _>(&self.user_id)?;
+        out.push_sql("::bigint AS user_id, ");
+        out.push_bind_param::<Bool, _>(&self.allocate)?;
+        out.push_sql(
+            "::boolean AS allocate) r \
+             LEFT JOIN plans p ON p.id = r.plan_id \
+             LEFT JOIN users u ON u.id = r.user_id",
+        );
+        Ok(())
+    }
+}
+
+/// The pairs of a source run for some scenarios, with what their messages
+/// need and how many times each ran in the source run's chain (the run and
+/// every rerun made from it), ordered by scenario then environment.
+///
+/// Rows: `(scenario id, environment id, scenario name, environment name,
+/// platform, version, runs in the chain)`.
+pub struct SourcePairs<'a> {
+    pub source_execution_id: i64,
+    pub scenario_ids: &'a [i64],
+}
+static_query_id!(SourcePairs<'_>, SourcePairsId);
+
+impl Query for SourcePairs<'_> {
+    type SqlType = (BigInt, BigInt, Text, Text, Text, Text, BigInt);
+}
+
+impl QueryFragment<Pg> for SourcePairs<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH r AS (SELECT ");
+        out.push_bind_param::<BigInt, _>(&self.source_execution_id)?;
+        out.push_sql("::bigint AS source, ");
+        out.push_bind_param::<Array<BigInt>, _>(self.scenario_ids)?;
+        out.push_sql(
+            "::bigint[] AS scenarios) \
+             SELECT sp.scenario_id, sp.environment_id, s.name, e.name, e.platform, e.version, \
+                    coalesce(c.runs, 0) \
+               FROM r \
+               JOIN execution_pairs sp \
+                 ON sp.execution_id = r.source AND sp.scenario_id = ANY (r.scenarios) \
+               JOIN scenarios s ON s.id = sp.scenario_id \
+               JOIN environments e ON e.id = sp.environment_id \
+               LEFT JOIN (SELECT p.scenario_id, p.environment_id, count(*) AS runs \
+                            FROM r, execution_pairs p JOIN executions x ON x.id = p.execution_id \
+                           WHERE (x.id = r.source OR x.source_execution_id = r.source) \
+                             AND p.scenario_id = ANY (r.scenarios) \
+                           GROUP BY p.scenario_id, p.environment_id) c \
+                 ON c.scenario_id = sp.scenario_id AND c.environment_id = sp.environment_id \
+              ORDER BY sp.scenario_id, sp.environment_id",
+        );
+        Ok(())
+    }
+}
+
+/// Writes a rerun in one statement: the execution (kind `RERUN`), its pairs
+/// (status `QUEUED`) and one dispatch row per pair. The per-pair columns are
+/// parallel arrays of equal length, so the SQL text is the same for any
+/// number of pairs.
+pub struct WriteRerun<'a> {
+    pub execution_id: i64,
+    pub plan_id: i64,
+    pub source_execution_id: i64,
+    pub requested_by: i64,
+    pub framework_type: &'a str,
+    pub requested_at: chrono::DateTime<chrono::Utc>,
+    pub correlation_id: Option<&'a str>,
+    pub scenario_ids: &'a [i64],
+    pub environment_ids: &'a [i64],
+    pub attempts: &'a [i32],
+    pub message_ids: &'a [uuid::Uuid],
+    pub bodies: &'a [String],
+}
+static_query_id!(WriteRerun<'_>, WriteRerunId);
+
+impl QueryFragment<Pg> for WriteRerun<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH r AS (SELECT ");
+        out.push_bind_param::<BigInt, _>(&self.execution_id)?;
+        out.push_sql("::bigint AS id, ");
+        out.push_bind_param::<Text, _>(self.framework_type)?;
+        out.push_sql("::text AS routing_key, ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.correlation_id)?;
+        out.push_sql(
+            "::text AS correlation_id), \
+             new_execution AS (INSERT INTO executions (id, plan_id, kind, source_execution_id, \
+                                       requested_by, framework_type, requested_at) \
+                               SELECT r.id, ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.plan_id)?;
+        out.push_sql(", 'RERUN', ");
+        out.push_bind_param::<BigInt, _>(&self.source_execution_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.requested_by)?;
+        out.push_sql(", r.routing_key, ");
+        out.push_bind_param::<Timestamptz, _>(&self.requested_at)?;
+        out.push_sql(
+            " FROM r), \
+             new_pairs AS (INSERT INTO execution_pairs (execution_id, scenario_id, \
+                                   environment_id, status, attempt) \
+                           SELECT r.id, t.s, t.e, 'QUEUED', t.a FROM r, unnest(",
+        );
+        out.push_bind_param::<Array<BigInt>, _>(self.scenario_ids)?;
+        out.push_sql("::bigint[], ");
+        out.push_bind_param::<Array<BigInt>, _>(self.environment_ids)?;
+        out.push_sql("::bigint[], ");
+        out.push_bind_param::<Array<Integer>, _>(self.attempts)?;
+        out.push_sql(
+            "::integer[]) AS t(s, e, a)) \
+             INSERT INTO dispatches (message_id, execution_id, routing_key, body, correlation_id) \
+             SELECT t.m, r.id, r.routing_key, t.b, r.correlation_id FROM r, unnest(",
+        );
+        out.push_bind_param::<Array<diesel::sql_types::Uuid>, _>(self.message_ids)?;
+        out.push_sql("::uuid[], ");
+        out.push_bind_param::<Array<Text>, _>(self.bodies)?;
+        out.push_sql("::text[]) AS t(m, b)");
+        Ok(())
+    }
+}
