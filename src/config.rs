@@ -1,6 +1,6 @@
 //! Configuration from environment variables.
 //!
-//! Variables of the contract (`../shared/CONTRACT.md`, section 4):
+//! Variables of the contract (`docs/CONTRACT.md`, section 4):
 //!
 //! | variable | default | meaning |
 //! |---|---|---|

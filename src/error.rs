@@ -1,7 +1,7 @@
 //! The error answers of the HTTP API and the `{data, result}` envelope.
 //!
 //! Codes, HTTP statuses and messages come from the error table of
-//! `../shared/CONTRACT.md`; the texts of 1000, 1002 and 1006 are the original
+//! `docs/CONTRACT.md`; the texts of 1000, 1002 and 1006 are the original
 //! API page's, byte for byte. This is the one place that maps failures to
 //! statuses: a database that cannot be reached becomes 503 code 1011, anything
 //! unexpected an opaque 500 code 1099 whose cause is only logged.

@@ -4,7 +4,7 @@
 //! and one dispatch (outbox) row per pair in one transaction, and the relay
 //! publishes one persistent, confirmed AMQP message per pair to RabbitMQ with
 //! the framework type as routing key. The external contract is
-//! `../shared/CONTRACT.md`.
+//! `docs/CONTRACT.md`.
 
 pub mod amqp;
 pub mod auth;

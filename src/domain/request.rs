@@ -1,6 +1,6 @@
 //! Parsing and validating the body of `POST /queue/rerun`.
 //!
-//! Every rule, code and message comes from section 1 of `../shared/CONTRACT.md`;
+//! Every rule, code and message comes from section 1 of `docs/CONTRACT.md`;
 //! the texts of code 1006 are the original API page's. Checks run in the
 //! contract's order: malformed input (1001), then missing fields (1006), then
 //! framework type (1003), duplicates (1007) and the pair limit (1008). Checks

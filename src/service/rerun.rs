@@ -3,7 +3,7 @@
 //! in one transaction (the pattern of crates.io's `publish.rs`, which enqueues
 //! its jobs on the same connection and transaction as the data).
 //!
-//! Rules (`../shared/CONTRACT.md`, section 1): the source run is the plan's
+//! Rules (`docs/CONTRACT.md`, section 1): the source run is the plan's
 //! most recent full run; a pair can be rerun only if it ran in it; a pair
 //! without `environmentId` expands to every environment its scenario ran on
 //! there; `attempt` is 1 + the times the pair ran in the source run's chain
@@ -143,17 +143,19 @@ fn rerun_in_transaction(
     max_pairs: usize,
     retention: Duration,
 ) -> Result<RerunOutcome, ApiError> {
-    let key = match (&context.idempotency_key, request.dry_run) {
-        (Some(key), false) => {
+    // a dry run with a key is checked against it (a key used for a real
+    // rerun is 1012 for its dry run) but never stores it
+    let key = match &context.idempotency_key {
+        Some(key) => {
             let normalised = serde_json::to_string(request).map_err(anyhow::Error::from)?;
             if let Some(replay) =
                 idempotent_replay(conn, &context.subject, key, &normalised, retention)?
             {
                 return Ok(replay);
             }
-            Some((key, normalised))
+            (!request.dry_run).then_some((key, normalised))
         }
-        _ => None,
+        None => None,
     };
     let checked = validate(conn, request)?;
     let source_pairs = source_pairs(conn, checked.source_execution_id, request)?;

@@ -151,4 +151,7 @@ async fn a_dry_run_with_a_key_stores_nothing() {
     let (status, real, replayed) = send(&app, "dry", &body()).await;
     assert_eq!((status, replayed), (200, false));
     assert!(real["data"]["executionId"].is_i64());
+    // the key now names a real rerun: a dry run of it is another request
+    let (status, got, _) = send(&app, "dry", &dry).await;
+    assert_eq!((status, code(&got)), (422, 1012), "{got}");
 }
