@@ -23,15 +23,10 @@ async fn reruns_accepted_while_the_broker_is_unreachable_are_published_after_a_r
         .await;
     let messages = app.consume("APPIUM", 2, Duration::from_secs(10)).await;
     assert_eq!(messages.len(), 2);
-    let sent: Vec<&str> = body["data"]["queued"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| q["messageId"].as_str().unwrap())
-        .collect();
-    for m in &messages {
-        assert!(sent.contains(&m.message_id.as_deref().unwrap()));
-    }
+    assert_eq!(
+        crate::helpers::received_ids(&messages),
+        crate::helpers::message_ids(&body)
+    );
     assert_eq!(app.pending().await, 0);
 }
 
