@@ -68,7 +68,10 @@ impl QueryFragment<Pg> for Validate {
 
 /// The pairs of a source run for some scenarios, with what their messages
 /// need and how many times each ran in the source run's chain (the run and
-/// every rerun made from it), ordered by scenario then environment.
+/// every rerun made from it), ordered by scenario then environment. Attempts
+/// in a chain are consecutive, so that count is the chain's highest attempt
+/// of the pair: one probe of `execution_pairs_chain_idx`, whatever the chain's
+/// length.
 ///
 /// Rows: `(scenario id, environment id, scenario name, environment name,
 /// platform, version, runs in the chain)`.
@@ -91,18 +94,15 @@ impl QueryFragment<Pg> for SourcePairs<'_> {
         out.push_sql(
             "::bigint[] AS scenarios) \
              SELECT sp.scenario_id, sp.environment_id, s.name, e.name, e.platform, e.version, \
-                    coalesce(c.runs, 0) \
+                    (SELECT p.attempt FROM execution_pairs p \
+                      WHERE p.source_execution_id = r.source \
+                        AND p.scenario_id = sp.scenario_id AND p.environment_id = sp.environment_id \
+                      ORDER BY p.attempt DESC LIMIT 1)::bigint \
                FROM r \
                JOIN execution_pairs sp \
                  ON sp.execution_id = r.source AND sp.scenario_id = ANY (r.scenarios) \
                JOIN scenarios s ON s.id = sp.scenario_id \
                JOIN environments e ON e.id = sp.environment_id \
-               LEFT JOIN (SELECT p.scenario_id, p.environment_id, count(*) AS runs \
-                            FROM r, execution_pairs p JOIN executions x ON x.id = p.execution_id \
-                           WHERE (x.id = r.source OR x.source_execution_id = r.source) \
-                             AND p.scenario_id = ANY (r.scenarios) \
-                           GROUP BY p.scenario_id, p.environment_id) c \
-                 ON c.scenario_id = sp.scenario_id AND c.environment_id = sp.environment_id \
               ORDER BY sp.scenario_id, sp.environment_id",
         );
         Ok(())
@@ -153,9 +153,13 @@ impl QueryFragment<Pg> for WriteRerun<'_> {
         out.push_sql(
             " FROM r), \
              new_pairs AS (INSERT INTO execution_pairs (execution_id, scenario_id, \
-                                   environment_id, status, attempt) \
-                           SELECT r.id, t.s, t.e, 'QUEUED', t.a FROM r, unnest(",
+                                   environment_id, status, attempt, source_execution_id) \
+                           SELECT r.id, t.s, t.e, 'QUEUED', t.a, ",
         );
+        // the chain's source, given: a trigger could not see the execution
+        // inserted by a sibling of this statement
+        out.push_bind_param::<BigInt, _>(&self.source_execution_id)?;
+        out.push_sql("::bigint FROM r, unnest(");
         out.push_bind_param::<Array<BigInt>, _>(self.scenario_ids)?;
         out.push_sql("::bigint[], ");
         out.push_bind_param::<Array<BigInt>, _>(self.environment_ids)?;

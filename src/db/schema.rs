@@ -33,6 +33,7 @@ diesel::table! {
         environment_id -> Int8,
         status -> Text,
         attempt -> Int4,
+        source_execution_id -> Int8,
     }
 }
 
