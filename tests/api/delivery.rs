@@ -39,10 +39,7 @@ async fn a_message_runners_keep_rejecting_is_parked_in_the_dead_letter_queue() {
         .rerun(&json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": 111, "environmentId": 222}))
         .await;
     assert_eq!(status, 200, "{body}");
-    let connection = lapin::Connection::connect(crate::helpers::AMQP_URL, Default::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = crate::helpers::broker_channel().await;
     let queue = app.config.queue_name("APPIUM");
     // a runner that fails on the message and hands it back, again and again
     let started = std::time::Instant::now();

@@ -4,8 +4,7 @@
 //! `plan-queue serve` child process.
 
 use crate::helpers::{
-    code, message_ids, pair_body, received_ids, spawn_app, spawn_app_with, TestApp, AMQP_URL,
-    DEMO_PAIRS,
+    code, message_ids, pair_body, received_ids, spawn_app, spawn_app_with, TestApp, DEMO_PAIRS,
 };
 use crate::proxy::{Mode, Proxy};
 use serde_json::{json, Value};
@@ -174,10 +173,7 @@ async fn a_black_holed_broker_times_out_without_hanging_requests() {
 async fn a_returned_message_is_retried_with_back_off_and_never_marked_published() {
     let app = spawn_app().await;
     app.wait_ready(&app.address, 200).await;
-    let connection = lapin::Connection::connect(AMQP_URL, Default::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = crate::helpers::broker_channel().await;
     let queue = app.config.queue_name("APPIUM");
     channel
         .queue_delete(queue.as_str().into(), Default::default())
@@ -233,10 +229,7 @@ async fn a_message_the_broker_nacks_is_retried() {
     let app = spawn_app().await;
     app.wait_ready(&app.address, 200).await;
     // a second, full queue on the same routing key: the broker nacks the publish
-    let connection = lapin::Connection::connect(AMQP_URL, Default::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = crate::helpers::broker_channel().await;
     let full = format!("{}.full", app.config.exchange);
     let mut arguments = FieldTable::default();
     arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));

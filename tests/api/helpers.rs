@@ -382,6 +382,16 @@ impl TestApp {
     }
 }
 
+/// A connection and channel to the machine's RabbitMQ, for tests that change
+/// the topology under the service (keep the connection alive while used).
+pub async fn broker_channel() -> (Connection, lapin::Channel) {
+    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("test connects to RabbitMQ");
+    let channel = connection.create_channel().await.expect("test channel");
+    (connection, channel)
+}
+
 /// Takes up to `count` messages from `queue` within `within`.
 pub async fn take(queue: &str, count: usize, within: Duration) -> Vec<Received> {
     take_from(AMQP_URL, queue, count, within).await
