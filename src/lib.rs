@@ -7,12 +7,15 @@
 //! `docs/CONTRACT.md`.
 
 pub mod amqp;
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod idempotency;
 pub mod metrics;
+pub mod middleware;
 pub mod openapi;
 pub mod relay;
 pub mod routes;

@@ -19,7 +19,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Apply pending migrations, declare the AMQP topology, serve HTTP on BIND_ADDR.
-    Serve,
+    ///
+    /// Every setting is an environment variable (or the flag beside it).
+    Serve(Box<Config>),
     /// Create the database if missing and apply migrations.
     Migrate,
     /// Upsert a fixture file (running it twice changes nothing).
@@ -65,13 +67,13 @@ fn main() {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve => serve(Config::from_env()?),
-        Command::Migrate => db::migrate(&Config::from_env()?.database_url),
+        Command::Serve(config) => serve(config.checked()?),
+        Command::Migrate => db::migrate(&Config::from_env()?.database.url),
         Command::Seed { file } => {
             let config = Config::from_env()?;
             let fixture = seed::Fixture::from_file(&file)?;
-            db::migrate(&config.database_url)?;
-            let mut conn = db::connect(&config.database_url)?;
+            db::migrate(&config.database.url)?;
+            let mut conn = db::connect(&config.database.url)?;
             let report = fixture.upsert(&mut conn)?;
             println!("seeded {}: {report}", file.display());
             Ok(())
@@ -82,7 +84,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             ttl_secs,
         } => {
             let config = Config::from_env()?;
-            if config.jwt_public_key_file.is_some() || config.jwt_jwks_file.is_some() {
+            if config.tokens.public_key_file.is_some() || config.tokens.jwks_file.is_some() {
                 eprintln!(
                     "plan-queue: warning: JWT_PUBLIC_KEY_FILE or JWT_JWKS_FILE is set: \
                      `serve` will refuse this HS256 token"
@@ -127,15 +129,15 @@ fn run_smoke(options: SmokeOptions) -> anyhow::Result<()> {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     config.token_key_source()?;
-    db::migrate(&config.database_url)?;
+    db::migrate(&config.database.url)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let application = Application::build(config.clone(), true)?;
         log::info!(
             "plan-queue listening on {} (exchange {}, framework types {})",
-            config.bind_addr,
-            config.exchange,
-            config.framework_types.join(",")
+            config.http.bind_addr,
+            config.amqp.exchange,
+            config.amqp.framework_types.join(",")
         );
         application.run_until_stopped().await
     })

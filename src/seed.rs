@@ -5,11 +5,11 @@
 //! in one transaction, so seeding the same file twice changes nothing.
 //! Executions of a fixture are full runs.
 
+use crate::db::models::KIND_RUN;
 use crate::db::schema::{
     environments, execution_pairs, executions, plan_environments, plan_scenarios, plans,
     project_members, projects, scenarios, users,
 };
-use crate::service::rerun::KIND_RUN;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;

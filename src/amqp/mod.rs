@@ -6,8 +6,8 @@
 //! with a delivery limit and a dead-letter exchange `<exchange>.dead-letter`
 //! (fanout) whose quorum queue `<exchange>.dead-letter` parks poison messages.
 
-use crate::config::Config;
-use crate::db::models::ClaimedDispatch;
+use crate::config::AmqpConfig;
+use crate::db::outbox::ClaimedDispatch;
 use crate::metrics::PublishOutcome;
 use anyhow::Context;
 use lapin::options::{
@@ -79,13 +79,14 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Connects to `config.amqp_url` within `timeout`, enables publisher
-    /// confirms and declares the topology.
-    pub async fn connect(config: &Config, timeout: Duration) -> anyhow::Result<Self> {
+    /// Connects to `config.url` within `PUBLISH_TIMEOUT_MS`, enables
+    /// publisher confirms and declares the topology.
+    pub async fn connect(config: &AmqpConfig) -> anyhow::Result<Self> {
+        let timeout = config.publish_timeout;
         let properties =
             ConnectionProperties::default().with_connection_name("plan-queue relay".into());
         let connection =
-            tokio::time::timeout(timeout, Connection::connect(&config.amqp_url, properties))
+            tokio::time::timeout(timeout, Connection::connect(&config.url, properties))
                 .await
                 .context("connecting to RabbitMQ timed out")?
                 .context("cannot connect to RabbitMQ")?;
@@ -215,7 +216,7 @@ fn properties(row: &ClaimedDispatch) -> BasicProperties {
 /// bindings, and the dead-letter exchange and queue. Idempotent while the
 /// arguments stay the same; RabbitMQ refuses (PRECONDITION_FAILED) to
 /// re-declare an existing queue with other arguments.
-pub async fn declare_topology(channel: &Channel, config: &Config) -> anyhow::Result<()> {
+pub async fn declare_topology(channel: &Channel, config: &AmqpConfig) -> anyhow::Result<()> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -250,7 +251,7 @@ pub async fn declare_topology(channel: &Channel, config: &Config) -> anyhow::Res
         )
         .await
         .with_context(|| format!("binding queue {dead_letter}"))?;
-    for framework_type in &config.framework_types {
+    for framework_type in config.framework_types.iter() {
         let queue = config.queue_name(framework_type);
         declare_queue(
             channel,

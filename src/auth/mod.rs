@@ -15,7 +15,7 @@
 
 pub mod keys;
 
-use crate::config::Config;
+use crate::config::TokenConfig;
 use crate::error::ApiError;
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use jsonwebtoken::errors::ErrorKind;
@@ -96,16 +96,16 @@ pub struct TokenVerifier {
 
 impl TokenVerifier {
     /// The verifier `serve` uses: the one key source of `config`
-    /// ([`Config::token_key_source`]), `JWT_LEEWAY_SECS`, `JWT_ISSUER`, `JWT_AUDIENCE`.
+    /// ([`TokenConfig::key_source`]), `JWT_LEEWAY_SECS`, `JWT_ISSUER`, `JWT_AUDIENCE`.
     ///
     /// Errors (start-up): no or several key sources, an unreadable or unusable key file.
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let keys = VerifyingKeys::load(&config.token_key_source()?)?;
+    pub fn from_config(config: &TokenConfig) -> anyhow::Result<Self> {
+        let keys = VerifyingKeys::load(&config.key_source()?)?;
         let validation = validation(
             keys.algorithm(),
-            config.jwt_leeway_secs,
-            config.jwt_issuer.as_deref(),
-            config.jwt_audience.as_deref(),
+            config.leeway_secs,
+            config.issuer.as_deref(),
+            config.audience.as_deref(),
         );
         Ok(TokenVerifier { keys, validation })
     }

@@ -7,8 +7,10 @@
 //! a checkout that times out becomes 503 code 1011 (the pattern of
 //! vaultwarden's `src/db/mod.rs`).
 
+pub mod idempotency;
 pub mod models;
-pub mod queries;
+pub mod outbox;
+pub(crate) mod queries;
 pub mod schema;
 
 use crate::error::ApiError;
@@ -107,11 +109,6 @@ impl Db {
             waiting: Arc::new(AtomicUsize::new(0)),
             checkout_timeout,
         }
-    }
-
-    /// The underlying pool (for health checks and metrics).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     /// Connections in use and calls waiting for one, right now.

@@ -5,10 +5,20 @@
 //! `bench/rerun-2pair.pgbench` replays the same statements; keep the two in
 //! step (see `bench/BENCHMARKS.md`).
 
+use super::models::{KIND_RERUN, KIND_RUN, STATUS_QUEUED};
+use super::outbox::push_insert_dispatches;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};
-use diesel::{QueryResult, RunQueryDsl};
+use diesel::{QueryResult, QueryableByName, RunQueryDsl};
+
+/// Pushes `'<value>'`: a constant of our own as an SQL literal (a partial
+/// index's predicate only matches a literal, never a parameter).
+fn push_literal(out: &mut AstPass<'_, '_, Pg>, value: &'static str) {
+    out.push_sql("'");
+    out.push_sql(value);
+    out.push_sql("'");
+}
 
 /// Implements `QueryId` with a static id, so diesel caches the prepared statement.
 macro_rules! static_query_id {
@@ -27,8 +37,7 @@ macro_rules! static_query_id {
 /// (`FOR NO KEY UPDATE`, so reruns of one source run number their attempts
 /// one after another) and, when `allocate`, reserves the id of the rerun.
 ///
-/// One row: `(plan found, user active, user is a member of the plan's
-/// project, latest full run id, reserved execution id)`.
+/// One row: [`Validation`].
 pub struct Validate {
     pub plan_id: i64,
     pub user_id: i64,
@@ -37,19 +46,44 @@ pub struct Validate {
 }
 static_query_id!(Validate, ValidateId);
 
+/// What [`Validate`] found.
+#[derive(QueryableByName, Debug)]
+pub struct Validation {
+    /// The plan exists.
+    #[diesel(sql_type = Bool)]
+    pub plan_found: bool,
+    /// The user exists and is active.
+    #[diesel(sql_type = Bool)]
+    pub user_active: bool,
+    /// The user is a member of the plan's project.
+    #[diesel(sql_type = Bool)]
+    pub member: bool,
+    /// The plan's latest full run (locked), if it ever ran.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub source_execution_id: Option<i64>,
+    /// The reserved id of the rerun, when asked for.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub execution_id: Option<i64>,
+}
+
 impl Query for Validate {
-    type SqlType = (Bool, Bool, Bool, Nullable<BigInt>, Nullable<BigInt>);
+    type SqlType = diesel::sql_types::Untyped;
 }
 
 impl QueryFragment<Pg> for Validate {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
-            "SELECT p.project_id IS NOT NULL, coalesce(u.active, false), \
+            "SELECT p.project_id IS NOT NULL AS plan_found, \
+                    coalesce(u.active, false) AS user_active, \
                     EXISTS (SELECT 1 FROM project_members m \
-                             WHERE m.project_id = p.project_id AND m.user_id = r.user_id), \
-                    (SELECT x.id FROM executions x WHERE x.plan_id = r.plan_id AND x.kind = 'RUN' \
-                      ORDER BY x.requested_at DESC, x.id DESC LIMIT 1 FOR NO KEY UPDATE), \
-                    CASE WHEN r.allocate THEN nextval('executions_id_seq') END \
+                             WHERE m.project_id = p.project_id AND m.user_id = r.user_id) AS member, \
+                    (SELECT x.id FROM executions x WHERE x.plan_id = r.plan_id AND x.kind = ",
+        );
+        push_literal(&mut out, KIND_RUN);
+        out.push_sql(
+            " ORDER BY x.requested_at DESC, x.id DESC LIMIT 1 FOR NO KEY UPDATE) \
+                      AS source_execution_id, \
+                    CASE WHEN r.allocate THEN nextval('executions_id_seq') END AS execution_id \
                FROM (SELECT ",
         );
         out.push_bind_param::<BigInt, _>(&self.plan_id)?;
@@ -73,16 +107,35 @@ impl QueryFragment<Pg> for Validate {
 /// of the pair: one probe of `execution_pairs_chain_idx`, whatever the chain's
 /// length.
 ///
-/// Rows: `(scenario id, environment id, scenario name, environment name,
-/// platform, version, runs in the chain)`.
+/// Rows: [`SourcePair`].
 pub struct SourcePairs<'a> {
     pub source_execution_id: i64,
     pub scenario_ids: &'a [i64],
 }
 static_query_id!(SourcePairs<'_>, SourcePairsId);
 
+/// A pair of the source run with what its message needs.
+#[derive(QueryableByName, Debug, Clone)]
+pub struct SourcePair {
+    #[diesel(sql_type = BigInt)]
+    pub scenario_id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub environment_id: i64,
+    #[diesel(sql_type = Text)]
+    pub scenario_name: String,
+    #[diesel(sql_type = Text)]
+    pub environment_name: String,
+    #[diesel(sql_type = Text)]
+    pub platform: String,
+    #[diesel(sql_type = Text)]
+    pub version: String,
+    /// Times the pair ran in the source run's chain (its highest attempt).
+    #[diesel(sql_type = Integer)]
+    pub runs: i32,
+}
+
 impl Query for SourcePairs<'_> {
-    type SqlType = (BigInt, BigInt, Text, Text, Text, Text, BigInt);
+    type SqlType = diesel::sql_types::Untyped;
 }
 
 impl QueryFragment<Pg> for SourcePairs<'_> {
@@ -93,11 +146,12 @@ impl QueryFragment<Pg> for SourcePairs<'_> {
         out.push_bind_param::<Array<BigInt>, _>(self.scenario_ids)?;
         out.push_sql(
             "::bigint[] AS scenarios) \
-             SELECT sp.scenario_id, sp.environment_id, s.name, e.name, e.platform, e.version, \
+             SELECT sp.scenario_id, sp.environment_id, s.name AS scenario_name, \
+                    e.name AS environment_name, e.platform, e.version, \
                     (SELECT p.attempt FROM execution_pairs p \
                       WHERE p.source_execution_id = r.source \
                         AND p.scenario_id = sp.scenario_id AND p.environment_id = sp.environment_id \
-                      ORDER BY p.attempt DESC LIMIT 1)::bigint \
+                      ORDER BY p.attempt DESC LIMIT 1) AS runs \
                FROM r \
                JOIN execution_pairs sp \
                  ON sp.execution_id = r.source AND sp.scenario_id = ANY (r.scenarios) \
@@ -144,7 +198,9 @@ impl QueryFragment<Pg> for WriteRerun<'_> {
                                SELECT r.id, ",
         );
         out.push_bind_param::<BigInt, _>(&self.plan_id)?;
-        out.push_sql(", 'RERUN', ");
+        out.push_sql(", ");
+        push_literal(&mut out, KIND_RERUN);
+        out.push_sql(", ");
         out.push_bind_param::<BigInt, _>(&self.source_execution_id)?;
         out.push_sql(", ");
         out.push_bind_param::<BigInt, _>(&self.requested_by)?;
@@ -154,8 +210,10 @@ impl QueryFragment<Pg> for WriteRerun<'_> {
             " FROM r), \
              new_pairs AS (INSERT INTO execution_pairs (execution_id, scenario_id, \
                                    environment_id, status, attempt, source_execution_id) \
-                           SELECT r.id, t.s, t.e, 'QUEUED', t.a, ",
+                           SELECT r.id, t.s, t.e, ",
         );
+        push_literal(&mut out, STATUS_QUEUED);
+        out.push_sql(", t.a, ");
         // the chain's source, given: a trigger could not see the execution
         // inserted by a sibling of this statement
         out.push_bind_param::<BigInt, _>(&self.source_execution_id)?;
@@ -165,15 +223,7 @@ impl QueryFragment<Pg> for WriteRerun<'_> {
         out.push_bind_param::<Array<BigInt>, _>(self.environment_ids)?;
         out.push_sql("::bigint[], ");
         out.push_bind_param::<Array<Integer>, _>(self.attempts)?;
-        out.push_sql(
-            "::integer[]) AS t(s, e, a)) \
-             INSERT INTO dispatches (message_id, execution_id, routing_key, body, correlation_id) \
-             SELECT t.m, r.id, r.routing_key, t.b, r.correlation_id FROM r, unnest(",
-        );
-        out.push_bind_param::<Array<diesel::sql_types::Uuid>, _>(self.message_ids)?;
-        out.push_sql("::uuid[], ");
-        out.push_bind_param::<Array<Text>, _>(self.bodies)?;
-        out.push_sql("::text[]) AS t(m, b)");
-        Ok(())
+        out.push_sql("::integer[]) AS t(s, e, a)) ");
+        push_insert_dispatches(&mut out, "r", self.message_ids, self.bodies)
     }
 }

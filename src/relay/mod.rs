@@ -20,13 +20,11 @@
 //! otherwise looks for due rows every `RELAY_POLL_MS`.
 
 use crate::amqp::{PublishFailure, Publisher};
-use crate::config::Config;
-use crate::db::models::ClaimedDispatch;
+use crate::config::{AmqpConfig, RelayConfig};
+use crate::db::outbox::{self, ClaimedDispatch, Settlement};
 use crate::db::PgPool;
 use crate::metrics::{Metrics, PublishOutcome};
 use anyhow::Context;
-use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Double, Text};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +45,8 @@ impl RelayStatus {
 
 /// The outbox relay of one service instance.
 pub struct Relay {
-    config: Arc<Config>,
+    amqp: AmqpConfig,
+    config: RelayConfig,
     pool: PgPool,
     wakeup: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
@@ -59,11 +58,13 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
 
 impl Relay {
-    /// `pool` is the relay's own small pool; `wakeup` is notified by the rerun
+    /// `amqp` names the broker and topology, `config` the relay's batch,
+    /// poll and lease; `pool` is the relay's own small pool; `wakeup` is notified by the rerun
     /// service after each commit; the relay stops when `shutdown` turns true;
     /// every publish is counted in `metrics` by its outcome.
     pub fn new(
-        config: Arc<Config>,
+        amqp: AmqpConfig,
+        config: RelayConfig,
         pool: PgPool,
         wakeup: Arc<Notify>,
         shutdown: watch::Receiver<bool>,
@@ -71,6 +72,7 @@ impl Relay {
         metrics: Arc<Metrics>,
     ) -> Self {
         Relay {
+            amqp,
             config,
             pool,
             wakeup,
@@ -109,14 +111,13 @@ impl Relay {
                         publisher = None;
                         self.release(prefetched.take()).await;
                     }
-                    if round.claimed < self.config.relay_batch_size as usize && prefetched.is_none()
-                    {
+                    if round.claimed < self.config.batch_size as usize && prefetched.is_none() {
                         self.idle().await;
                     }
                 }
                 Err(e) => {
                     log::warn!("relay: database error, retrying: {e:#}");
-                    self.sleep(self.config.relay_poll_interval).await;
+                    self.sleep(self.config.poll_interval).await;
                 }
             }
         }
@@ -140,21 +141,25 @@ impl Relay {
         let Some(rows) = rows.filter(|r| !r.is_empty()) else {
             return;
         };
-        let results = vec![
-            Err(PublishFailure::Connection(
-                "not published: the relay lost its broker connection or stopped".to_owned()
-            ));
-            rows.len()
-        ];
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let pool = self.pool.clone();
-        if let Err(e) = blocking(move || mark(&pool, &rows, &results)).await {
+        let released = blocking(move || {
+            let mut conn = pool.get().context("relay: no database connection")?;
+            outbox::release(
+                &mut conn,
+                &ids,
+                "not published: the relay lost its broker connection or stopped",
+            )
+            .context("releasing dispatch rows")
+        });
+        if let Err(e) = released.await {
             log::warn!("relay: releasing claimed rows failed, their lease will expire: {e:#}");
         }
     }
 
     /// One connection attempt, abandoned at shutdown.
     async fn connect(&mut self) -> Option<Publisher> {
-        let attempt = Publisher::connect(&self.config, self.config.publish_timeout);
+        let attempt = Publisher::connect(&self.amqp);
         let result = tokio::select! {
             result = attempt => result,
             _ = self.shutdown.changed() => return None,
@@ -163,7 +168,7 @@ impl Relay {
             Ok(connected) => {
                 log::info!(
                     "relay connected to RabbitMQ, exchange {}",
-                    self.config.exchange
+                    self.amqp.exchange
                 );
                 self.status.broker_connected.store(true, Ordering::Relaxed);
                 Some(connected)
@@ -192,8 +197,8 @@ impl Relay {
             return Ok(RoundResult::default());
         }
         let claimed_at = started.elapsed();
-        let publish = publisher.publish_batch(&batch, self.config.publish_timeout);
-        let (results, next) = if batch.len() >= self.config.relay_batch_size as usize {
+        let publish = publisher.publish_batch(&batch, self.amqp.publish_timeout);
+        let (results, next) = if batch.len() >= self.config.batch_size as usize {
             let (results, next) = tokio::join!(publish, self.claim());
             (results, Some(next))
         } else {
@@ -211,8 +216,14 @@ impl Relay {
         }
         log_results(&batch, &results);
         let claimed = batch.len();
+        let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
+        let settlements: Vec<Settlement> = results.iter().map(settlement).collect();
         let pool = self.pool.clone();
-        let marked = blocking(move || mark(&pool, &batch, &results)).await;
+        let marked = blocking(move || {
+            let mut conn = pool.get().context("relay: no database connection")?;
+            outbox::settle(&mut conn, &ids, &settlements).context("marking dispatch rows")
+        })
+        .await;
         let next = match (marked, next) {
             (Ok(()), next) => next.transpose()?,
             (Err(e), next) => {
@@ -233,17 +244,17 @@ impl Relay {
 
     /// Claims the next batch of due rows on the blocking pool.
     async fn claim(&self) -> anyhow::Result<Vec<ClaimedDispatch>> {
-        let (pool, size, lease) = (
-            self.pool.clone(),
-            self.config.relay_batch_size,
-            self.config.relay_lease,
-        );
-        blocking(move || claim(&pool, size, lease)).await
+        let (pool, size, lease) = (self.pool.clone(), self.config.batch_size, self.config.lease);
+        blocking(move || {
+            let mut conn = pool.get().context("relay: no database connection")?;
+            outbox::claim(&mut conn, size, lease).context("claiming dispatch rows")
+        })
+        .await
     }
 
     /// Waits for a commit, the poll interval, or shutdown.
     async fn idle(&mut self) {
-        let poll = self.config.relay_poll_interval;
+        let poll = self.config.poll_interval;
         tokio::select! {
             _ = self.wakeup.notified() => {}
             _ = tokio::time::sleep(poll) => {}
@@ -275,94 +286,15 @@ async fn blocking<T: Send + 'static>(
         .context("relay database task panicked")?
 }
 
-/// Claims up to `size` due rows for `lease`, oldest first.
-///
-/// The due ids are collected once (`= ANY (ARRAY(...))`, an init plan) and
-/// then looked up by primary key: written as `id IN (subquery)`, PostgreSQL
-/// chose, whenever its statistics still described a near-empty table, a
-/// nested loop that re-ran the subquery for every row of `dispatches`, and a
-/// claim took seconds (bench/BENCHMARKS.md).
-fn claim(pool: &PgPool, size: i64, lease: Duration) -> anyhow::Result<Vec<ClaimedDispatch>> {
-    let mut conn = pool.get().context("relay: no database connection")?;
-    let mut rows: Vec<ClaimedDispatch> = diesel::sql_query(
-        "UPDATE dispatches SET locked_until = now() + make_interval(secs => $1), \
-                attempts = attempts + 1 \
-          WHERE id = ANY (ARRAY(SELECT id FROM dispatches \
-                        WHERE published_at IS NULL AND next_attempt_at <= now() \
-                          AND (locked_until IS NULL OR locked_until < now()) \
-                        ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)) \
-          RETURNING id, message_id, routing_key, body, correlation_id",
-    )
-    .bind::<Double, _>(lease.as_secs_f64())
-    .bind::<BigInt, _>(size)
-    .load(&mut conn)
-    .context("claiming dispatch rows")?;
-    rows.sort_unstable_by_key(|r| r.id);
-    Ok(rows)
-}
-
-/// Marks confirmed rows published; releases the others for a retry: at once
-/// after a connection failure (reconnecting backs off), after a return or
-/// nack with a back-off of 0.2 s doubling per attempt up to 60 s.
-fn mark(
-    pool: &PgPool,
-    batch: &[ClaimedDispatch],
-    results: &[Result<(), PublishFailure>],
-) -> anyhow::Result<()> {
-    let mut conn = pool.get().context("relay: no database connection")?;
-    let mut published = Vec::new();
-    let mut retry_now: (Vec<i64>, &str) = (Vec::new(), "");
-    let mut back_off = Vec::new();
-    for (row, result) in batch.iter().zip(results) {
-        match result {
-            Ok(()) => published.push(row.id),
-            Err(failure) if failure.needs_reconnect() => {
-                retry_now.0.push(row.id);
-                retry_now.1 = failure.reason();
-            }
-            Err(failure) => back_off.push((row.id, failure.reason())),
+/// What the outbox records for one publish result.
+fn settlement(result: &Result<(), PublishFailure>) -> Settlement {
+    match result {
+        Ok(()) => Settlement::Published,
+        Err(failure) if failure.needs_reconnect() => {
+            Settlement::RetryNow(failure.reason().to_owned())
         }
+        Err(failure) => Settlement::RetryLater(failure.reason().to_owned()),
     }
-    let mark_published = |conn: &mut PgConnection| {
-        diesel::sql_query(
-            "UPDATE dispatches SET published_at = now(), locked_until = NULL, last_error = NULL \
-              WHERE id = ANY($1)",
-        )
-        .bind::<Array<BigInt>, _>(&published)
-        .execute(conn)
-    };
-    if retry_now.0.is_empty() && back_off.is_empty() {
-        // the usual round: one statement, no transaction round trips
-        return mark_published(&mut conn)
-            .map(drop)
-            .context("marking dispatch rows");
-    }
-    conn.transaction(|conn| {
-        if !published.is_empty() {
-            mark_published(conn)?;
-        }
-        if !retry_now.0.is_empty() {
-            diesel::sql_query(
-                "UPDATE dispatches SET locked_until = NULL, last_error = $2, next_attempt_at = now() \
-                  WHERE id = ANY($1)",
-            )
-            .bind::<Array<BigInt>, _>(&retry_now.0)
-            .bind::<Text, _>(retry_now.1)
-            .execute(conn)?;
-        }
-        for (id, reason) in &back_off {
-            diesel::sql_query(
-                "UPDATE dispatches SET locked_until = NULL, last_error = $2, \
-                        next_attempt_at = now() + make_interval(secs => LEAST(0.1 * power(2, LEAST(attempts, 10)), 60)) \
-                  WHERE id = $1",
-            )
-            .bind::<BigInt, _>(id)
-            .bind::<Text, _>(reason)
-            .execute(conn)?;
-        }
-        diesel::QueryResult::Ok(())
-    })
-    .context("marking dispatch rows")
 }
 
 /// One line per message: published, or why not (with `request_id=`).

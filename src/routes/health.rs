@@ -1,8 +1,8 @@
 //! Probes: `GET /health` (contract: 200 once requests are accepted),
 //! `GET /health/live` and `GET /health/ready`.
 
+use crate::app::AppState;
 use crate::error::{ApiResult, Envelope};
-use crate::startup::AppState;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
@@ -75,7 +75,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         oldest_pending_ms: outbox.as_ref().ok().and_then(|b| b.oldest_ms),
         pending: outbox.as_ref().map(|b| b.pending).unwrap_or(0),
     };
-    let threshold = state.config.pending_age_threshold.as_millis() as i64;
+    let threshold = state.config.relay.pending_age_threshold.as_millis() as i64;
     let mut failing = Vec::new();
     if !readiness.database {
         failing.push("database");

@@ -1,7 +1,7 @@
 //! `GET /metrics`: Prometheus text format (see `crate::metrics` for the list).
 
+use crate::app::AppState;
 use crate::error::ApiError;
-use crate::startup::AppState;
 use actix_web::{web, HttpResponse};
 
 /// Refreshes the gauges read at scrape time (outbox backlog, pool usage,

@@ -1,9 +1,10 @@
 //! `POST /queue/rerun` and its alias `POST /queue` (contract, section 1).
 
+use crate::app::{AppState, RequestFacts, RequestId};
 use crate::domain::parse_rerun_request;
 use crate::error::{ApiError, Envelope};
+use crate::idempotency::IdempotencyKey;
 use crate::service::{RerunContext, RerunOutcome};
-use crate::startup::{AppState, RequestFacts, RequestId};
 use actix_web::http::header::{self, ContentType};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -63,11 +64,11 @@ pub async fn rerun(
     let body = read_body(
         payload,
         &request,
-        config.body_limit,
-        config.body_read_timeout,
+        config.http.body_limit,
+        config.http.body_read_timeout,
     )
     .await?;
-    let parsed = parse_rerun_request(&body, &config.framework_types, config.max_pairs)?;
+    let parsed = parse_rerun_request(&body, &config.amqp.framework_types, config.limits.max_pairs)?;
     let (plan_id, user_id) = (parsed.plan_id, parsed.user_id);
     request
         .extensions_mut()
@@ -139,18 +140,14 @@ fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-/// The `Idempotency-Key` header: 1 to 255 printable ASCII characters, else 1001.
-fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let Some(value) = request.headers().get(IDEMPOTENCY_KEY) else {
-        return Ok(None);
-    };
-    let bytes = value.as_bytes();
-    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (0x20..=0x7e).contains(b)) {
-        return Err(ApiError::InvalidRequest(
-            "Idempotency-Key must be 1 to 255 printable ASCII characters".to_owned(),
-        ));
-    }
-    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+/// The `Idempotency-Key` header, if sent: 1 to 255 printable ASCII
+/// characters, else 1001.
+fn idempotency_key(request: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
+    request
+        .headers()
+        .get(IDEMPOTENCY_KEY)
+        .map(|value| IdempotencyKey::parse(value.as_bytes()))
+        .transpose()
 }
 
 /// Reads the body: 413 beyond `limit` bytes (by `Content-Length` before

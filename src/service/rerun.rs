@@ -10,10 +10,11 @@
 //! (the source run and every rerun made from it). Reruns of one source run are
 //! serialised by a row lock on it, so attempts are never handed out twice.
 
-use crate::db::schema::idempotency_keys;
-use crate::db::{queries, Db};
+use crate::db::queries::{self, SourcePair};
+use crate::db::Db;
 use crate::domain::{EnvironmentInfo, RerunMessage, RerunRequest, ScenarioInfo};
 use crate::error::{ApiError, Envelope};
+use crate::idempotency::{self, IdempotencyKey};
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use serde::Serialize;
@@ -22,13 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use uuid::Uuid;
-
-/// Execution kind of a full run.
-pub const KIND_RUN: &str = "RUN";
-/// Execution kind of a rerun.
-pub const KIND_RERUN: &str = "RERUN";
-/// Status of a pair that is queued and has not run yet.
-pub const STATUS_QUEUED: &str = "QUEUED";
 
 /// One pair in the 200 answer.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -69,7 +63,7 @@ pub struct RerunContext {
     pub subject: String,
     /// `X-Request-Id`, carried as the AMQP `correlation_id`.
     pub correlation_id: Option<String>,
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// The rerun use case; cheap to clone.
@@ -79,16 +73,6 @@ pub struct RerunService {
     relay_wakeup: Arc<Notify>,
     max_pairs: usize,
     idempotency_retention: Duration,
-}
-
-/// A pair of the source run with what its message needs.
-struct SourcePair {
-    scenario_id: i64,
-    environment_id: i64,
-    /// Times the pair ran in the source run's chain.
-    runs: i32,
-    scenario: ScenarioInfo,
-    environment: EnvironmentInfo,
 }
 
 impl RerunService {
@@ -149,9 +133,12 @@ fn rerun_in_transaction(
         Some(key) => {
             let normalised = serde_json::to_string(request).map_err(anyhow::Error::from)?;
             if let Some(replay) =
-                idempotent_replay(conn, &context.subject, key, &normalised, retention)?
+                idempotency::begin(conn, &context.subject, key, &normalised, retention)?
             {
-                return Ok(replay);
+                return Ok(RerunOutcome::Replayed {
+                    status: replay.status,
+                    body: replay.body,
+                });
             }
             (!request.dry_run).then_some((key, normalised))
         }
@@ -189,71 +176,16 @@ fn rerun_in_transaction(
     if let Some((key, normalised)) = key {
         let body =
             serde_json::to_string(&Envelope::success(&accepted)).map_err(anyhow::Error::from)?;
-        diesel::insert_into(idempotency_keys::table)
-            .values((
-                idempotency_keys::subject.eq(&context.subject),
-                idempotency_keys::key.eq(key),
-                idempotency_keys::request.eq(&normalised),
-                idempotency_keys::status_code.eq(200i16),
-                idempotency_keys::response_body.eq(body),
-                idempotency_keys::execution_id.eq(accepted.execution_id),
-                idempotency_keys::created_at.eq(diesel::dsl::now),
-            ))
-            .on_conflict((idempotency_keys::subject, idempotency_keys::key))
-            .do_update()
-            .set((
-                idempotency_keys::request.eq(diesel::upsert::excluded(idempotency_keys::request)),
-                idempotency_keys::status_code.eq(200i16),
-                idempotency_keys::response_body
-                    .eq(diesel::upsert::excluded(idempotency_keys::response_body)),
-                idempotency_keys::execution_id
-                    .eq(diesel::upsert::excluded(idempotency_keys::execution_id)),
-                idempotency_keys::created_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)?;
+        idempotency::finish(
+            conn,
+            &context.subject,
+            key,
+            &normalised,
+            &body,
+            accepted.execution_id,
+        )?;
     }
     Ok(RerunOutcome::Accepted(accepted))
-}
-
-/// Holds the key for this transaction, or answers 1013 while another holds it;
-/// then replays a stored answer (same request) or refuses (1012).
-fn idempotent_replay(
-    conn: &mut PgConnection,
-    subject: &str,
-    key: &str,
-    normalised: &str,
-    retention: Duration,
-) -> Result<Option<RerunOutcome>, ApiError> {
-    diesel::define_sql_function!(fn pg_try_advisory_xact_lock(key: diesel::sql_types::BigInt) -> diesel::sql_types::Bool);
-    diesel::define_sql_function!(fn hashtextextended(text: diesel::sql_types::Text, seed: diesel::sql_types::BigInt) -> diesel::sql_types::BigInt);
-    let scope = format!("idempotency\n{subject}\n{key}");
-    let locked: bool =
-        diesel::select(pg_try_advisory_xact_lock(hashtextextended(scope, 0))).get_result(conn)?;
-    if !locked {
-        return Err(ApiError::IdempotencyKeyInFlight);
-    }
-    let cutoff =
-        Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let stored: Option<(String, i16, String)> = idempotency_keys::table
-        .find((subject, key))
-        .filter(idempotency_keys::created_at.gt(cutoff))
-        .select((
-            idempotency_keys::request,
-            idempotency_keys::status_code,
-            idempotency_keys::response_body,
-        ))
-        .first(conn)
-        .optional()?;
-    match stored {
-        None => Ok(None),
-        Some((request, status, body)) if request == normalised => {
-            Ok(Some(RerunOutcome::Replayed {
-                status: status as u16,
-                body,
-            }))
-        }
-        Some(_) => Err(ApiError::IdempotencyKeyReused),
-    }
 }
 
 /// What the validation query found: the source run (locked) and, unless
@@ -267,34 +199,30 @@ struct Checked {
 /// or inactive user, 1010 user not a member of the plan's project, 1004 no
 /// full run; locks the plan's most recent full run for this transaction.
 fn validate(conn: &mut PgConnection, request: &RerunRequest) -> Result<Checked, ApiError> {
-    let (plan_found, user_active, member, source, execution_id): (
-        bool,
-        bool,
-        bool,
-        Option<i64>,
-        Option<i64>,
-    ) = queries::Validate {
+    let found: queries::Validation = queries::Validate {
         plan_id: request.plan_id,
         user_id: request.user_id,
         allocate: !request.dry_run,
     }
     .get_result(conn)?;
-    if !plan_found {
+    if !found.plan_found {
         return Err(ApiError::PlanNotFound);
     }
-    if !user_active {
+    if !found.user_active {
         return Err(ApiError::UserNotFound);
     }
-    if !member {
+    if !found.member {
         return Err(ApiError::AccessDenied(format!(
             "user {} is not a member of the project of plan {}",
             request.user_id, request.plan_id
         )));
     }
-    let source_execution_id = source.ok_or(ApiError::NoExecutedResults(request.plan_id))?;
+    let source_execution_id = found
+        .source_execution_id
+        .ok_or(ApiError::NoExecutedResults(request.plan_id))?;
     Ok(Checked {
         source_execution_id,
-        execution_id,
+        execution_id: found.execution_id,
     })
 }
 
@@ -308,27 +236,11 @@ fn source_pairs(
     request: &RerunRequest,
 ) -> Result<Vec<SourcePair>, ApiError> {
     let scenario_ids: Vec<i64> = request.pairs.iter().map(|p| p.scenario_id).collect();
-    let rows: Vec<(i64, i64, String, String, String, String, i64)> = queries::SourcePairs {
+    Ok(queries::SourcePairs {
         source_execution_id,
         scenario_ids: &scenario_ids,
     }
-    .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(scenario_id, environment_id, scenario, name, platform, version, runs)| SourcePair {
-                scenario_id,
-                environment_id,
-                runs: i32::try_from(runs).unwrap_or(i32::MAX - 1),
-                scenario: ScenarioInfo { name: scenario },
-                environment: EnvironmentInfo {
-                    name,
-                    platform,
-                    version,
-                },
-            },
-        )
-        .collect())
+    .load(conn)?)
 }
 
 /// Expands the requested pairs against the source run: 1005 for a pair that
@@ -409,8 +321,14 @@ fn write_rerun(
             environment_id: queued.environment_id,
             attempt: queued.attempt,
             requested_at: requested_at_text.clone(),
-            scenario: source.scenario.clone(),
-            environment: source.environment.clone(),
+            scenario: ScenarioInfo {
+                name: source.scenario_name.clone(),
+            },
+            environment: EnvironmentInfo {
+                name: source.environment_name.clone(),
+                platform: source.platform.clone(),
+                version: source.version.clone(),
+            },
         };
         bodies.push(serde_json::to_string(&message).map_err(anyhow::Error::from)?);
         scenario_ids.push(queued.scenario_id);

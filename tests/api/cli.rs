@@ -104,7 +104,7 @@ fn token_defaults_to_plan_run() {
 #[test]
 fn migrate_creates_the_database_and_seed_twice_changes_nothing() {
     let config = test_config();
-    let url = config.database_url.as_str();
+    let url = config.database.url.as_str();
     let name = url.rsplit('/').next().unwrap().to_owned();
     let _cleanup = DropDatabase(name);
     let migrate = plan_queue(&["migrate"], &[("DATABASE_URL", url)]);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn reruns_accepted_while_the_broker_is_unreachable_are_published_after_a_restart() {
-    let mut app = spawn_app_with(|c| c.amqp_url = DEAD_AMQP_URL.to_owned()).await;
+    let mut app = spawn_app_with(|c| c.amqp.url = DEAD_AMQP_URL.to_owned()).await;
     let (status, body) = app
         .rerun(&json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": 113}))
         .await;
@@ -19,7 +19,7 @@ async fn reruns_accepted_while_the_broker_is_unreachable_are_published_after_a_r
         "readiness reports the missing broker"
     );
 
-    app.restart_with(|c| c.amqp_url = crate::helpers::AMQP_URL.to_owned())
+    app.restart_with(|c| c.amqp.url = crate::helpers::AMQP_URL.to_owned())
         .await;
     let messages = app.consume("APPIUM", 2, Duration::from_secs(10)).await;
     assert_eq!(messages.len(), 2);
@@ -33,14 +33,14 @@ async fn reruns_accepted_while_the_broker_is_unreachable_are_published_after_a_r
 #[tokio::test]
 async fn a_message_runners_keep_rejecting_is_parked_in_the_dead_letter_queue() {
     use lapin::options::{BasicGetOptions, BasicNackOptions};
-    let app = spawn_app_with(|c| c.delivery_limit = 1).await;
+    let app = spawn_app_with(|c| c.amqp.delivery_limit = 1).await;
     app.wait_ready(&app.address, 200).await; // the queues exist
     let (status, body) = app
         .rerun(&json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": 111, "environmentId": 222}))
         .await;
     assert_eq!(status, 200, "{body}");
     let (_connection, channel) = crate::helpers::broker_channel().await;
-    let queue = app.config.queue_name("APPIUM");
+    let queue = app.config.amqp.queue_name("APPIUM");
     // a runner that fails on the message and hands it back, again and again
     let started = std::time::Instant::now();
     let mut rejections = 0;
@@ -61,7 +61,7 @@ async fn a_message_runners_keep_rejecting_is_parked_in_the_dead_letter_queue() {
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
         parked = crate::helpers::take(
-            &app.config.dead_letter_name(),
+            &app.config.amqp.dead_letter_name(),
             1,
             Duration::from_millis(100),
         )
@@ -87,8 +87,8 @@ async fn a_message_runners_keep_rejecting_is_parked_in_the_dead_letter_queue() {
 #[tokio::test]
 async fn readiness_fails_on_an_old_backlog_while_reruns_are_still_accepted() {
     let app = spawn_app_with(|c| {
-        c.amqp_url = DEAD_AMQP_URL.to_owned();
-        c.pending_age_threshold = Duration::from_millis(100);
+        c.amqp.url = DEAD_AMQP_URL.to_owned();
+        c.relay.pending_age_threshold = Duration::from_millis(100);
     })
     .await;
     let (status, _) = app

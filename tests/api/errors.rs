@@ -121,7 +121,7 @@ async fn malformed_requests_are_1001_and_name_the_problem() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_413_code_1001() {
-    let app = spawn_app_with(|c| c.body_limit = 1024).await;
+    let app = spawn_app_with(|c| c.http.body_limit = 1024).await;
     let pairs: Vec<Value> = (0..200).map(|i| json!({"scenarioId": i + 1})).collect();
     let body = json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioEnvironmentPairs": pairs});
     assert_refused(
@@ -217,7 +217,7 @@ async fn a_pair_named_twice_is_1007_also_after_expansion() {
 
 #[tokio::test]
 async fn more_pairs_than_max_pairs_is_1008_also_after_expansion() {
-    let app = spawn_app_with(|c| c.max_pairs = 2).await;
+    let app = spawn_app_with(|c| c.limits.max_pairs = 2).await;
     let literal = json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM",
         "scenarioEnvironmentPairs": [{"scenarioId": 111, "environmentId": 222}, {"scenarioId": 112, "environmentId": 222},
                                      {"scenarioId": 113, "environmentId": 223}]});
@@ -333,8 +333,8 @@ async fn an_unreachable_database_is_503_code_1011_with_retry_after_and_leaks_not
     let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
     let url = format!("postgres://postgres:{password}@127.0.0.1:1/nowhere");
     app.restart_with(|c| {
-        c.database_url = url;
-        c.db_checkout_timeout = std::time::Duration::from_millis(300);
+        c.database.url = url;
+        c.database.checkout_timeout = std::time::Duration::from_millis(300);
     })
     .await;
     let token = app.token(13, &["PLAN_RUN"]);

@@ -35,7 +35,7 @@ async fn post_to(app: &TestApp, url: &str, body: &Value) -> (u16, Value) {
 async fn a_rerun_accepted_while_the_broker_is_unreachable_is_delivered_when_it_returns() {
     let proxy = Proxy::start(RABBITMQ.parse().unwrap()).await;
     proxy.set(Mode::Refuse);
-    let app = spawn_app_with(|c| c.amqp_url = proxy.amqp_url()).await;
+    let app = spawn_app_with(|c| c.amqp.url = proxy.amqp_url()).await;
     let (status, body) = app.rerun(&rerun_113()).await;
     assert_eq!(status, 200, "{body}");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -114,7 +114,7 @@ async fn a_service_killed_after_the_broker_confirmed_republishes_with_the_same_m
 #[tokio::test]
 async fn a_connection_reset_in_the_middle_of_a_batch_loses_nothing() {
     let proxy = Proxy::start(RABBITMQ.parse().unwrap()).await;
-    let app = spawn_app_with(|c| c.amqp_url = proxy.amqp_url()).await;
+    let app = spawn_app_with(|c| c.amqp.url = proxy.amqp_url()).await;
     app.add_pairs_to_last_run(1000).await;
     app.wait_ready(&app.address, 200).await;
     let pairs: Vec<Value> = (10000..11000)
@@ -142,8 +142,8 @@ async fn a_connection_reset_in_the_middle_of_a_batch_loses_nothing() {
 async fn a_black_holed_broker_times_out_without_hanging_requests() {
     let proxy = Proxy::start(RABBITMQ.parse().unwrap()).await;
     let app = spawn_app_with(|c| {
-        c.amqp_url = proxy.amqp_url();
-        c.publish_timeout = Duration::from_millis(500);
+        c.amqp.url = proxy.amqp_url();
+        c.amqp.publish_timeout = Duration::from_millis(500);
     })
     .await;
     app.wait_ready(&app.address, 200).await;
@@ -174,7 +174,7 @@ async fn a_returned_message_is_retried_with_back_off_and_never_marked_published(
     let app = spawn_app().await;
     app.wait_ready(&app.address, 200).await;
     let (_connection, channel) = crate::helpers::broker_channel().await;
-    let queue = app.config.queue_name("APPIUM");
+    let queue = app.config.amqp.queue_name("APPIUM");
     channel
         .queue_delete(queue.as_str().into(), Default::default())
         .await
@@ -206,7 +206,7 @@ async fn a_returned_message_is_retried_with_back_off_and_never_marked_published(
         "{metrics}"
     );
 
-    plan_queue::amqp::declare_topology(&channel, &app.config)
+    plan_queue::amqp::declare_topology(&channel, &app.config.amqp)
         .await
         .unwrap();
     assert_eq!(
@@ -230,7 +230,7 @@ async fn a_message_the_broker_nacks_is_retried() {
     app.wait_ready(&app.address, 200).await;
     // a second, full queue on the same routing key: the broker nacks the publish
     let (_connection, channel) = crate::helpers::broker_channel().await;
-    let full = format!("{}.full", app.config.exchange);
+    let full = format!("{}.full", app.config.amqp.exchange);
     let mut arguments = FieldTable::default();
     arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
     arguments.insert(
@@ -248,7 +248,7 @@ async fn a_message_the_broker_nacks_is_retried() {
     channel
         .queue_bind(
             full.as_str().into(),
-            app.config.exchange.as_str().into(),
+            app.config.amqp.exchange.as_str().into(),
             "APPIUM".into(),
             Default::default(),
             FieldTable::default(),
@@ -281,8 +281,8 @@ async fn an_unreachable_database_is_503_and_recovers_without_restart() {
     let mut app = spawn_app().await;
     let name = app.db_name.clone();
     app.restart_with(|c| {
-        c.database_url = proxy.postgres_url(&name);
-        c.db_checkout_timeout = Duration::from_millis(500);
+        c.database.url = proxy.postgres_url(&name);
+        c.database.checkout_timeout = Duration::from_millis(500);
     })
     .await;
     let (status, body) = app.rerun(&rerun_113()).await;
@@ -311,8 +311,8 @@ async fn an_unreachable_database_is_503_and_recovers_without_restart() {
 #[tokio::test]
 async fn an_exhausted_pool_is_503_and_the_waiting_request_still_completes() {
     let app = spawn_app_with(|c| {
-        c.db_pool_size = 1;
-        c.db_checkout_timeout = Duration::from_millis(300);
+        c.database.pool_size = 1;
+        c.database.checkout_timeout = Duration::from_millis(300);
     })
     .await;
     // hold the source run's row lock so the first request keeps the only connection
@@ -465,7 +465,7 @@ async fn after_a_broker_restart_confirmed_messages_are_kept_and_the_service_reco
     else {
         return;
     };
-    let app = spawn_app_with(|c| c.amqp_url = broker.amqp_url()).await;
+    let app = spawn_app_with(|c| c.amqp.url = broker.amqp_url()).await;
     let (status, before) = app.rerun(&rerun_113()).await;
     assert_eq!(status, 200, "{before}");
     app.wait_until_pending(0).await; // confirmed by the broker
@@ -476,7 +476,7 @@ async fn after_a_broker_restart_confirmed_messages_are_kept_and_the_service_reco
     })
     .await
     .unwrap();
-    let queue = app.config.queue_name("APPIUM");
+    let queue = app.config.amqp.queue_name("APPIUM");
     let kept =
         crate::helpers::take_from(&broker.amqp_url(), &queue, 2, Duration::from_secs(10)).await;
     let ids: HashSet<String> = kept.iter().map(|m| m.message_id.clone().unwrap()).collect();

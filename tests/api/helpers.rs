@@ -55,13 +55,13 @@ pub fn test_config() -> Config {
     let db_name = format!("plan_queue_test_{id}");
     let base = env_or("TEST_DATABASE_SERVER", "postgres://postgres@127.0.0.1:5432");
     let mut config = Config::from_lookup(|_| None).expect("default config");
-    config.database_url = format!("{base}/{db_name}");
-    config.amqp_url = env_or("TEST_AMQP_URL", AMQP_URL);
-    config.bind_addr = "127.0.0.1:0".to_owned();
-    config.jwt_secret = Some(JWT_SECRET.to_owned());
-    config.exchange = format!("test-{id}");
-    config.framework_types = vec!["APPIUM".into(), "GAUGE".into(), "JUNIT".into()];
-    config.relay_poll_interval = Duration::from_millis(200);
+    config.database.url = format!("{base}/{db_name}");
+    config.amqp.url = env_or("TEST_AMQP_URL", AMQP_URL);
+    config.http.bind_addr = "127.0.0.1:0".to_owned();
+    config.tokens.secret = Some(JWT_SECRET.to_owned());
+    config.amqp.exchange = format!("test-{id}");
+    config.amqp.framework_types = ["APPIUM", "GAUGE", "JUNIT"].into();
+    config.relay.poll_interval = Duration::from_millis(200);
     config
 }
 
@@ -120,8 +120,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     capture_logs();
     let mut config = test_config();
     adjust(&mut config);
-    let db_name = config.database_url.rsplit('/').next().unwrap().to_owned();
-    let url = config.database_url.clone();
+    let db_name = config.database.url.rsplit('/').next().unwrap().to_owned();
+    let url = config.database.url.clone();
     let url_direct = url.clone();
     tokio::task::spawn_blocking(move || {
         plan_queue::db::migrate(&url).expect("migrate test database");
@@ -165,7 +165,7 @@ impl TestApp {
     pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
         self.stop().await;
         adjust(&mut self.config);
-        self.config.bind_addr = "127.0.0.1:0".to_owned();
+        self.config.http.bind_addr = "127.0.0.1:0".to_owned();
         self.start().await;
     }
 
@@ -258,12 +258,12 @@ impl TestApp {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"));
         command
             .arg("serve")
-            .env("DATABASE_URL", &c.database_url)
-            .env("AMQP_URL", &c.amqp_url)
+            .env("DATABASE_URL", &c.database.url)
+            .env("AMQP_URL", &c.amqp.url)
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env("JWT_SECRET", JWT_SECRET)
-            .env("AMQP_EXCHANGE", &c.exchange)
-            .env("FRAMEWORK_TYPES", c.framework_types.join(","))
+            .env("AMQP_EXCHANGE", &c.amqp.exchange)
+            .env("FRAMEWORK_TYPES", c.amqp.framework_types.join(","))
             .env("RELAY_POLL_MS", "200")
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null());
@@ -371,7 +371,7 @@ impl TestApp {
         count: usize,
         within: Duration,
     ) -> Vec<Received> {
-        let queue = self.config.queue_name(framework_type);
+        let queue = self.config.amqp.queue_name(framework_type);
         take(&queue, count, within).await
     }
 
@@ -523,10 +523,10 @@ impl Drop for TestApp {
         }
         let (db_name, exchange, types) = (
             self.db_name.clone(),
-            self.config.exchange.clone(),
-            self.config.framework_types.clone(),
+            self.config.amqp.exchange.clone(),
+            self.config.amqp.framework_types.clone(),
         );
-        let dead_letter = self.config.dead_letter_name();
+        let dead_letter = self.config.amqp.dead_letter_name();
         // a thread of its own: Drop may run inside the test's runtime
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -538,7 +538,7 @@ impl Drop for TestApp {
                     Connection::connect(AMQP_URL, ConnectionProperties::default()).await
                 {
                     if let Ok(channel) = connection.create_channel().await {
-                        for t in &types {
+                        for t in types.iter() {
                             let _ = channel
                                 .queue_delete(
                                     format!("{exchange}.{t}").as_str().into(),

@@ -126,10 +126,9 @@ async fn an_expired_key_starts_a_new_rerun_and_is_cleaned_up() {
         plan_queue::db::build_pool(&app.db_url, 1, Duration::from_secs(2)),
         Duration::from_secs(2),
     );
-    let deleted =
-        plan_queue::startup::delete_expired_idempotency_keys(&db, Duration::from_secs(86_400))
-            .await
-            .unwrap();
+    let deleted = plan_queue::idempotency::delete_expired(&db, Duration::from_secs(86_400))
+        .await
+        .unwrap();
     assert_eq!(deleted, 1);
     let left = app
         .count_sql("SELECT count(*) AS n FROM idempotency_keys")

@@ -65,7 +65,7 @@ fn asyncapi_names_the_default_topology_of_the_service() {
     let config = Config::from_lookup(|_| None).unwrap();
     assert_eq!(doc["asyncapi"], "3.0.0");
     let exchange = &doc["channels"]["scenarioRuns"]["bindings"]["amqp"]["exchange"];
-    assert_eq!(exchange["name"], config.exchange.as_str());
+    assert_eq!(exchange["name"], config.amqp.exchange.as_str());
     assert_eq!(exchange["type"], "direct");
     assert_eq!(exchange["durable"], true);
     let types: Vec<&str> = doc["components"]["parameters"]["frameworkType"]["enum"]
@@ -74,12 +74,12 @@ fn asyncapi_names_the_default_topology_of_the_service() {
         .iter()
         .map(|t| t.as_str().unwrap())
         .collect();
-    assert_eq!(types, config.framework_types);
+    assert_eq!(types, config.amqp.framework_types.as_slice());
     let queue = &doc["channels"]["frameworkQueue"]["bindings"]["amqp"]["queue"]["name"];
-    assert_eq!(queue, &config.queue_name("{frameworkType}"));
+    assert_eq!(queue, &config.amqp.queue_name("{frameworkType}"));
     assert_eq!(
         doc["channels"]["deadLetter"]["address"],
-        config.dead_letter_name().as_str()
+        config.amqp.dead_letter_name().as_str()
     );
     let bindings = &doc["components"]["messages"]["scenarioRerun"]["bindings"]["amqp"];
     assert_eq!(bindings["messageType"], plan_queue::amqp::MESSAGE_TYPE);

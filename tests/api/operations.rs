@@ -11,7 +11,7 @@ fn envelope(text: &str) -> Value {
 
 #[tokio::test]
 async fn liveness_and_health_answer_up() {
-    let app = spawn_app_with(|c| c.amqp_url = DEAD_AMQP_URL.to_owned()).await;
+    let app = spawn_app_with(|c| c.amqp.url = DEAD_AMQP_URL.to_owned()).await;
     for path in ["/health", "/health/live"] {
         let (status, text) = app.get(path).await;
         assert_eq!(status, 200, "{path}: {text}");
@@ -35,8 +35,8 @@ async fn readiness_answers_200_with_database_broker_and_an_empty_outbox() {
 async fn readiness_names_an_unreachable_database() {
     let mut app = spawn_app().await;
     app.restart_with(|c| {
-        c.database_url = "postgres://postgres@127.0.0.1:1/nowhere".to_owned();
-        c.db_checkout_timeout = Duration::from_millis(300);
+        c.database.url = "postgres://postgres@127.0.0.1:1/nowhere".to_owned();
+        c.database.checkout_timeout = Duration::from_millis(300);
     })
     .await;
     let (status, text) = app.get("/health/ready").await;
@@ -56,8 +56,8 @@ async fn readiness_names_an_unreachable_database() {
 #[tokio::test]
 async fn readiness_names_an_outbox_backlog_older_than_the_threshold() {
     let app = spawn_app_with(|c| {
-        c.amqp_url = DEAD_AMQP_URL.to_owned();
-        c.pending_age_threshold = Duration::from_millis(100);
+        c.amqp.url = DEAD_AMQP_URL.to_owned();
+        c.relay.pending_age_threshold = Duration::from_millis(100);
     })
     .await;
     let (status, body) = app
@@ -124,7 +124,7 @@ async fn metrics_count_requests_reruns_publishes_and_read_the_outbox() {
 
 #[tokio::test]
 async fn metrics_show_a_disconnected_broker_and_a_growing_outbox() {
-    let app = spawn_app_with(|c| c.amqp_url = DEAD_AMQP_URL.to_owned()).await;
+    let app = spawn_app_with(|c| c.amqp.url = DEAD_AMQP_URL.to_owned()).await;
     let (status, _) = app
         .rerun(&json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": 111, "environmentId": 222}))
         .await;
@@ -236,7 +236,7 @@ async fn smoke_passes_against_a_healthy_server_and_queues_nothing() {
 
 #[tokio::test]
 async fn smoke_fails_with_exit_1_and_says_which_check_failed() {
-    let app = spawn_app_with(|c| c.amqp_url = DEAD_AMQP_URL.to_owned()).await;
+    let app = spawn_app_with(|c| c.amqp.url = DEAD_AMQP_URL.to_owned()).await;
     let (ok, out) = plan_queue(vec![
         "smoke".into(),
         "--url".into(),

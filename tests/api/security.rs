@@ -62,8 +62,8 @@ fn hs256_keyed_with(secret: &[u8]) -> String {
 /// A server that verifies RS256 tokens with key A's PEM public key.
 async fn rs256_app() -> TestApp {
     spawn_app_with(|c| {
-        c.jwt_secret = None;
-        c.jwt_public_key_file = Some(RSA_A_PUBLIC.into());
+        c.tokens.secret = None;
+        c.tokens.public_key_file = Some(RSA_A_PUBLIC.into());
     })
     .await
 }
@@ -135,8 +135,8 @@ async fn hs256_signed_with_the_rsa_public_key_as_secret_is_refused() {
 #[tokio::test]
 async fn an_es256_deployment_accepts_its_key_only() {
     let app = spawn_app_with(|c| {
-        c.jwt_secret = None;
-        c.jwt_public_key_file = Some(EC_PUBLIC.into());
+        c.tokens.secret = None;
+        c.tokens.public_key_file = Some(EC_PUBLIC.into());
     })
     .await;
     let ec = EncodingKey::from_ec_pem(&std::fs::read(EC_PRIVATE).unwrap()).unwrap();
@@ -237,8 +237,8 @@ async fn exp_or_nbf_as_strings_or_missing_exp_are_refused() {
 #[tokio::test]
 async fn a_wrong_or_missing_issuer_or_audience_is_refused_when_configured() {
     let app = spawn_app_with(|c| {
-        c.jwt_issuer = Some("https://id.example".into());
-        c.jwt_audience = Some("plan-queue".into());
+        c.tokens.issuer = Some("https://id.example".into());
+        c.tokens.audience = Some("plan-queue".into());
     })
     .await;
     let key = EncodingKey::from_secret(crate::helpers::JWT_SECRET.as_bytes());
@@ -296,8 +296,8 @@ async fn a_jwks_picks_the_key_by_kid_refuses_unknown_kids_and_follows_rotation()
     let path = std::env::temp_dir().join(format!("jwks-{}.json", uuid::Uuid::new_v4()));
     write_jwks(&path, false);
     let app = spawn_app_with(|c| {
-        c.jwt_secret = None;
-        c.jwt_jwks_file = Some(path.clone());
+        c.tokens.secret = None;
+        c.tokens.jwks_file = Some(path.clone());
     })
     .await;
     let (a, b) = (rsa(RSA_A_PRIVATE), rsa(RSA_B_PRIVATE));
@@ -371,16 +371,16 @@ async fn several_or_no_token_key_sources_refuse_to_start() {
         let built = Application::build(config, false);
         built.err().expect("refused to start").to_string()
     };
-    let both = refusal(&|c| c.jwt_public_key_file = Some(RSA_A_PUBLIC.into()));
+    let both = refusal(&|c| c.tokens.public_key_file = Some(RSA_A_PUBLIC.into()));
     assert!(
         both.contains("JWT_SECRET and JWT_PUBLIC_KEY_FILE"),
         "{both}"
     );
-    let none = refusal(&|c| c.jwt_secret = None);
+    let none = refusal(&|c| c.tokens.secret = None);
     assert!(none.starts_with("no token key"), "{none}");
     let private = refusal(&|c| {
-        c.jwt_secret = None;
-        c.jwt_public_key_file = Some(RSA_A_PRIVATE.into());
+        c.tokens.secret = None;
+        c.tokens.public_key_file = Some(RSA_A_PRIVATE.into());
     });
     assert!(private.contains("private key"), "{private}");
 }
@@ -486,7 +486,7 @@ async fn assert_served_promptly(app: &TestApp) {
 
 #[tokio::test]
 async fn slow_headers_get_408_while_other_clients_are_served() {
-    let app = spawn_app_with(|c| c.header_read_timeout = Duration::from_millis(700)).await;
+    let app = spawn_app_with(|c| c.http.header_read_timeout = Duration::from_millis(700)).await;
     let mut slow = Vec::new();
     for _ in 0..20 {
         let mut stream = TcpStream::connect(host_port(&app)).await.unwrap();
@@ -508,7 +508,7 @@ async fn slow_headers_get_408_while_other_clients_are_served() {
 
 #[tokio::test]
 async fn a_slow_body_gets_408_code_1001_while_other_clients_are_served() {
-    let app = spawn_app_with(|c| c.body_read_timeout = Duration::from_millis(800)).await;
+    let app = spawn_app_with(|c| c.http.body_read_timeout = Duration::from_millis(800)).await;
     let token = app.token(13, &["PLAN_RUN"]);
     let body = valid().to_string();
     let mut stream = TcpStream::connect(host_port(&app)).await.unwrap();
@@ -543,7 +543,7 @@ async fn a_slow_body_gets_408_code_1001_while_other_clients_are_served() {
 
 #[tokio::test]
 async fn headers_over_the_limit_are_431_and_the_server_keeps_serving() {
-    let app = spawn_app_with(|c| c.header_limit = 4096).await;
+    let app = spawn_app_with(|c| c.http.header_limit = 4096).await;
     let token = app.token(13, &["PLAN_RUN"]);
     let response = app
         .post_raw("/queue/rerun")
@@ -582,7 +582,7 @@ async fn headers_over_the_limit_are_431_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn a_chunked_body_over_the_limit_is_413_code_1001() {
-    let app = spawn_app_with(|c| c.body_limit = 1024).await;
+    let app = spawn_app_with(|c| c.http.body_limit = 1024).await;
     let token = app.token(13, &["PLAN_RUN"]);
     let mut stream = TcpStream::connect(host_port(&app)).await.unwrap();
     let head = format!(

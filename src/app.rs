@@ -1,0 +1,45 @@
+//! The state every handler shares, and what a request carries through the
+//! middleware: its id and the facts a handler learned about it.
+//!
+//! Routes import this module, never `crate::startup` (which only wires).
+
+use crate::auth::TokenVerifier;
+use crate::config::Config;
+use crate::db::outbox::{self, OutboxBacklog};
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::relay::RelayStatus;
+use crate::service::RerunService;
+use std::sync::Arc;
+
+/// The request id of the current request (from `X-Request-Id` or generated).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// What a handler learned about its request, for the request's log line.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestFacts {
+    pub plan_id: i64,
+    pub user_id: i64,
+}
+
+/// State shared by all handlers.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub verifier: TokenVerifier,
+    pub service: RerunService,
+    pub db: Db,
+    pub relay_status: Arc<RelayStatus>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// The outbox backlog ([`outbox::backlog`]); an error means the database
+    /// is unreachable (1011).
+    pub async fn outbox_backlog(&self) -> Result<OutboxBacklog, ApiError> {
+        self.db
+            .run(|conn| outbox::backlog(conn).map_err(ApiError::from))
+            .await
+    }
+}

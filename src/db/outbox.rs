@@ -1,0 +1,179 @@
+//! The transactional outbox: every query on the `dispatches` table.
+//!
+//! A dispatch row is one message to publish, written in the same statement
+//! and transaction as the execution it belongs to ([`push_insert_dispatches`]),
+//! claimed by a relay for a lease ([`claim`], `FOR UPDATE SKIP LOCKED`, so
+//! several service instances share one database without publishing a row
+//! twice), then marked published or released for a retry ([`settle`],
+//! [`release`]) — the claim / back-off / delete-after-success pattern of
+//! crates.io's `crates_io_worker/src/storage.rs`. The body is stored as the
+//! exact bytes that go on the wire, so a re-publish is byte-identical.
+
+use super::schema::dispatches;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_builder::AstPass;
+use diesel::sql_types::{Array, BigInt, Double, Nullable, Text};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A dispatch row claimed by the relay.
+#[derive(Queryable, QueryableByName, Debug, Clone)]
+#[diesel(table_name = dispatches)]
+pub struct ClaimedDispatch {
+    pub id: i64,
+    pub message_id: Uuid,
+    pub routing_key: String,
+    pub body: String,
+    pub correlation_id: Option<String>,
+}
+
+/// Unpublished dispatch rows: how many, and the age of the oldest in ms.
+#[derive(QueryableByName, Debug, Clone, Copy)]
+pub struct OutboxBacklog {
+    #[diesel(sql_type = BigInt)]
+    pub pending: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub oldest_ms: Option<i64>,
+}
+
+/// What became of one claimed row's publish.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settlement {
+    /// The broker confirmed it: mark it published.
+    Published,
+    /// The connection failed: release it for the next round at once (the
+    /// reconnect backs off). The text is kept as `last_error`.
+    RetryNow(String),
+    /// The broker refused it (returned, nacked): retry after a back-off of
+    /// 0.2 s doubling per attempt up to 60 s. The text is kept as `last_error`.
+    RetryLater(String),
+}
+
+/// Pushes the part of a write statement that inserts one dispatch row per
+/// message: `INSERT INTO dispatches … SELECT … FROM <from>, unnest(message
+/// ids, bodies)`, where `<from>` names a common table expression of the
+/// enclosing statement with the columns `id` (the execution), `routing_key`
+/// and `correlation_id`. The two slices are parallel, so the SQL text is the
+/// same for any number of messages.
+pub fn push_insert_dispatches<'b>(
+    out: &mut AstPass<'_, 'b, Pg>,
+    from: &'static str,
+    message_ids: &'b [Uuid],
+    bodies: &'b [String],
+) -> QueryResult<()> {
+    out.push_sql(
+        "INSERT INTO dispatches (message_id, execution_id, routing_key, body, correlation_id) \
+         SELECT t.m, r.id, r.routing_key, t.b, r.correlation_id FROM ",
+    );
+    out.push_sql(from);
+    out.push_sql(" r, unnest(");
+    out.push_bind_param::<Array<diesel::sql_types::Uuid>, _>(message_ids)?;
+    out.push_sql("::uuid[], ");
+    out.push_bind_param::<Array<Text>, _>(bodies)?;
+    out.push_sql("::text[]) AS t(m, b)");
+    Ok(())
+}
+
+/// Counts the unpublished rows and the age of the oldest (readiness, metrics).
+pub fn backlog(conn: &mut PgConnection) -> QueryResult<OutboxBacklog> {
+    diesel::sql_query(
+        "SELECT count(*) AS pending, \
+                (extract(epoch FROM now() - min(created_at)) * 1000)::bigint AS oldest_ms \
+           FROM dispatches WHERE published_at IS NULL",
+    )
+    .get_result(conn)
+}
+
+/// Claims up to `size` due rows for `lease`, oldest first, ordered by id.
+///
+/// The due ids are collected once (`= ANY (ARRAY(...))`, an init plan) and
+/// then looked up by primary key: written as `id IN (subquery)`, PostgreSQL
+/// chose, whenever its statistics still described a near-empty table, a
+/// nested loop that re-ran the subquery for every row of `dispatches`, and a
+/// claim took seconds (bench/BENCHMARKS.md).
+pub fn claim(
+    conn: &mut PgConnection,
+    size: i64,
+    lease: Duration,
+) -> QueryResult<Vec<ClaimedDispatch>> {
+    let mut rows: Vec<ClaimedDispatch> = diesel::sql_query(
+        "UPDATE dispatches SET locked_until = now() + make_interval(secs => $1), \
+                attempts = attempts + 1 \
+          WHERE id = ANY (ARRAY(SELECT id FROM dispatches \
+                        WHERE published_at IS NULL AND next_attempt_at <= now() \
+                          AND (locked_until IS NULL OR locked_until < now()) \
+                        ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+          RETURNING id, message_id, routing_key, body, correlation_id",
+    )
+    .bind::<Double, _>(lease.as_secs_f64())
+    .bind::<BigInt, _>(size)
+    .load(conn)?;
+    rows.sort_unstable_by_key(|r| r.id);
+    Ok(rows)
+}
+
+/// Records what became of each claimed row (`settlements[i]` belongs to
+/// `ids[i]`): published rows are marked (one statement, no transaction, in
+/// the usual round where all were confirmed), the others released for a
+/// retry as their [`Settlement`] says.
+pub fn settle(conn: &mut PgConnection, ids: &[i64], settlements: &[Settlement]) -> QueryResult<()> {
+    let mut published = Vec::new();
+    let mut retry_now: (Vec<i64>, &str) = (Vec::new(), "");
+    let mut back_off = Vec::new();
+    for (id, settlement) in ids.iter().zip(settlements) {
+        match settlement {
+            Settlement::Published => published.push(*id),
+            Settlement::RetryNow(reason) => {
+                retry_now.0.push(*id);
+                retry_now.1 = reason;
+            }
+            Settlement::RetryLater(reason) => back_off.push((*id, reason.as_str())),
+        }
+    }
+    if retry_now.0.is_empty() && back_off.is_empty() {
+        return mark_published(conn, &published);
+    }
+    conn.transaction(|conn| {
+        if !published.is_empty() {
+            mark_published(conn, &published)?;
+        }
+        if !retry_now.0.is_empty() {
+            release(conn, &retry_now.0, retry_now.1)?;
+        }
+        for (id, reason) in back_off {
+            diesel::sql_query(
+                "UPDATE dispatches SET locked_until = NULL, last_error = $2, \
+                        next_attempt_at = now() + make_interval(secs => LEAST(0.1 * power(2, LEAST(attempts, 10)), 60)) \
+                  WHERE id = $1",
+            )
+            .bind::<BigInt, _>(id)
+            .bind::<Text, _>(reason)
+            .execute(conn)?;
+        }
+        QueryResult::Ok(())
+    })
+}
+
+/// Gives claimed rows back unpublished, due at once (lease cleared, `reason`
+/// kept as `last_error`): after a connection failure or at shutdown, so they
+/// need not wait for their lease to expire.
+pub fn release(conn: &mut PgConnection, ids: &[i64], reason: &str) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE dispatches SET locked_until = NULL, last_error = $2, next_attempt_at = now() \
+          WHERE id = ANY($1)",
+    )
+    .bind::<Array<BigInt>, _>(ids)
+    .bind::<Text, _>(reason)
+    .execute(conn)
+}
+
+fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE dispatches SET published_at = now(), locked_until = NULL, last_error = NULL \
+          WHERE id = ANY($1)",
+    )
+    .bind::<Array<BigInt>, _>(ids)
+    .execute(conn)
+    .map(drop)
+}
