@@ -3,15 +3,17 @@
 //! Tokens are JWTs (contract, section 3): HS256 with `JWT_SECRET`, or RS256 /
 //! ES256 with `JWT_PUBLIC_KEY_FILE` or `JWT_JWKS_FILE` (see [`keys`]); the
 //! deployment's one algorithm is pinned, so a header naming another (`none`,
-//! HS256 against a public key) is refused. `exp` and `sub` are required, `exp`
-//! and `nbf` must be numbers (a string is refused: the type-confusion advisory
-//! fixed in jsonwebtoken 10.3), `nbf` is honoured, with a leeway of
-//! `JWT_LEEWAY_SECS`; `iss` and `aud` must match `JWT_ISSUER` and
-//! `JWT_AUDIENCE` when those are set. `sub` is the user id (a decimal string,
-//! a JSON number accepted) and `authorities` an array of strings. `PLAN_RUN`
-//! is needed to rerun; `QUEUE_ADMIN` may act for another user. Every refusal
-//! is 401 code 1009; tokens and their claims are never logged, only the
-//! reason of a refusal.
+//! HS256 against a public key) is refused. `exp` and `sub` are required.
+//! `exp`, `nbf` and `iat` are NumericDates (RFC 7519, section 2): any finite
+//! JSON number, fractional or negative included; a string is refused (the
+//! type-confusion advisory fixed in jsonwebtoken 10.3). `exp` and `nbf` are
+//! checked here, as sent, with a leeway of `JWT_LEEWAY_SECS`; `iat` is never
+//! checked. `iss` and `aud` must match `JWT_ISSUER` and `JWT_AUDIENCE` when
+//! those are set. `sub` is the user id (a decimal string, a JSON number
+//! accepted) and `authorities` an array of strings; other claims are ignored.
+//! `PLAN_RUN` is needed to rerun; `QUEUE_ADMIN` may act for another user.
+//! Every refusal is 401 code 1009; tokens and their claims are never logged,
+//! only the reason of a refusal.
 
 pub mod keys;
 
@@ -21,7 +23,9 @@ use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, encode, Algorithm, EncodingKey, Header, Validation};
 use keys::VerifyingKeys;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Authority needed to rerun (contract, section 3).
 pub const PLAN_RUN: &str = "PLAN_RUN";
@@ -36,13 +40,81 @@ pub struct Claims {
     /// The user id as a decimal string (a JSON number is accepted on input).
     #[serde(deserialize_with = "string_or_number")]
     pub sub: String,
-    /// Expiry, seconds since the Unix epoch.
-    pub exp: u64,
-    /// Issued at, seconds since the Unix epoch.
+    /// Expiry (required): the token is refused from `exp` + leeway on.
+    pub exp: NumericDate,
+    /// Not before: the token is refused until `nbf` − leeway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iat: Option<u64>,
+    pub nbf: Option<NumericDate>,
+    /// Issued at: read for its type only, never checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<NumericDate>,
+    /// What the caller may do (`PLAN_RUN`, `QUEUE_ADMIN`); absent means nothing.
     #[serde(default)]
     pub authorities: Vec<String>,
+}
+
+/// A NumericDate (RFC 7519, section 2): seconds since the Unix epoch, "a JSON
+/// numeric value" that may be non-integer or negative.
+///
+/// Reads any finite JSON number as is (no rounding); refuses strings, `null`
+/// and every other JSON type. Written as a JSON integer when whole (what
+/// `plan-queue token` issues), else as a fraction.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct NumericDate(pub f64);
+
+impl NumericDate {
+    /// Now, to the sub-second; before 1970 (a broken clock) is negative, not a panic.
+    pub fn now() -> Self {
+        NumericDate(match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(since) => since.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        })
+    }
+}
+
+impl From<u64> for NumericDate {
+    fn from(secs: u64) -> Self {
+        NumericDate(secs as f64)
+    }
+}
+
+/// Largest magnitude below which every whole f64 is an exact integer (2^53).
+const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
+
+impl Serialize for NumericDate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.fract() == 0.0 && self.0.abs() < EXACT_INTEGERS {
+            s.serialize_i64(self.0 as i64)
+        } else {
+            s.serialize_f64(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NumericDate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Number;
+        impl Visitor<'_> for Number {
+            type Value = NumericDate;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a NumericDate: a finite JSON number of seconds since 1970")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumericDate, E> {
+                Ok(NumericDate(v as f64))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumericDate, E> {
+                Ok(NumericDate(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
+                if v.is_finite() {
+                    Ok(NumericDate(v))
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(Number)
+    }
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -92,6 +164,7 @@ impl Caller {
 pub struct TokenVerifier {
     keys: VerifyingKeys,
     validation: Validation,
+    leeway_secs: u64,
 }
 
 impl TokenVerifier {
@@ -103,11 +176,14 @@ impl TokenVerifier {
         let keys = VerifyingKeys::load(&config.key_source()?)?;
         let validation = validation(
             keys.algorithm(),
-            config.leeway_secs,
             config.issuer.as_deref(),
             config.audience.as_deref(),
         );
-        Ok(TokenVerifier { keys, validation })
+        Ok(TokenVerifier {
+            keys,
+            validation,
+            leeway_secs: config.leeway_secs,
+        })
     }
 
     /// A verifier of HS256 tokens signed with `secret`; `leeway_secs` of clock
@@ -118,8 +194,9 @@ impl TokenVerifier {
             algorithm: Algorithm::HS256,
         };
         TokenVerifier {
-            validation: validation(Algorithm::HS256, leeway_secs, None, None),
+            validation: validation(Algorithm::HS256, None, None),
             keys,
+            leeway_secs,
         }
     }
 
@@ -162,6 +239,7 @@ impl TokenVerifier {
             .ok_or_else(|| refuse("no key of the token's kid"))?;
         let data = decode::<Claims>(token, &key, &self.validation)
             .map_err(|e| refuse(refusal_reason(&e)))?;
+        check_dates(&data.claims, NumericDate::now(), self.leeway_secs).map_err(refuse)?;
         Ok(Caller {
             subject: data.claims.sub,
             authorities: data.claims.authorities,
@@ -169,21 +247,17 @@ impl TokenVerifier {
     }
 }
 
-/// The checks of every token: only `algorithm`, `exp` required, `nbf`
-/// honoured, `leeway_secs` on both; `iss`/`aud` required and matched when
-/// given. `sub` is required by [`Claims`] itself: jsonwebtoken's own check
-/// would refuse the JSON number the contract accepts (section 3).
-fn validation(
-    algorithm: Algorithm,
-    leeway_secs: u64,
-    issuer: Option<&str>,
-    audience: Option<&str>,
-) -> Validation {
+/// The checks jsonwebtoken makes on every token: only `algorithm`;
+/// `iss`/`aud` required and matched when given. `exp` and `nbf` are left to
+/// [`check_dates`] (jsonwebtoken reads them as `u64`, refusing a negative
+/// NumericDate and rounding a fractional one in the caller's favour); `exp`
+/// and `sub` are required by [`Claims`] itself (jsonwebtoken's `sub` check
+/// would refuse the JSON number the contract accepts, section 3).
+fn validation(algorithm: Algorithm, issuer: Option<&str>, audience: Option<&str>) -> Validation {
     let mut validation = Validation::new(algorithm);
-    let mut required = vec!["exp"];
-    validation.leeway = leeway_secs;
-    validation.validate_exp = true;
-    validation.validate_nbf = true;
+    let mut required = vec![];
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
     if let Some(issuer) = issuer {
         validation.set_issuer(&[issuer]);
         required.push("iss");
@@ -196,17 +270,30 @@ fn validation(
     validation
 }
 
+/// The time checks of RFC 7519 (sections 4.1.4, 4.1.5) at `now`, with
+/// `leeway_secs` of clock skew, on the values as sent: refused from
+/// `exp` + leeway on, and before `nbf` − leeway. `iat` is not checked.
+///
+/// Errors: the reason of the refusal, `expired` or `not yet valid (nbf)`.
+fn check_dates(claims: &Claims, now: NumericDate, leeway_secs: u64) -> Result<(), &'static str> {
+    let leeway = leeway_secs as f64;
+    if now.0 >= claims.exp.0 + leeway {
+        return Err("expired");
+    }
+    if claims.nbf.is_some_and(|nbf| now.0 + leeway < nbf.0) {
+        return Err("not yet valid (nbf)");
+    }
+    Ok(())
+}
+
 /// Why a token was refused, in words that hold no part of the token.
 fn refusal_reason(e: &jsonwebtoken::errors::Error) -> &'static str {
     match e.kind() {
         ErrorKind::InvalidSignature => "bad signature",
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "algorithm not accepted",
-        ErrorKind::ExpiredSignature => "expired",
-        ErrorKind::ImmatureSignature => "not yet valid (nbf)",
         ErrorKind::InvalidIssuer => "wrong issuer",
         ErrorKind::InvalidAudience => "wrong audience",
         ErrorKind::MissingRequiredClaim(_) => "a required claim is missing",
-        ErrorKind::InvalidClaimFormat(_) => "exp or nbf is not a number",
         ErrorKind::Json(_) => "claims or header of the wrong shape",
         _ => "malformed token",
     }
@@ -226,8 +313,9 @@ pub fn issue_token(
         .ok_or_else(|| anyhow::anyhow!("--ttl-secs {ttl_secs} is too large"))?;
     let claims = Claims {
         sub: user_id.to_string(),
-        exp,
-        iat: Some(now),
+        exp: exp.into(),
+        nbf: None,
+        iat: Some(now.into()),
         authorities: authorities.to_vec(),
     };
     Ok(encode(
@@ -306,6 +394,122 @@ mod tests {
                 "{claims}"
             );
         }
+    }
+
+    /// Claims of a good token for user 13 with `PLAN_RUN`, with `extra` added.
+    fn claims_with(extra: serde_json::Value) -> serde_json::Value {
+        let mut claims = serde_json::json!({"sub": "13", "exp": jsonwebtoken::get_current_timestamp() + 600, "authorities": ["PLAN_RUN"]});
+        if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        claims
+    }
+
+    #[test]
+    fn exp_nbf_and_iat_accept_integers_and_fractions_and_refuse_strings() {
+        let t = jsonwebtoken::get_current_timestamp() as f64;
+        let verifier = TokenVerifier::hs256("s3cret", 60);
+        let accepted = [
+            ("exp integer", serde_json::json!({"exp": t + 3600.0})),
+            ("exp fraction", serde_json::json!({"exp": t + 3600.5})),
+            ("exp past u64", serde_json::json!({"exp": 1e20})),
+            ("nbf integer", serde_json::json!({"nbf": t - 10.0})),
+            ("nbf fraction", serde_json::json!({"nbf": t - 0.25})),
+            ("nbf negative", serde_json::json!({"nbf": -1.5})),
+            ("iat integer", serde_json::json!({"iat": t})),
+            ("iat fraction", serde_json::json!({"iat": t - 0.75})),
+            ("iat negative", serde_json::json!({"iat": -1})),
+            ("iat in the future", serde_json::json!({"iat": t + 1e6})),
+            ("iat null", serde_json::json!({"iat": null})),
+        ];
+        for (what, extra) in accepted {
+            let token = signed(claims_with(extra));
+            assert!(verifier.authenticate(&headers(&token)).is_ok(), "{what}");
+        }
+        let refused = [
+            (
+                "exp string",
+                serde_json::json!({"exp": (t + 3600.0).to_string()}),
+            ),
+            (
+                "exp fraction string",
+                serde_json::json!({"exp": "1796050919.5"}),
+            ),
+            ("exp null", serde_json::json!({"exp": null})),
+            ("exp boolean", serde_json::json!({"exp": true})),
+            ("nbf string", serde_json::json!({"nbf": "1"})),
+            ("nbf array", serde_json::json!({"nbf": [1]})),
+            ("iat string", serde_json::json!({"iat": t.to_string()})),
+            (
+                "iat fraction string",
+                serde_json::json!({"iat": "1796047319.5"}),
+            ),
+            ("iat object", serde_json::json!({"iat": {}})),
+        ];
+        for (what, extra) in refused {
+            let token = signed(claims_with(extra));
+            assert!(verifier.authenticate(&headers(&token)).is_err(), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_numeric_date_is_any_finite_json_number() {
+        let read = |text: &str| serde_json::from_str::<NumericDate>(text).ok();
+        assert_eq!(read("1796050919.5"), Some(NumericDate(1796050919.5)));
+        assert_eq!(read("1796050919"), Some(NumericDate(1796050919.0)));
+        assert_eq!(read("-2.5"), Some(NumericDate(-2.5)));
+        assert_eq!(read("1.7e9"), Some(NumericDate(1.7e9)));
+        for refused in ["1e400", "-1e400", "NaN", "Infinity", "\"1\"", "null", "[]"] {
+            assert_eq!(read(refused), None, "{refused}");
+        }
+        // what `plan-queue token` writes stays a JSON integer
+        assert_eq!(
+            serde_json::json!(NumericDate(1796050919.0)),
+            serde_json::json!(1796050919)
+        );
+        assert_eq!(serde_json::json!(NumericDate(0.5)), serde_json::json!(0.5));
+    }
+
+    #[test]
+    fn exp_and_nbf_are_compared_as_sent_with_no_rounding_in_the_callers_favour() {
+        let now = NumericDate(1_796_050_919.0);
+        let at = |exp: f64, nbf: Option<f64>| Claims {
+            sub: "13".to_owned(),
+            exp: NumericDate(exp),
+            nbf: nbf.map(NumericDate),
+            iat: None,
+            authorities: vec![],
+        };
+        let check = |claims: Claims| check_dates(&claims, now, 60);
+        let t = now.0;
+        assert_eq!(check(at(t - 60.5, None)), Err("expired"));
+        assert_eq!(check(at(t - 60.0, None)), Err("expired"), "on exp + leeway");
+        assert_eq!(check(at(t - 59.5, None)), Ok(()));
+        assert_eq!(check(at(-1.0, None)), Err("expired"));
+        assert_eq!(
+            check(at(t + 1.0, Some(t + 60.5))),
+            Err("not yet valid (nbf)")
+        );
+        assert_eq!(check(at(t + 1.0, Some(t + 60.0))), Ok(()));
+        assert_eq!(check(at(t + 1.0, Some(-1.0))), Ok(()));
+        // through the verifier, with the clock: half a second past exp + leeway
+        let clock = jsonwebtoken::get_current_timestamp() as f64;
+        let late = signed(claims_with(serde_json::json!({"exp": clock - 60.5})));
+        assert!(TokenVerifier::hs256("s3cret", 60)
+            .authenticate(&headers(&late))
+            .is_err());
+    }
+
+    #[test]
+    fn unknown_claims_of_any_type_are_ignored() {
+        let token = signed(claims_with(serde_json::json!({
+            "jti": 7, "scope": "a b", "auth_time": 1796047319.5, "azp": null,
+            "cnf": {"jkt": "x"}, "roles": [1, "two"], "iss": 42
+        })));
+        let caller = TokenVerifier::hs256("s3cret", 0)
+            .authenticate(&headers(&token))
+            .unwrap();
+        assert_eq!(caller.subject, "13");
     }
 
     #[test]

@@ -194,6 +194,57 @@ async fn expiry_and_not_before_are_checked_with_the_leeway() {
     .await;
 }
 
+/// An HS256 token of the test secret: [`claims`] with `extra` added or replaced.
+fn hs256_with(extra: Value) -> String {
+    let mut c = claims();
+    c.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let key = EncodingKey::from_secret(crate::helpers::JWT_SECRET.as_bytes());
+    sign(Algorithm::HS256, None, &key, &c)
+}
+
+#[tokio::test]
+async fn fractional_exp_nbf_and_iat_are_accepted_and_compared_as_sent() {
+    let app = spawn_app().await; // JWT_LEEWAY_SECS default: 60
+    let t = now() as f64;
+    // what a library sends for exp = time.time() + 3600 (RFC 7519, section 2)
+    let common = json!({"exp": t + 3600.5, "iat": t + 0.5, "nbf": t - 0.5});
+    assert_accepted(&app, &hs256_with(common), "fractional exp, iat and nbf").await;
+    assert_accepted(
+        &app,
+        &hs256_with(json!({"exp": t + 600.0, "iat": t, "nbf": t})),
+        "integer exp, iat and nbf",
+    )
+    .await;
+    assert_accepted(&app, &hs256_with(json!({"iat": -1.5})), "iat before 1970").await;
+    assert_refused(
+        &app,
+        &hs256_with(json!({"exp": t - 60.5})),
+        "half a second past exp + leeway",
+    )
+    .await;
+    assert_refused(
+        &app,
+        &hs256_with(json!({"nbf": t + 120.5})),
+        "fractional nbf two minutes ahead",
+    )
+    .await;
+    for (what, extra) in [
+        (
+            "exp a fractional string",
+            json!({"exp": (t + 3600.5).to_string()}),
+        ),
+        (
+            "nbf a fractional string",
+            json!({"nbf": (t - 0.5).to_string()}),
+        ),
+        ("iat a string", json!({"iat": t.to_string()})),
+    ] {
+        assert_refused(&app, &hs256_with(extra), what).await;
+    }
+}
+
 #[tokio::test]
 async fn exp_or_nbf_as_strings_or_missing_exp_are_refused() {
     let app = spawn_app().await;
