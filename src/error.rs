@@ -106,6 +106,45 @@ pub enum ApiError {
         scenario_id: i64,
         environment_id: Option<i64>,
     },
+    /// 409, code 1014: a run of a plan while a pair of its consolidated
+    /// results is in flight, without `force` (contract, section 7).
+    #[error("Plan {plan_id} is already running (execution {execution_id})")]
+    PlanInFlight { plan_id: i64, execution_id: i64 },
+    /// 409, code 1014: a rerun of an in-flight pair with `onInFlight`
+    /// `refuse`, or with `skip` when every pair would be skipped (section 8).
+    #[error("Scenario {scenario_id} on environment {environment_id} is already queued or running (execution {execution_id})")]
+    PairInFlight {
+        scenario_id: i64,
+        environment_id: i64,
+        execution_id: i64,
+    },
+    /// 400, code 1015: the attempt to queue would exceed `MAX_ATTEMPTS` (section 8).
+    #[error("Scenario {scenario_id} on environment {environment_id} reached the limit of {max} attempts")]
+    AttemptLimit {
+        scenario_id: i64,
+        environment_id: i64,
+        max: i32,
+    },
+    /// 400, code 1016: `statuses` selects nothing; `statuses` is the list as
+    /// asked, comma-separated (section 8).
+    #[error("No pair of the last executed results of plan {plan_id} has status {statuses}")]
+    NoPairWithStatus { plan_id: i64, statuses: String },
+    /// 404, code 1017 (section 11); also for an execution the caller may not see.
+    #[error("Execution {0} not found")]
+    ExecutionNotFound(i64),
+    /// 400, code 1018: no scenario or no environment to run (section 7).
+    #[error("Plan {0} has nothing to run")]
+    NothingToRun(i64),
+    /// 400, code 1019: a run's subset names a scenario the plan lacks (section 7).
+    #[error("Scenario {scenario_id} is not in plan {plan_id}")]
+    ScenarioNotInPlan { scenario_id: i64, plan_id: i64 },
+    /// 400, code 1019: a run's subset names an environment the plan lacks (section 7).
+    #[error("Environment {environment_id} is not in plan {plan_id}")]
+    EnvironmentNotInPlan { environment_id: i64, plan_id: i64 },
+    /// 404, code 1000 (the original API page's text): a plan the read
+    /// endpoints do not know, or that the caller may not see (section 11).
+    #[error("Plan not found!")]
+    PlanNotFoundToRead,
     /// 422, code 1012.
     #[error("Idempotency-Key reused with a different request")]
     IdempotencyKeyReused,
@@ -138,12 +177,18 @@ impl ApiError {
             DuplicatePair { .. } => 1007,
             TooManyPairs { .. } => 1008,
             AccessDenied(_) => 1010,
-            PlanNotFound => 1000,
+            PlanNotFound | PlanNotFoundToRead => 1000,
             UserNotFound => 1002,
             NoExecutedResults(_) => 1004,
             PairNotInLastRun { .. } => 1005,
             IdempotencyKeyReused => 1012,
             IdempotencyKeyInFlight => 1013,
+            PlanInFlight { .. } | PairInFlight { .. } => 1014,
+            AttemptLimit { .. } => 1015,
+            NoPairWithStatus { .. } => 1016,
+            ExecutionNotFound(_) => 1017,
+            NothingToRun(_) => 1018,
+            ScenarioNotInPlan { .. } | EnvironmentNotInPlan { .. } => 1019,
             Unavailable(_) => 1011,
             Unexpected(_) => 1099,
         }
@@ -173,11 +218,13 @@ impl ResponseError for ApiError {
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            NotFound(_) => StatusCode::NOT_FOUND,
+            NotFound(_) | ExecutionNotFound(_) | PlanNotFoundToRead => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AccessDenied(_) => StatusCode::FORBIDDEN,
             IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            IdempotencyKeyInFlight => StatusCode::CONFLICT,
+            IdempotencyKeyInFlight | PlanInFlight { .. } | PairInFlight { .. } => {
+                StatusCode::CONFLICT
+            }
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,

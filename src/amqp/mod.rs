@@ -20,8 +20,6 @@ use lapin::{
 };
 use std::time::Duration;
 
-/// AMQP `type` property of every message (contract, section 2).
-pub const MESSAGE_TYPE: &str = "scenario.rerun";
 /// AMQP `delivery_mode` of a persistent message.
 pub const PERSISTENT: u8 = 2;
 
@@ -204,7 +202,7 @@ fn properties(row: &ClaimedDispatch) -> BasicProperties {
         .with_delivery_mode(PERSISTENT)
         .with_content_type("application/json".into())
         .with_message_id(message_id.as_str().into())
-        .with_type(MESSAGE_TYPE.into())
+        .with_type(row.message_type.as_str().into())
         .with_app_id("plan-queue".into());
     match &row.correlation_id {
         Some(id) => properties.with_correlation_id(id.as_str().into()),

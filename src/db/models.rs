@@ -7,3 +7,11 @@ pub const KIND_RUN: &str = "RUN";
 pub const KIND_RERUN: &str = "RERUN";
 /// `execution_pairs.status` of a pair written and not yet started.
 pub const STATUS_QUEUED: &str = "QUEUED";
+/// `execution_pairs.status` of a pair a runner said it started.
+pub const STATUS_RUNNING: &str = "RUNNING";
+/// `dispatches.message_type` (and AMQP `type`) of a pair of a rerun (contract, section 2).
+pub const MESSAGE_RERUN: &str = "scenario.rerun";
+/// `dispatches.message_type` (and AMQP `type`) of a pair of a full run (contract, section 7).
+pub const MESSAGE_RUN: &str = "scenario.run";
+/// `dispatches.message_type` (and AMQP `type`) of the event of a finished execution (contract, section 10).
+pub const MESSAGE_EXECUTION_FINISHED: &str = "execution.finished";

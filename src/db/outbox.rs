@@ -24,6 +24,8 @@ pub struct ClaimedDispatch {
     pub id: i64,
     pub message_id: Uuid,
     pub routing_key: String,
+    /// The AMQP `type`: `scenario.rerun`, `scenario.run` or `execution.finished`.
+    pub message_type: String,
     pub body: String,
     pub correlation_id: Option<String>,
 }
@@ -53,8 +55,8 @@ pub enum Settlement {
 /// Pushes the part of a write statement that inserts one dispatch row per
 /// message: `INSERT INTO dispatches … SELECT … FROM <from>, unnest(message
 /// ids, bodies)`, where `<from>` names a common table expression of the
-/// enclosing statement with the columns `id` (the execution), `routing_key`
-/// and `correlation_id`. The two slices are parallel, so the SQL text is the
+/// enclosing statement with the columns `id` (the execution), `routing_key`,
+/// `message_type` and `correlation_id`. The two slices are parallel, so the SQL text is the
 /// same for any number of messages.
 pub fn push_insert_dispatches<'b>(
     out: &mut AstPass<'_, 'b, Pg>,
@@ -63,8 +65,9 @@ pub fn push_insert_dispatches<'b>(
     bodies: &'b [String],
 ) -> QueryResult<()> {
     out.push_sql(
-        "INSERT INTO dispatches (message_id, execution_id, routing_key, body, correlation_id) \
-         SELECT t.m, r.id, r.routing_key, t.b, r.correlation_id FROM ",
+        "INSERT INTO dispatches (message_id, execution_id, routing_key, message_type, body, \
+                                 correlation_id) \
+         SELECT t.m, r.id, r.routing_key, r.message_type, t.b, r.correlation_id FROM ",
     );
     out.push_sql(from);
     out.push_sql(" r, unnest(");
@@ -104,7 +107,7 @@ pub fn claim(
                         WHERE published_at IS NULL AND next_attempt_at <= now() \
                           AND (locked_until IS NULL OR locked_until < now()) \
                         ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)) \
-          RETURNING id, message_id, routing_key, body, correlation_id",
+          RETURNING id, message_id, routing_key, message_type, body, correlation_id",
     )
     .bind::<Double, _>(lease.as_secs_f64())
     .bind::<BigInt, _>(size)

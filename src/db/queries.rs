@@ -5,7 +5,7 @@
 //! `bench/rerun-2pair.pgbench` replays the same statements; keep the two in
 //! step (see `bench/BENCHMARKS.md`).
 
-use super::models::{KIND_RERUN, KIND_RUN, STATUS_QUEUED};
+use super::models::{KIND_RUN, STATUS_QUEUED};
 use super::outbox::push_insert_dispatches;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
@@ -163,17 +163,25 @@ impl QueryFragment<Pg> for SourcePairs<'_> {
     }
 }
 
-/// Writes a rerun in one statement: the execution (kind `RERUN`), its pairs
-/// (status `QUEUED`) and one dispatch row per pair. The per-pair columns are
-/// parallel arrays of equal length, so the SQL text is the same for any
-/// number of pairs.
-pub struct WriteRerun<'a> {
+/// Writes an execution in one statement: the execution (`kind` `RUN` or
+/// `RERUN`, with its count of open pairs), its pairs (status `QUEUED`, each
+/// with its message id) and one dispatch row per pair (`message_type`
+/// `scenario.run` or `scenario.rerun`). The per-pair columns are parallel
+/// slices of equal length, so the SQL text is the same for any number of
+/// pairs; kind and message type are parameters for the same reason (one
+/// cached statement).
+pub struct WriteExecution<'a> {
     pub execution_id: i64,
     pub plan_id: i64,
-    pub source_execution_id: i64,
+    /// `KIND_RUN` or `KIND_RERUN`.
+    pub kind: &'a str,
+    /// The source run of a rerun; `None` for a full run (its own source).
+    pub source_execution_id: Option<i64>,
     pub requested_by: i64,
     pub framework_type: &'a str,
     pub requested_at: chrono::DateTime<chrono::Utc>,
+    /// The AMQP `type` of the messages.
+    pub message_type: &'a str,
     pub correlation_id: Option<&'a str>,
     pub scenario_ids: &'a [i64],
     pub environment_ids: &'a [i64],
@@ -181,49 +189,53 @@ pub struct WriteRerun<'a> {
     pub message_ids: &'a [uuid::Uuid],
     pub bodies: &'a [String],
 }
-static_query_id!(WriteRerun<'_>, WriteRerunId);
+static_query_id!(WriteExecution<'_>, WriteExecutionId);
 
-impl QueryFragment<Pg> for WriteRerun<'_> {
+impl QueryFragment<Pg> for WriteExecution<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("WITH r AS (SELECT ");
         out.push_bind_param::<BigInt, _>(&self.execution_id)?;
         out.push_sql("::bigint AS id, ");
         out.push_bind_param::<Text, _>(self.framework_type)?;
         out.push_sql("::text AS routing_key, ");
+        out.push_bind_param::<Text, _>(self.message_type)?;
+        out.push_sql("::text AS message_type, ");
         out.push_bind_param::<Nullable<Text>, _>(&self.correlation_id)?;
+        out.push_sql("::text AS correlation_id, ");
+        out.push_bind_param::<Nullable<BigInt>, _>(&self.source_execution_id)?;
         out.push_sql(
-            "::text AS correlation_id), \
+            "::bigint AS source), \
              new_execution AS (INSERT INTO executions (id, plan_id, kind, source_execution_id, \
-                                       requested_by, framework_type, requested_at) \
+                                       requested_by, framework_type, requested_at, open_pairs) \
                                SELECT r.id, ",
         );
         out.push_bind_param::<BigInt, _>(&self.plan_id)?;
         out.push_sql(", ");
-        push_literal(&mut out, KIND_RERUN);
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.source_execution_id)?;
-        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.kind)?;
+        out.push_sql(", r.source, ");
         out.push_bind_param::<BigInt, _>(&self.requested_by)?;
         out.push_sql(", r.routing_key, ");
         out.push_bind_param::<Timestamptz, _>(&self.requested_at)?;
+        out.push_sql(", cardinality(t.m) FROM r, (SELECT ");
+        out.push_bind_param::<Array<diesel::sql_types::Uuid>, _>(self.message_ids)?;
         out.push_sql(
-            " FROM r), \
+            "::uuid[] AS m) t), \
              new_pairs AS (INSERT INTO execution_pairs (execution_id, scenario_id, \
-                                   environment_id, status, attempt, source_execution_id) \
+                                   environment_id, status, attempt, source_execution_id, message_id) \
                            SELECT r.id, t.s, t.e, ",
         );
         push_literal(&mut out, STATUS_QUEUED);
-        out.push_sql(", t.a, ");
         // the chain's source, given: a trigger could not see the execution
         // inserted by a sibling of this statement
-        out.push_bind_param::<BigInt, _>(&self.source_execution_id)?;
-        out.push_sql("::bigint FROM r, unnest(");
+        out.push_sql(", t.a, coalesce(r.source, r.id), t.m FROM r, unnest(");
         out.push_bind_param::<Array<BigInt>, _>(self.scenario_ids)?;
         out.push_sql("::bigint[], ");
         out.push_bind_param::<Array<BigInt>, _>(self.environment_ids)?;
         out.push_sql("::bigint[], ");
         out.push_bind_param::<Array<Integer>, _>(self.attempts)?;
-        out.push_sql("::integer[]) AS t(s, e, a)) ");
+        out.push_sql("::integer[], ");
+        out.push_bind_param::<Array<diesel::sql_types::Uuid>, _>(self.message_ids)?;
+        out.push_sql("::uuid[]) AS t(s, e, a, m)) ");
         push_insert_dispatches(&mut out, "r", self.message_ids, self.bodies)
     }
 }

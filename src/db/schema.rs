@@ -14,6 +14,7 @@ diesel::table! {
         next_attempt_at -> Timestamptz,
         locked_until -> Nullable<Timestamptz>,
         last_error -> Nullable<Text>,
+        message_type -> Text,
     }
 }
 
@@ -34,6 +35,12 @@ diesel::table! {
         status -> Text,
         attempt -> Int4,
         source_execution_id -> Int8,
+        message_id -> Nullable<Uuid>,
+        started_at -> Nullable<Timestamptz>,
+        finished_at -> Nullable<Timestamptz>,
+        duration_ms -> Nullable<Int8>,
+        report_url -> Nullable<Text>,
+        detail -> Nullable<Text>,
     }
 }
 
@@ -48,6 +55,7 @@ diesel::table! {
         requested_at -> Timestamptz,
         started_at -> Nullable<Timestamptz>,
         finished_at -> Nullable<Timestamptz>,
+        open_pairs -> Int4,
     }
 }
 
@@ -82,6 +90,7 @@ diesel::table! {
         id -> Int8,
         project_id -> Int8,
         name -> Text,
+        framework_type -> Nullable<Text>,
     }
 }
 

@@ -10,6 +10,7 @@
 //! (the source run and every rerun made from it). Reruns of one source run are
 //! serialised by a row lock on it, so attempts are never handed out twice.
 
+use crate::db::models::{KIND_RERUN, MESSAGE_RERUN};
 use crate::db::queries::{self, SourcePair};
 use crate::db::Db;
 use crate::domain::{EnvironmentInfo, RerunMessage, RerunRequest, ScenarioInfo};
@@ -289,7 +290,7 @@ fn select_pairs<'a>(
 
 /// Inserts the rerun execution (id `execution_id`, reserved by [`validate`]),
 /// its pairs and their dispatch rows in one statement
-/// ([`queries::WriteRerun`]); fills in `execution_id` and each pair's `message_id`.
+/// ([`queries::WriteExecution`]); fills in `execution_id` and each pair's `message_id`.
 fn write_rerun(
     conn: &mut PgConnection,
     request: &RerunRequest,
@@ -337,13 +338,15 @@ fn write_rerun(
         message_ids.push(message_id);
         queued.message_id = Some(message.message_id);
     }
-    queries::WriteRerun {
+    queries::WriteExecution {
         execution_id,
         plan_id: request.plan_id,
-        source_execution_id: accepted.source_execution_id,
+        kind: KIND_RERUN,
+        source_execution_id: Some(accepted.source_execution_id),
         requested_by: request.user_id,
         framework_type: &request.framework_type,
         requested_at,
+        message_type: MESSAGE_RERUN,
         correlation_id: context.correlation_id.as_deref(),
         scenario_ids: &scenario_ids,
         environment_ids: &environment_ids,

@@ -82,7 +82,10 @@ fn asyncapi_names_the_default_topology_of_the_service() {
         config.amqp.dead_letter_name().as_str()
     );
     let bindings = &doc["components"]["messages"]["scenarioRerun"]["bindings"]["amqp"];
-    assert_eq!(bindings["messageType"], plan_queue::amqp::MESSAGE_TYPE);
+    assert_eq!(
+        bindings["messageType"],
+        plan_queue::db::models::MESSAGE_RERUN
+    );
     assert_eq!(
         doc["operations"]["publishScenarioRerun"]["bindings"]["amqp"]["deliveryMode"],
         plan_queue::amqp::PERSISTENT
