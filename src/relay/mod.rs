@@ -82,6 +82,34 @@ impl Relay {
         }
     }
 
+    /// Publishes every due dispatch row now, round after round on a
+    /// connection of its own, until a claim finds nothing; returns the rows
+    /// claimed. The relay's work without its loop: for tests, which run one
+    /// relay pass instead of sleeping (zero-to-production's
+    /// `dispatch_all_pending_emails`, crates.io's `run_pending_background_jobs`).
+    ///
+    /// Errors: the broker cannot be reached, a connection failed mid-way, or
+    /// the database failed (rows not confirmed are released for a retry).
+    pub async fn publish_pending(&mut self) -> anyhow::Result<usize> {
+        let publisher = Publisher::connect(&self.amqp).await?;
+        let mut claimed = 0;
+        let mut prefetched = None;
+        loop {
+            let round = self.round(&publisher, prefetched.take()).await?;
+            claimed += round.claimed;
+            anyhow::ensure!(
+                !round.connection_failed,
+                "the broker connection failed during a relay pass"
+            );
+            prefetched = round.next;
+            if round.claimed == 0 && prefetched.is_none() {
+                break;
+            }
+        }
+        publisher.close().await;
+        Ok(claimed)
+    }
+
     /// Runs until shutdown: connect (with back-off), claim, publish, mark.
     /// At shutdown the batch in flight is finished (its confirms awaited) and
     /// one last round publishes what the final requests committed.

@@ -1,19 +1,7 @@
 //! The command line of the contract (section 4), run as a process.
 
-use crate::helpers::{test_config, JWT_SECRET};
+use crate::helpers::{plan_queue, test_config, JWT_SECRET};
 use std::process::{Command, Output};
-
-fn plan_queue(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_plan-queue"));
-    command
-        .args(args)
-        .env_remove("JWT_SECRET")
-        .env("RUST_LOG", "error");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().expect("run plan-queue")
-}
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()

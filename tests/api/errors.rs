@@ -1,14 +1,11 @@
 //! Every row of the contract's error table: status, code, message, and that
 //! nothing was written.
 
-use crate::helpers::{code, message, spawn_app, spawn_app_with, TestApp};
-use crate::security::{assert_no_leak, assert_refused as assert_refused_token};
+use crate::helpers::{
+    assert_no_leak, assert_token_refused, code, message, spawn_app, spawn_app_with, valid_rerun,
+    TestApp,
+};
 use serde_json::{json, Value};
-
-fn valid() -> Value {
-    json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM",
-           "scenarioEnvironmentPairs": [{"scenarioId": 111, "environmentId": 222}]})
-}
 
 /// Sends `body` as user 13 and asserts the status, code and exact message,
 /// and that no execution or dispatch row appeared.
@@ -35,7 +32,7 @@ async fn a_request_without_a_token_is_1009_with_a_bearer_challenge() {
     let app = spawn_app().await;
     let response = app
         .post_raw("/queue/rerun")
-        .json(&valid())
+        .json(&valid_rerun(false))
         .send()
         .await
         .unwrap();
@@ -66,7 +63,7 @@ async fn bad_tokens_are_1009_with_invalid_token() {
         .unwrap()
     };
     for token in [wrong_key.as_str(), expired.as_str(), "not-a-jwt", ""] {
-        assert_refused_token(&app, token, "a bad token").await;
+        assert_token_refused(&app, token, "a bad token").await;
     }
     assert_eq!(app.counts().await.1, 0);
 }
@@ -248,16 +245,20 @@ async fn access_is_denied_with_1010_for_each_reason() {
     let before = app.counts().await;
     // no PLAN_RUN
     let token = app.token(13, &["PLAN_VIEW"]);
-    let (status, body) = app.post("/queue/rerun", Some(&token), &valid()).await;
+    let (status, body) = app
+        .post("/queue/rerun", Some(&token), &valid_rerun(false))
+        .await;
     assert_eq!((status, code(&body)), (403, 1010));
     assert!(message(&body).starts_with("Access denied: "), "{body}");
     // subject is another user, without QUEUE_ADMIN
     let token = app.token(21, &["PLAN_RUN"]);
-    let (status, body) = app.post("/queue/rerun", Some(&token), &valid()).await;
+    let (status, body) = app
+        .post("/queue/rerun", Some(&token), &valid_rerun(false))
+        .await;
     assert_eq!((status, code(&body)), (403, 1010), "{body}");
     // user 55 is not a member of project 7 (plan 614), even as QUEUE_ADMIN caller
     let token = app.token(1, &["PLAN_RUN", "QUEUE_ADMIN"]);
-    let mut body = valid();
+    let mut body = valid_rerun(false);
     body["userId"] = json!(55);
     let (status, got) = app.post("/queue/rerun", Some(&token), &body).await;
     assert_eq!((status, code(&got)), (403, 1010), "{got}");
@@ -277,7 +278,7 @@ async fn an_unknown_or_inactive_user_is_1002() {
     let app = spawn_app().await;
     let admin = app.token(1, &["PLAN_RUN", "QUEUE_ADMIN"]);
     for user in [34, 424242] {
-        let mut body = valid();
+        let mut body = valid_rerun(false);
         body["userId"] = json!(user);
         let (status, got) = app.post("/queue/rerun", Some(&admin), &body).await;
         assert_eq!(
@@ -341,7 +342,7 @@ async fn an_unreachable_database_is_503_code_1011_with_retry_after_and_leaks_not
     let response = app
         .post_raw("/queue/rerun")
         .bearer_auth(&token)
-        .json(&valid())
+        .json(&valid_rerun(false))
         .send()
         .await
         .unwrap();
@@ -375,7 +376,7 @@ async fn an_internal_error_is_an_opaque_1099() {
     let app = spawn_app().await;
     app.sql("ALTER TABLE project_members RENAME TO project_members_gone")
         .await;
-    let (status, body) = app.rerun(&valid()).await;
+    let (status, body) = app.rerun(&valid_rerun(false)).await;
     assert_eq!(
         (status, code(&body), message(&body)),
         (500, 1099, "INTERNAL_SERVER_ERROR")
@@ -452,7 +453,7 @@ async fn content_types_other_than_json_are_415_code_1001() {
             .post_raw("/queue/rerun")
             .bearer_auth(&token)
             .header("content-type", content_type)
-            .body(valid().to_string())
+            .body(valid_rerun(false).to_string())
             .send()
             .await
             .unwrap();
@@ -467,7 +468,7 @@ async fn content_types_other_than_json_are_415_code_1001() {
         .post_raw("/queue/rerun")
         .bearer_auth(&token)
         .header("content-type", "application/json; charset=utf-8")
-        .body(valid().to_string())
+        .body(valid_rerun(false).to_string())
         .send()
         .await
         .unwrap();

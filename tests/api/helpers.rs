@@ -1,12 +1,11 @@
-//! A real server per test: its own PostgreSQL database (seeded with
-//! `fixtures/demo.json`) and its own exchange and queues on the machine's
+//! A real server per test: its own PostgreSQL database (a copy of the
+//! migrated template seeded with `fixtures/demo.json`, see `test_db`) and its own exchange and queues on the machine's
 //! RabbitMQ, all removed again when the [`TestApp`] is dropped.
 
 use diesel::prelude::*;
 use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
 use plan_queue::config::Config;
-use plan_queue::seed::Fixture;
 use plan_queue::startup::Application;
 use serde_json::Value;
 use std::sync::{Mutex, Once};
@@ -121,16 +120,12 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config();
     adjust(&mut config);
     let db_name = config.database.url.rsplit('/').next().unwrap().to_owned();
-    let url = config.database.url.clone();
-    let url_direct = url.clone();
-    tokio::task::spawn_blocking(move || {
-        plan_queue::db::migrate(&url).expect("migrate test database");
-        let fixture = Fixture::from_file(std::path::Path::new("fixtures/demo.json")).unwrap();
-        let mut conn = plan_queue::db::connect(&url).unwrap();
-        fixture.upsert(&mut conn).expect("seed demo fixture");
-    })
-    .await
-    .unwrap();
+    let url_direct = config.database.url.clone();
+    let server = env_or("TEST_DATABASE_SERVER", "postgres://postgres@127.0.0.1:5432");
+    let name = db_name.clone();
+    tokio::task::spawn_blocking(move || crate::test_db::create_from_template(&server, &name))
+        .await
+        .unwrap();
     let mut app = TestApp {
         address: String::new(),
         db_url: url_direct,
@@ -150,6 +145,26 @@ impl TestApp {
         let handle = application.handle();
         let task = tokio::spawn(application.run_until_stopped());
         self.running = Some(Running { handle, task });
+    }
+
+    /// Runs one relay pass over this app's outbox now (a relay of its own,
+    /// beside the app's): publishes every due dispatch row and returns how
+    /// many it claimed. Tests call it instead of sleeping for the relay.
+    pub async fn dispatch_all_pending(&self) -> usize {
+        let (_wakeup, (_stop, stopped)) = (
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+            tokio::sync::watch::channel(false),
+        );
+        let mut relay = plan_queue::relay::Relay::new(
+            self.config.amqp.clone(),
+            self.config.relay.clone(),
+            plan_queue::db::build_relay_pool(&self.db_url, 1, Duration::from_secs(5)),
+            _wakeup.clone(),
+            stopped,
+            Default::default(),
+            std::sync::Arc::new(plan_queue::metrics::Metrics::new().unwrap()),
+        );
+        relay.publish_pending().await.expect("a relay pass")
     }
 
     /// Stops the server gracefully and waits for it and its relay.
@@ -575,4 +590,88 @@ impl Drop for TestApp {
         });
         let _ = cleanup.join();
     }
+}
+
+/// A valid rerun of the demo fixture: plan 614, user 13, APPIUM, pair
+/// 111/222; `dry_run` sets `"dryRun": true`.
+pub fn valid_rerun(dry_run: bool) -> Value {
+    let mut body = serde_json::json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM",
+           "scenarioEnvironmentPairs": [{"scenarioId": 111, "environmentId": 222}]});
+    if dry_run {
+        body["dryRun"] = Value::Bool(true);
+    }
+    body
+}
+
+/// The `WWW-Authenticate` challenge of a token that came but was refused.
+pub const INVALID_TOKEN: &str = r#"Bearer error="invalid_token""#;
+
+/// Sends the valid dry-run rerun with `Authorization: Bearer <token>`.
+pub async fn send_with_token(app: &TestApp, token: &str) -> (u16, Option<String>, Value) {
+    let response = app
+        .post_raw("/queue/rerun")
+        .header("authorization", format!("Bearer {token}"))
+        .json(&valid_rerun(true))
+        .send()
+        .await
+        .unwrap();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let (status, body) = read(response).await;
+    (status, challenge, body)
+}
+
+/// 401 code 1009 with `error="invalid_token"`, and nothing written.
+pub async fn assert_token_refused(app: &TestApp, token: &str, what: &str) {
+    let before = app.counts().await;
+    let (status, challenge, body) = send_with_token(app, token).await;
+    assert_eq!((status, code(&body)), (401, 1009), "{what}: {body}");
+    assert_eq!(
+        message(&body),
+        "Full authentication is required to access this resource"
+    );
+    assert_eq!(challenge.as_deref(), Some(INVALID_TOKEN), "{what}");
+    assert_eq!(
+        app.counts().await,
+        before,
+        "{what}: a refused request wrote rows"
+    );
+}
+
+/// Texts no error body or log line may hold: SQL, file paths, stack traces.
+pub fn assert_no_leak(text: &str, secrets: &[&str]) {
+    for needle in [
+        "SELECT ",
+        "INSERT INTO",
+        "UPDATE ",
+        "DELETE FROM",
+        "stack backtrace",
+        "panicked at",
+        ".rs:",
+        "/work/",
+        "/tmp/",
+        "/home/",
+        "/root/",
+    ]
+    .iter()
+    .chain(secrets)
+    {
+        assert!(!text.contains(needle), "{needle:?} leaked in {text:?}");
+    }
+}
+
+/// Runs the `plan-queue` binary with `args` and `env` (`JWT_SECRET` removed
+/// unless given, `RUST_LOG=error`), waiting for it to exit. Blocking.
+pub fn plan_queue(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"));
+    command
+        .args(args)
+        .env_remove("JWT_SECRET")
+        .env("RUST_LOG", "error");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run plan-queue")
 }

@@ -15,3 +15,4 @@ mod operations;
 mod proxy;
 mod rerun;
 mod security;
+mod test_db;

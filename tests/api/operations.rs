@@ -189,13 +189,12 @@ async fn a_request_id_is_followed_from_the_request_log_line_to_the_relay() {
     );
 }
 
-/// Runs the `plan-queue` binary with `args`: exit success and stdout.
-async fn plan_queue(args: Vec<String>) -> (bool, String) {
+/// Runs the `plan-queue` binary with `args` off the executor: exit success
+/// and stdout.
+async fn run_plan_queue(args: Vec<String>) -> (bool, String) {
     tokio::task::spawn_blocking(move || {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"))
-            .args(&args)
-            .output()
-            .expect("plan-queue runs");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = crate::helpers::plan_queue(&args, &[]);
         (
             output.status.success(),
             String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -211,7 +210,7 @@ async fn smoke_passes_against_a_healthy_server_and_queues_nothing() {
     app.wait_ready(&app.address, 200).await;
     let before = app.counts().await;
     let token = app.token(13, &["PLAN_RUN"]);
-    let (ok, out) = plan_queue(vec![
+    let (ok, out) = run_plan_queue(vec![
         "smoke".into(),
         "--url".into(),
         app.address.clone(),
@@ -237,7 +236,7 @@ async fn smoke_passes_against_a_healthy_server_and_queues_nothing() {
 #[tokio::test]
 async fn smoke_fails_with_exit_1_and_says_which_check_failed() {
     let app = spawn_app_with(|c| c.amqp.url = DEAD_AMQP_URL.to_owned()).await;
-    let (ok, out) = plan_queue(vec![
+    let (ok, out) = run_plan_queue(vec![
         "smoke".into(),
         "--url".into(),
         app.address.clone(),

@@ -135,7 +135,7 @@ async fn a_dry_run_answers_what_would_be_queued_and_changes_nothing() {
         .iter()
         .all(|q| q["messageId"].is_null()));
     assert_eq!(app.counts().await, before);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.dispatch_all_pending().await, 0, "nothing to publish");
     assert!(app
         .drain("APPIUM", Duration::from_millis(300))
         .await

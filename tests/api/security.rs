@@ -2,7 +2,10 @@
 //! without the right, slow and oversized requests, hostile JSON, and what
 //! error bodies and logs must never show (issue 4).
 
-use crate::helpers::{code, logs, message, read, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{
+    assert_no_leak, assert_token_refused, code, logs, message, read, send_with_token, spawn_app,
+    spawn_app_with, valid_rerun, TestApp,
+};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use plan_queue::config::Config;
@@ -18,12 +21,6 @@ const RSA_A_PUBLIC: &str = "tests/keys/rsa-a.public.pem";
 const RSA_B_PRIVATE: &str = "tests/keys/rsa-b.private.pem";
 const EC_PRIVATE: &str = "tests/keys/ec-p256.private.pem";
 const EC_PUBLIC: &str = "tests/keys/ec-p256.public.pem";
-const INVALID_TOKEN: &str = r#"Bearer error="invalid_token""#;
-
-fn valid() -> Value {
-    json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "dryRun": true,
-           "scenarioEnvironmentPairs": [{"scenarioId": 111, "environmentId": 222}]})
-}
 
 fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
@@ -68,43 +65,9 @@ async fn rs256_app() -> TestApp {
     .await
 }
 
-/// Sends the valid (dry-run) body with `Authorization: Bearer <token>`.
-async fn send(app: &TestApp, token: &str) -> (u16, Option<String>, Value) {
-    let response = app
-        .post_raw("/queue/rerun")
-        .header("authorization", format!("Bearer {token}"))
-        .json(&valid())
-        .send()
-        .await
-        .unwrap();
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let (status, body) = read(response).await;
-    (status, challenge, body)
-}
-
 async fn assert_accepted(app: &TestApp, token: &str, what: &str) {
-    let (status, _, body) = send(app, token).await;
+    let (status, _, body) = send_with_token(app, token).await;
     assert_eq!((status, code(&body)), (200, 0), "{what}: {body}");
-}
-
-/// 401 code 1009 with `error="invalid_token"`, and nothing written.
-pub async fn assert_refused(app: &TestApp, token: &str, what: &str) {
-    let before = app.counts().await;
-    let (status, challenge, body) = send(app, token).await;
-    assert_eq!((status, code(&body)), (401, 1009), "{what}: {body}");
-    assert_eq!(
-        message(&body),
-        "Full authentication is required to access this resource"
-    );
-    assert_eq!(challenge.as_deref(), Some(INVALID_TOKEN), "{what}");
-    assert_eq!(
-        app.counts().await,
-        before,
-        "{what}: a refused request wrote rows"
-    );
 }
 
 // ---------------------------------------------------------------- tokens
@@ -114,11 +77,11 @@ async fn an_rs256_deployment_accepts_its_key_and_refuses_every_other() {
     let app = rs256_app().await;
     let with = |algorithm, key| sign(algorithm, None, &rsa(key), &claims());
     assert_accepted(&app, &with(Algorithm::RS256, RSA_A_PRIVATE), "key A").await;
-    assert_refused(&app, &with(Algorithm::RS256, RSA_B_PRIVATE), "key B").await;
+    assert_token_refused(&app, &with(Algorithm::RS256, RSA_B_PRIVATE), "key B").await;
     let hs256 = app.token(13, &["PLAN_RUN"]);
-    assert_refused(&app, &hs256, "an HS256 token of the test secret").await;
+    assert_token_refused(&app, &hs256, "an HS256 token of the test secret").await;
     // RS512 with the right key: the family is right, the pinned algorithm is not
-    assert_refused(&app, &with(Algorithm::RS512, RSA_A_PRIVATE), "RS512").await;
+    assert_token_refused(&app, &with(Algorithm::RS512, RSA_A_PRIVATE), "RS512").await;
 }
 
 #[tokio::test]
@@ -126,10 +89,10 @@ async fn hs256_signed_with_the_rsa_public_key_as_secret_is_refused() {
     let app = rs256_app().await;
     let public_pem = std::fs::read(RSA_A_PUBLIC).unwrap();
     let forged = hs256_keyed_with(&public_pem);
-    assert_refused(&app, &forged, "HS256 keyed with the PEM").await;
+    assert_token_refused(&app, &forged, "HS256 keyed with the PEM").await;
     let trimmed = String::from_utf8(public_pem).unwrap();
     let forged = hs256_keyed_with(trimmed.trim().as_bytes());
-    assert_refused(&app, &forged, "HS256 keyed with the trimmed PEM").await;
+    assert_token_refused(&app, &forged, "HS256 keyed with the trimmed PEM").await;
 }
 
 #[tokio::test]
@@ -142,10 +105,10 @@ async fn an_es256_deployment_accepts_its_key_only() {
     let ec = EncodingKey::from_ec_pem(&std::fs::read(EC_PRIVATE).unwrap()).unwrap();
     assert_accepted(&app, &sign(Algorithm::ES256, None, &ec, &claims()), "ES256").await;
     let rs256 = sign(Algorithm::RS256, None, &rsa(RSA_A_PRIVATE), &claims());
-    assert_refused(&app, &rs256, "RS256").await;
+    assert_token_refused(&app, &rs256, "RS256").await;
     let public_pem = std::fs::read(EC_PUBLIC).unwrap();
     let forged = hs256_keyed_with(&public_pem);
-    assert_refused(&app, &forged, "HS256 keyed with the EC PEM").await;
+    assert_token_refused(&app, &forged, "HS256 keyed with the EC PEM").await;
 }
 
 #[tokio::test]
@@ -159,8 +122,8 @@ async fn alg_none_is_refused() {
             format!("{header}.{payload}."),
             format!("{header}.{payload}"),
         ] {
-            assert_refused(&hs, &token, alg).await;
-            assert_refused(&rs, &token, alg).await;
+            assert_token_refused(&hs, &token, alg).await;
+            assert_token_refused(&rs, &token, alg).await;
         }
     }
 }
@@ -177,15 +140,15 @@ async fn expiry_and_not_before_are_checked_with_the_leeway() {
         sign(Algorithm::HS256, None, &key, &c)
     };
     let t = now();
-    assert_refused(&app, &with(json!({"exp": t - 120})), "expired 120 s ago").await;
-    assert_refused(&app, &with(json!({"exp": 0})), "exp 0").await;
+    assert_token_refused(&app, &with(json!({"exp": t - 120})), "expired 120 s ago").await;
+    assert_token_refused(&app, &with(json!({"exp": 0})), "exp 0").await;
     assert_accepted(
         &app,
         &with(json!({"exp": t - 20})),
         "expired 20 s ago, within the leeway",
     )
     .await;
-    assert_refused(&app, &with(json!({"nbf": t + 600})), "nbf in 10 minutes").await;
+    assert_token_refused(&app, &with(json!({"nbf": t + 600})), "nbf in 10 minutes").await;
     assert_accepted(
         &app,
         &with(json!({"nbf": t + 20})),
@@ -218,13 +181,13 @@ async fn fractional_exp_nbf_and_iat_are_accepted_and_compared_as_sent() {
     )
     .await;
     assert_accepted(&app, &hs256_with(json!({"iat": -1.5})), "iat before 1970").await;
-    assert_refused(
+    assert_token_refused(
         &app,
         &hs256_with(json!({"exp": t - 60.5})),
         "half a second past exp + leeway",
     )
     .await;
-    assert_refused(
+    assert_token_refused(
         &app,
         &hs256_with(json!({"nbf": t + 120.5})),
         "fractional nbf two minutes ahead",
@@ -241,7 +204,7 @@ async fn fractional_exp_nbf_and_iat_are_accepted_and_compared_as_sent() {
         ),
         ("iat a string", json!({"iat": t.to_string()})),
     ] {
-        assert_refused(&app, &hs256_with(extra), what).await;
+        assert_token_refused(&app, &hs256_with(extra), what).await;
     }
 }
 
@@ -281,7 +244,7 @@ async fn exp_or_nbf_as_strings_or_missing_exp_are_refused() {
         ),
     ];
     for (what, claims) in cases {
-        assert_refused(&app, &sign(Algorithm::HS256, None, &key, &claims), what).await;
+        assert_token_refused(&app, &sign(Algorithm::HS256, None, &key, &claims), what).await;
     }
 }
 
@@ -311,21 +274,21 @@ async fn a_wrong_or_missing_issuer_or_audience_is_refused_when_configured() {
         "aud list",
     )
     .await;
-    assert_refused(
+    assert_token_refused(
         &app,
         &token(json!("https://evil.example"), aud.clone()),
         "wrong iss",
     )
     .await;
-    assert_refused(&app, &token(Value::Null, aud.clone()), "no iss").await;
-    assert_refused(
+    assert_token_refused(&app, &token(Value::Null, aud.clone()), "no iss").await;
+    assert_token_refused(
         &app,
         &token(iss.clone(), json!("other-service")),
         "wrong aud",
     )
     .await;
-    assert_refused(&app, &token(iss.clone(), Value::Null), "no aud").await;
-    assert_refused(&app, &token(json!(42), aud), "iss a number").await;
+    assert_token_refused(&app, &token(iss.clone(), Value::Null), "no aud").await;
+    assert_token_refused(&app, &token(json!(42), aud), "iss a number").await;
 }
 
 /// A JWKS file of RSA key A under `kid` "a" (and key B under "b" when `with_b`).
@@ -354,9 +317,9 @@ async fn a_jwks_picks_the_key_by_kid_refuses_unknown_kids_and_follows_rotation()
     let (a, b) = (rsa(RSA_A_PRIVATE), rsa(RSA_B_PRIVATE));
     let rs = |kid: Option<&str>, key: &EncodingKey| sign(Algorithm::RS256, kid, key, &claims());
     assert_accepted(&app, &rs(Some("a"), &a), "kid a").await;
-    assert_refused(&app, &rs(Some("b"), &b), "unknown kid b").await;
-    assert_refused(&app, &rs(None, &a), "no kid").await;
-    assert_refused(&app, &rs(Some("a"), &b), "kid a, key B").await;
+    assert_token_refused(&app, &rs(Some("b"), &b), "unknown kid b").await;
+    assert_token_refused(&app, &rs(None, &a), "no kid").await;
+    assert_token_refused(&app, &rs(Some("a"), &b), "kid a, key B").await;
     // rotation: key B is published; the changed file is read again
     write_jwks(&path, true);
     assert_accepted(&app, &rs(Some("b"), &b), "kid b after rotation").await;
@@ -375,11 +338,11 @@ async fn a_tampered_payload_or_oversized_token_is_refused() {
     let mut forged = claims();
     forged["authorities"] = json!(["PLAN_RUN", "QUEUE_ADMIN"]);
     parts[1] = b64(forged.to_string().as_bytes());
-    assert_refused(&app, &parts.join("."), "payload with QUEUE_ADMIN added").await;
+    assert_token_refused(&app, &parts.join("."), "payload with QUEUE_ADMIN added").await;
     let mut flipped = token.clone().into_bytes();
     let last = flipped.len() - 1;
     flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
-    assert_refused(
+    assert_token_refused(
         &app,
         &String::from_utf8(flipped).unwrap(),
         "signature changed",
@@ -388,14 +351,14 @@ async fn a_tampered_payload_or_oversized_token_is_refused() {
     let mut big = claims();
     big["padding"] = json!("x".repeat(9 * 1024));
     let key = EncodingKey::from_secret(crate::helpers::JWT_SECRET.as_bytes());
-    assert_refused(
+    assert_token_refused(
         &app,
         &sign(Algorithm::HS256, None, &key, &big),
         "token over 8 KiB",
     )
     .await;
     for junk in ["a.b.c", "....", "Ünïcödé", "%00%00"] {
-        assert_refused(&app, junk, junk).await;
+        assert_token_refused(&app, junk, junk).await;
     }
 }
 
@@ -405,7 +368,7 @@ async fn a_token_for_a_deleted_user_is_1002() {
     let token = app.token(21, &["PLAN_RUN"]);
     app.sql("UPDATE executions SET requested_by = 13 WHERE requested_by = 21; DELETE FROM users WHERE id = 21")
         .await;
-    let mut body = valid();
+    let mut body = valid_rerun(true);
     body["userId"] = json!(21);
     let (status, got) = app.post("/queue/rerun", Some(&token), &body).await;
     assert_eq!(
@@ -442,22 +405,30 @@ async fn several_or_no_token_key_sources_refuse_to_start() {
 async fn queue_admin_may_rerun_for_another_user_and_plan_run_alone_may_not() {
     let app = spawn_app().await;
     let admin = app.token(1, &["PLAN_RUN", "QUEUE_ADMIN"]);
-    let (status, body) = app.post("/queue/rerun", Some(&admin), &valid()).await;
+    let (status, body) = app
+        .post("/queue/rerun", Some(&admin), &valid_rerun(true))
+        .await;
     assert_eq!((status, code(&body)), (200, 0), "{body}");
     let admin_without_plan_run = app.token(1, &["QUEUE_ADMIN"]);
     let (status, body) = app
-        .post("/queue/rerun", Some(&admin_without_plan_run), &valid())
+        .post(
+            "/queue/rerun",
+            Some(&admin_without_plan_run),
+            &valid_rerun(true),
+        )
         .await;
     assert_eq!((status, code(&body)), (403, 1010), "{body}");
     let other = app.token(21, &["PLAN_RUN"]);
-    let (status, body) = app.post("/queue/rerun", Some(&other), &valid()).await;
+    let (status, body) = app
+        .post("/queue/rerun", Some(&other), &valid_rerun(true))
+        .await;
     assert_eq!((status, code(&body)), (403, 1010), "{body}");
 }
 
 #[tokio::test]
 async fn a_non_member_acting_for_itself_is_1010_and_an_inactive_user_1002() {
     let app = spawn_app().await;
-    let mut body = valid();
+    let mut body = valid_rerun(true);
     body["userId"] = json!(55); // member of project 8 only; plan 614 is project 7's
     let (status, got) = app
         .post("/queue/rerun", Some(&app.token(55, &["PLAN_RUN"])), &body)
@@ -526,7 +497,7 @@ fn host_port(app: &TestApp) -> String {
 /// A good request is answered promptly while slow clients hold connections.
 async fn assert_served_promptly(app: &TestApp) {
     let started = Instant::now();
-    let (status, body) = app.rerun(&valid()).await;
+    let (status, body) = app.rerun(&valid_rerun(true)).await;
     assert_eq!((status, code(&body)), (200, 0), "{body}");
     assert!(
         started.elapsed() < Duration::from_millis(1500),
@@ -561,7 +532,7 @@ async fn slow_headers_get_408_while_other_clients_are_served() {
 async fn a_slow_body_gets_408_code_1001_while_other_clients_are_served() {
     let app = spawn_app_with(|c| c.http.body_read_timeout = Duration::from_millis(800)).await;
     let token = app.token(13, &["PLAN_RUN"]);
-    let body = valid().to_string();
+    let body = valid_rerun(true).to_string();
     let mut stream = TcpStream::connect(host_port(&app)).await.unwrap();
     let head = format!(
         "POST /queue/rerun HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
@@ -600,7 +571,7 @@ async fn headers_over_the_limit_are_431_and_the_server_keeps_serving() {
         .post_raw("/queue/rerun")
         .bearer_auth(&token)
         .header("x-padding", "p".repeat(5000))
-        .json(&valid())
+        .json(&valid_rerun(true))
         .send()
         .await
         .unwrap();
@@ -710,38 +681,18 @@ async fn hostile_json_is_1001_and_never_a_server_error() {
 
 // ---------------------------------------------------------------- leaks
 
-/// Texts no error body or log line may hold: SQL, file paths, stack traces.
-pub fn assert_no_leak(text: &str, secrets: &[&str]) {
-    for needle in [
-        "SELECT ",
-        "INSERT INTO",
-        "UPDATE ",
-        "DELETE FROM",
-        "stack backtrace",
-        "panicked at",
-        ".rs:",
-        "/work/",
-        "/tmp/",
-        "/home/",
-        "/root/",
-    ]
-    .iter()
-    .chain(secrets)
-    {
-        assert!(!text.contains(needle), "{needle:?} leaked in {text:?}");
-    }
-}
-
 #[tokio::test]
 async fn a_500_leaks_no_sql_path_secret_or_token_in_body_or_logs() {
     let app = spawn_app().await;
     app.sql("ALTER TABLE users RENAME TO users_gone").await;
     let token = app.token(13, &["PLAN_RUN"]);
     let bad_token = format!("{}x", app.token(13, &["PLAN_RUN", "QUEUE_ADMIN"]));
-    let (status, body) = app.post("/queue/rerun", Some(&token), &valid()).await;
+    let (status, body) = app
+        .post("/queue/rerun", Some(&token), &valid_rerun(true))
+        .await;
     assert_eq!((status, code(&body)), (500, 1099));
     assert_eq!(message(&body), "INTERNAL_SERVER_ERROR");
-    let (status, _, _) = send(&app, &bad_token).await;
+    let (status, _, _) = send_with_token(&app, &bad_token).await;
     assert_eq!(status, 401);
     let secrets = [
         crate::helpers::JWT_SECRET,

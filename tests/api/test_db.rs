@@ -1,0 +1,103 @@
+//! Test databases cloned from a template (the pattern of crates.io's
+//! `crates_io_test_db`): the migrations and the demo fixture are applied
+//! once, to a template database named after a hash of `migrations/` and
+//! `fixtures/demo.json`, and every test gets a copy of it
+//! (`CREATE DATABASE … TEMPLATE …`), which costs a file copy instead of six
+//! migrations and a seed.
+//!
+//! The template stays on the server as a cache for the next run; a change of
+//! a migration or of the fixture makes a new one (older ones can be dropped
+//! with `DROP DATABASE plan_queue_template_…`). Test processes running at
+//! the same time build it once, under an advisory lock.
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use plan_queue::seed::Fixture;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// The template of this code's migrations and fixture, built on first use.
+fn template(server: &str) -> &'static str {
+    static TEMPLATE: OnceLock<String> = OnceLock::new();
+    TEMPLATE.get_or_init(|| build_template(server))
+}
+
+/// A hash of every file of `migrations/` and of the demo fixture.
+fn content_hash() -> u64 {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir("migrations")
+        .expect("migrations/")
+        .flat_map(|dir| {
+            let dir = dir.expect("migration directory").path();
+            std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .map(|f| f.expect("migration file").path())
+        })
+        .collect();
+    files.sort();
+    files.push("fixtures/demo.json".into());
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for file in files {
+        file.hash(&mut hasher);
+        std::fs::read(&file).expect("readable").hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn build_template(server: &str) -> String {
+    let name = format!("plan_queue_template_{:016x}", content_hash());
+    let mut admin = plan_queue::db::connect(&format!("{server}/postgres")).expect("admin");
+    admin
+        .batch_execute("SELECT pg_advisory_lock(hashtext('plan_queue_test_template'))")
+        .expect("template lock");
+    if !database_exists(&mut admin, &name) {
+        let building = format!("{name}_building");
+        admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"
+            ))
+            .expect("drop a half-built template");
+        let url = format!("{server}/{building}");
+        plan_queue::db::migrate(&url).expect("migrate the template");
+        let fixture = Fixture::from_file(Path::new("fixtures/demo.json")).expect("fixture");
+        let mut conn = plan_queue::db::connect(&url).expect("template connection");
+        fixture.upsert(&mut conn).expect("seed the template");
+        drop(conn);
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE \"{building}\" RENAME TO \"{name}\"; \
+                 ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS false"
+            ))
+            .expect("publish the template");
+    }
+    admin
+        .batch_execute("SELECT pg_advisory_unlock(hashtext('plan_queue_test_template'))")
+        .expect("template unlock");
+    name
+}
+
+fn database_exists(conn: &mut PgConnection, name: &str) -> bool {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        found: bool,
+    }
+    diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS found")
+        .bind::<diesel::sql_types::Text, _>(name)
+        .get_result::<Found>(conn)
+        .expect("look up databases")
+        .found
+}
+
+/// Creates database `name` on `server` (`postgres://…:5432`, no database) as
+/// a copy of the migrated and seeded template. Blocking.
+pub fn create_from_template(server: &str, name: &str) {
+    let template = template(server);
+    let mut admin = plan_queue::db::connect(&format!("{server}/postgres")).expect("admin");
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+        ))
+        .expect("clone the template database");
+}
