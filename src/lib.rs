@@ -19,6 +19,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod relay;
 pub mod routes;
+pub mod runner;
 pub mod seed;
 pub mod service;
 pub mod smoke;

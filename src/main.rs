@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use plan_queue::config::Config;
+use plan_queue::runner::{self, RunnerOptions};
 use plan_queue::smoke::{self, SmokeOptions};
 use plan_queue::startup::Application;
 use plan_queue::{auth, db, seed};
@@ -46,6 +47,9 @@ enum Command {
     /// rerun that must validate, an unknown plan that must answer 1000.
     /// Triggers no test run. Exit status 0 when every check passes, else 1.
     Smoke(SmokeOptions),
+    /// Consume <exchange>.<T>, run a command per pair, publish its results
+    /// to <exchange>.results (contract, section 12). For tests and demos.
+    Runner(RunnerOptions),
 }
 
 fn main() {
@@ -103,6 +107,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Smoke(options) => run_smoke(options),
+        Command::Runner(options) => {
+            let config = Config::from_env()?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(runner::run(config.amqp, options))
+        }
     }
 }
 

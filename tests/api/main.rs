@@ -14,5 +14,6 @@ mod nothing_lost;
 mod operations;
 mod proxy;
 mod rerun;
+mod runner;
 mod security;
 mod test_db;

@@ -1,0 +1,557 @@
+//! `plan-queue runner` (contract, section 12): a runner for tests, demos and
+//! smoke tests, and an example for runner authors to copy.
+//!
+//! It consumes the quorum queue `<exchange>.<T>` of one framework type with
+//! manual acknowledgements and a prefetch of `--concurrency`, and for each
+//! `scenario.run` / `scenario.rerun` message:
+//! 1. skips it (acknowledged) when its `messageId` was already reported by
+//!    this process — delivery is at least once;
+//! 2. publishes a `RUNNING` result to the fanout exchange `<exchange>.results`;
+//! 3. runs `--command` through `sh -c` with the message's fields in the
+//!    environment (`PQ_MESSAGE_ID`, `PQ_EXECUTION_ID`, `PQ_PLAN_ID`,
+//!    `PQ_SCENARIO_ID`, `PQ_ENVIRONMENT_ID`, `PQ_ATTEMPT`,
+//!    `PQ_FRAMEWORK_TYPE`, `PQ_SCENARIO_NAME`, `PQ_ENVIRONMENT_NAME`,
+//!    `PQ_PLATFORM`, `PQ_VERSION`) and the body on standard input; without
+//!    a command every pair passes;
+//! 4. publishes `PASSED` (exit status 0), `FAILED` (any other) or `ERROR`
+//!    (cannot start, or still running after `--timeout-secs`), with
+//!    `durationMs` and the last 4 KiB of its output as `detail`;
+//! 5. acknowledges the message only after the broker confirmed that result.
+//!
+//! A message whose body is not a run message is rejected without requeue
+//! (dead-lettered). The runner reconnects with back-off when the connection
+//! drops; unacknowledged messages are delivered again.
+
+use crate::config::AmqpConfig;
+use crate::domain::RerunMessage;
+use anyhow::Context;
+use chrono::{SecondsFormat, Utc};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use serde::Serialize;
+use std::collections::{HashSet, VecDeque};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// AMQP `type` of a result message (contract, section 9).
+pub const RESULT_TYPE: &str = "scenario.result";
+/// Bytes of the command's output kept as `detail` (contract, section 12).
+pub const DETAIL_BYTES: usize = 4096;
+/// Message ids remembered for de-duplication.
+const REMEMBERED: usize = 100_000;
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+
+/// The options of `plan-queue runner`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunnerOptions {
+    /// The framework type whose queue `<exchange>.<T>` is consumed.
+    #[arg(long)]
+    pub framework_type: String,
+    /// Shell command run for each pair (`sh -c`); exit 0 passes. Without it every pair passes.
+    #[arg(long)]
+    pub command: Option<String>,
+    /// Pairs run at the same time (also the prefetch).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// Seconds a command may run before it is killed and reported as ERROR.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout_secs: u64,
+}
+
+/// The body of a result message (contract, section 9).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultMessage {
+    pub message_id: String,
+    pub execution_id: i64,
+    pub scenario_id: i64,
+    pub environment_id: i64,
+    pub attempt: i32,
+    /// `RUNNING`, `PASSED`, `FAILED` or `ERROR`.
+    pub status: &'static str,
+    /// RFC 3339 UTC.
+    pub at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ResultMessage {
+    fn new(run: &RerunMessage, status: &'static str) -> Self {
+        ResultMessage {
+            message_id: run.message_id.clone(),
+            execution_id: run.execution_id,
+            scenario_id: run.scenario_id,
+            environment_id: run.environment_id,
+            attempt: run.attempt,
+            status,
+            at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            duration_ms: None,
+            detail: None,
+        }
+    }
+}
+
+/// What running the command gave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// `PASSED`, `FAILED` or `ERROR`.
+    pub status: &'static str,
+    pub duration_ms: u64,
+    /// The last [`DETAIL_BYTES`] of the output (stdout then stderr), if any.
+    pub detail: Option<String>,
+}
+
+/// Message ids already reported, oldest forgotten first.
+#[derive(Default)]
+struct Reported {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Reported {
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn insert(&mut self, id: String) {
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+            if self.order.len() > REMEMBERED {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Consumes until SIGINT/SIGTERM, reconnecting with back-off.
+///
+/// Errors: `--framework-type` is not one of `FRAMEWORK_TYPES`.
+pub async fn run(amqp: AmqpConfig, options: RunnerOptions) -> anyhow::Result<()> {
+    let framework_type = options.framework_type.to_ascii_uppercase();
+    anyhow::ensure!(
+        amqp.framework_types.contains(&framework_type),
+        "--framework-type {framework_type} is not one of FRAMEWORK_TYPES ({})",
+        amqp.framework_types.join(",")
+    );
+    let options = Arc::new(RunnerOptions {
+        framework_type,
+        ..options
+    });
+    let reported = Arc::new(Mutex::new(Reported::default()));
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let session = consume(&amqp, &options, &reported);
+        tokio::select! {
+            result = session => {
+                match result {
+                    Ok(()) => log::warn!("runner: the broker closed the consumer; reconnecting"),
+                    Err(e) => log::warn!("runner: {e:#}; reconnecting in {delay:?}"),
+                }
+            }
+            _ = shutdown_signal() => {
+                log::info!("runner stopped; unacknowledged messages will be delivered again");
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// One connection: consume until it fails.
+async fn consume(
+    amqp: &AmqpConfig,
+    options: &Arc<RunnerOptions>,
+    reported: &Arc<Mutex<Reported>>,
+) -> anyhow::Result<()> {
+    let properties =
+        ConnectionProperties::default().with_connection_name("plan-queue runner".into());
+    let connection = tokio::time::timeout(
+        amqp.publish_timeout,
+        Connection::connect(&amqp.url, properties),
+    )
+    .await
+    .context("connecting to RabbitMQ timed out")?
+    .context("cannot connect to RabbitMQ")?;
+    let results = results_exchange(&amqp.exchange);
+    let publisher = connection.create_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    publisher
+        .exchange_declare(
+            results.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("declaring exchange {results}"))?;
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(options.concurrency, BasicQosOptions::default())
+        .await?;
+    let queue = amqp.queue_name(&options.framework_type);
+    let mut deliveries = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "plan-queue-runner".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("consuming {queue}"))?;
+    log::info!("runner: consuming {queue}, results to {results}");
+    let limit = Arc::new(tokio::sync::Semaphore::new(usize::from(
+        options.concurrency,
+    )));
+    while let Some(delivery) = deliveries.next().await {
+        let delivery = delivery.context("the consumer failed")?;
+        let permit = limit.clone().acquire_owned().await?;
+        let job = Job {
+            publisher: publisher.clone(),
+            results: results.clone(),
+            options: options.clone(),
+            reported: reported.clone(),
+            timeout: amqp.publish_timeout,
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = job.handle(delivery).await {
+                log::warn!("runner: {e:#}; the message will be delivered again");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// `<exchange>.results`, the fanout exchange of results (contract, section 9).
+pub fn results_exchange(exchange: &str) -> String {
+    format!("{exchange}.results")
+}
+
+struct Job {
+    publisher: Channel,
+    results: String,
+    options: Arc<RunnerOptions>,
+    reported: Arc<Mutex<Reported>>,
+    timeout: Duration,
+}
+
+impl Job {
+    async fn handle(&self, delivery: lapin::message::Delivery) -> anyhow::Result<()> {
+        let run: RerunMessage = match serde_json::from_slice(&delivery.data) {
+            Ok(run) => run,
+            Err(e) => {
+                log::warn!("runner: not a run message, dead-lettered: {e}");
+                delivery
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await?;
+                return Ok(());
+            }
+        };
+        let already = self
+            .reported
+            .lock()
+            .map(|r| r.contains(&run.message_id))
+            .unwrap_or(false);
+        if already {
+            log::info!(
+                "runner: message {} already reported, skipped",
+                run.message_id
+            );
+            delivery.ack(BasicAckOptions::default()).await?;
+            return Ok(());
+        }
+        self.publish(&ResultMessage::new(&run, "RUNNING")).await?;
+        let outcome = execute(&self.options, &run, &delivery.data).await;
+        let mut result = ResultMessage::new(&run, outcome.status);
+        result.duration_ms = Some(outcome.duration_ms);
+        result.detail = outcome.detail;
+        self.publish(&result).await?;
+        if let Ok(mut reported) = self.reported.lock() {
+            reported.insert(run.message_id.clone());
+        }
+        delivery.ack(BasicAckOptions::default()).await?;
+        log::info!(
+            "runner: scenario {} on environment {} attempt {}: {} (message {})",
+            run.scenario_id,
+            run.environment_id,
+            run.attempt,
+            result.status,
+            run.message_id
+        );
+        Ok(())
+    }
+
+    /// Publishes `result` (persistent, mandatory) and waits for its confirm.
+    async fn publish(&self, result: &ResultMessage) -> anyhow::Result<()> {
+        let body = serde_json::to_vec(result)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let properties = BasicProperties::default()
+            .with_delivery_mode(crate::amqp::PERSISTENT)
+            .with_content_type("application/json".into())
+            .with_type(RESULT_TYPE.into())
+            .with_message_id(id.as_str().into())
+            .with_app_id("plan-queue runner".into());
+        let confirm = tokio::time::timeout(self.timeout, async {
+            self.publisher
+                .basic_publish(
+                    self.results.as_str().into(),
+                    "".into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &body,
+                    properties,
+                )
+                .await?
+                .await
+        })
+        .await
+        .context("publishing a result timed out")?
+        .context("publishing a result failed")?;
+        match confirm {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                anyhow::bail!(
+                    "result returned by the broker: {} {}",
+                    returned.reply_code,
+                    returned.reply_text
+                )
+            }
+            other => anyhow::bail!("result not confirmed: {other:?}"),
+        }
+    }
+}
+
+/// Runs the command for `run` (or passes at once without one).
+pub async fn execute(options: &RunnerOptions, run: &RerunMessage, body: &[u8]) -> Outcome {
+    let started = Instant::now();
+    let Some(command) = &options.command else {
+        return Outcome {
+            status: "PASSED",
+            duration_ms: 0,
+            detail: None,
+        };
+    };
+    let finished = run_command(
+        command,
+        run,
+        body,
+        Duration::from_secs(options.timeout_secs),
+    )
+    .await;
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let (status, output) = match finished {
+        Ok((true, output)) => ("PASSED", output),
+        Ok((false, output)) => ("FAILED", output),
+        Err(e) => ("ERROR", format!("{e:#}").into_bytes()),
+    };
+    Outcome {
+        status,
+        duration_ms,
+        detail: tail(&output),
+    }
+}
+
+/// `sh -c command` with the message in its environment and on stdin; the
+/// exit status (true for 0) and the output (stdout then stderr). Errors: it
+/// cannot start, or runs past `timeout` (then it is killed).
+async fn run_command(
+    command: &str,
+    run: &RerunMessage,
+    body: &[u8],
+    timeout: Duration,
+) -> anyhow::Result<(bool, Vec<u8>)> {
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .envs(environment(run))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("the command cannot start")?;
+    let mut stdin = child.stdin.take();
+    let body = body.to_vec();
+    let feed = async move {
+        if let Some(stdin) = stdin.as_mut() {
+            // a command that does not read its input closes the pipe early
+            let _ = stdin.write_all(&body).await;
+        }
+        drop(stdin);
+    };
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let mut stderr = child.stderr.take().context("no stderr")?;
+    let work = async {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (_, read_out, read_err, status) = tokio::join!(
+            feed,
+            stdout.read_to_end(&mut out),
+            stderr.read_to_end(&mut err),
+            child.wait()
+        );
+        read_out?;
+        read_err?;
+        out.extend_from_slice(&err);
+        anyhow::Ok((status?.success(), out))
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!(
+            "the command ran past {} s and was killed",
+            timeout.as_secs()
+        ),
+    }
+}
+
+/// The `PQ_*` variables of a message (contract, section 12).
+pub fn environment(run: &RerunMessage) -> Vec<(&'static str, String)> {
+    vec![
+        ("PQ_MESSAGE_ID", run.message_id.clone()),
+        ("PQ_EXECUTION_ID", run.execution_id.to_string()),
+        ("PQ_PLAN_ID", run.plan_id.to_string()),
+        ("PQ_SCENARIO_ID", run.scenario_id.to_string()),
+        ("PQ_ENVIRONMENT_ID", run.environment_id.to_string()),
+        ("PQ_ATTEMPT", run.attempt.to_string()),
+        ("PQ_FRAMEWORK_TYPE", run.framework_type.clone()),
+        ("PQ_SCENARIO_NAME", run.scenario.name.clone()),
+        ("PQ_ENVIRONMENT_NAME", run.environment.name.clone()),
+        ("PQ_PLATFORM", run.environment.platform.clone()),
+        ("PQ_VERSION", run.environment.version.clone()),
+    ]
+}
+
+/// The last [`DETAIL_BYTES`] of `output` as text (cut at a character
+/// boundary), or `None` when empty.
+fn tail(output: &[u8]) -> Option<String> {
+    if output.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(output);
+    let mut start = text.len().saturating_sub(DETAIL_BYTES);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    Some(text[start..].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EnvironmentInfo, ScenarioInfo};
+
+    fn message() -> RerunMessage {
+        RerunMessage {
+            message_id: "m-1".into(),
+            execution_id: 5012,
+            source_execution_id: 4980,
+            plan_id: 614,
+            user_id: 13,
+            framework_type: "APPIUM".into(),
+            scenario_id: 111,
+            environment_id: 222,
+            attempt: 2,
+            requested_at: "2026-11-30T09:00:00Z".into(),
+            scenario: ScenarioInfo {
+                name: "Login".into(),
+            },
+            environment: EnvironmentInfo {
+                name: "Pixel 8".into(),
+                platform: "ANDROID".into(),
+                version: "14".into(),
+            },
+        }
+    }
+
+    fn options(command: Option<&str>, timeout_secs: u64) -> RunnerOptions {
+        RunnerOptions {
+            framework_type: "APPIUM".into(),
+            command: command.map(str::to_owned),
+            concurrency: 1,
+            timeout_secs,
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_command_every_pair_passes() {
+        let outcome = execute(&options(None, 5), &message(), b"{}").await;
+        assert_eq!(outcome.status, "PASSED");
+    }
+
+    #[tokio::test]
+    async fn exit_status_decides_and_the_command_sees_the_message() {
+        let run = message();
+        let command = r#"read body; echo "$PQ_SCENARIO_ID/$PQ_ENVIRONMENT_ID/$PQ_ATTEMPT $PQ_ENVIRONMENT_NAME $body"; test "$PQ_SCENARIO_ID" = 112"#;
+        let outcome = execute(&options(Some(command), 5), &run, b"the-body\n").await;
+        assert_eq!(outcome.status, "FAILED");
+        assert_eq!(
+            outcome.detail.as_deref(),
+            Some("111/222/2 Pixel 8 the-body\n")
+        );
+        let pass = execute(&options(Some("exit 0"), 5), &run, b"").await;
+        assert_eq!((pass.status, pass.detail), ("PASSED", None));
+    }
+
+    #[tokio::test]
+    async fn a_command_past_its_timeout_is_an_error() {
+        let outcome = execute(&options(Some("sleep 5"), 0), &message(), b"").await;
+        assert_eq!(outcome.status, "ERROR");
+        assert!(outcome.detail.unwrap().contains("killed"));
+    }
+
+    #[test]
+    fn detail_keeps_the_last_4_kib() {
+        let long = "é".repeat(3000);
+        let detail = tail(long.as_bytes()).unwrap();
+        assert!(detail.len() <= DETAIL_BYTES && detail.len() >= DETAIL_BYTES - 1);
+        assert!(long.ends_with(&detail));
+        assert_eq!(tail(b""), None);
+    }
+
+    #[test]
+    fn reported_ids_are_remembered_and_the_oldest_forgotten() {
+        let mut reported = Reported::default();
+        reported.insert("a".into());
+        assert!(reported.contains("a"));
+        for i in 0..REMEMBERED {
+            reported.insert(i.to_string());
+        }
+        assert!(!reported.contains("a"));
+        assert!(reported.contains(&(REMEMBERED - 1).to_string()));
+    }
+}
