@@ -9,6 +9,7 @@ use crate::db::outbox::{self, OutboxBacklog};
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::relay::upkeep::OutboxGate;
 use crate::relay::RelayStatus;
 use crate::service::RerunService;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub service: RerunService,
     pub db: Db,
     pub relay_status: Arc<RelayStatus>,
+    /// Refuses new runs and reruns past `OUTBOX_MAX_PENDING`.
+    pub outbox_gate: Arc<OutboxGate>,
     pub metrics: Arc<Metrics>,
 }
 

@@ -154,6 +154,19 @@ pub struct RelayConfig {
     /// Readiness fails while a dispatch row is pending longer than this, ms.
     #[arg(long = "pending-age-threshold-ms", env = "PENDING_AGE_THRESHOLD_MS", default_value = "60000", value_parser = millis)]
     pub pending_age_threshold: Duration,
+    /// Published dispatch rows are deleted after this many seconds, in small
+    /// batches (at least 3600).
+    #[arg(id = "outbox_retention", long = "outbox-retention-secs", env = "OUTBOX_RETENTION_SECS", default_value = "604800", value_parser = seconds)]
+    pub retention: Duration,
+    /// Unpublished dispatch rows beyond which new runs and reruns are refused
+    /// with 503 code 1011 (`outbox`) and `Retry-After`, instead of filling the
+    /// disk during a long broker outage.
+    #[arg(
+        long = "outbox-max-pending",
+        env = "OUTBOX_MAX_PENDING",
+        default_value_t = 1_000_000
+    )]
+    pub max_pending: i64,
 }
 
 /// The bearer tokens (contract, section 3; see the module doc on key sources).
@@ -398,7 +411,12 @@ fn check_ranges(config: &Config) -> anyhow::Result<()> {
             bail!("{name} must be at most 86400000 (one day)");
         }
     }
+    let outbox_retention = config.relay.retention;
+    if outbox_retention < Duration::from_secs(3600) || outbox_retention > DAY * 3650 {
+        bail!("OUTBOX_RETENTION_SECS must be between 3600 (one hour) and 315360000 (ten years)");
+    }
     for (name, value) in [
+        ("OUTBOX_MAX_PENDING", config.relay.max_pending),
         ("MAX_PAIRS", config.limits.max_pairs as i64),
         ("DB_POOL_SIZE", i64::from(config.database.pool_size)),
         ("RELAY_BATCH_SIZE", config.relay.batch_size),

@@ -11,6 +11,7 @@ use crate::idempotency;
 use crate::metrics::Metrics;
 use crate::middleware::{limit_headers, log_request, request_id, update_metrics};
 use crate::openapi::{ApiDoc, DOCS_PATH, OPENAPI_PATH};
+use crate::relay::upkeep::{self, OutboxGate};
 use crate::relay::{Relay, RelayStatus};
 use crate::routes;
 use crate::service::RerunService;
@@ -40,6 +41,8 @@ const KEEP_ALIVE_SECS: u64 = 5;
 const CLIENT_DISCONNECT_TIMEOUT_SECS: u64 = 1;
 /// Connections of the relay's own pool.
 const RELAY_POOL_SIZE: u32 = 2;
+/// Connections of the outbox upkeep (backlog count, retention).
+const UPKEEP_POOL_SIZE: u32 = 1;
 
 /// A built service: the bound HTTP server and its relay, not yet running.
 pub struct Application {
@@ -48,6 +51,14 @@ pub struct Application {
     relay: Relay,
     shutdown: watch::Sender<bool>,
     db: Db,
+    retention: Duration,
+    upkeep: Upkeep,
+}
+
+/// The outbox's upkeep tasks and what they need.
+struct Upkeep {
+    pool: crate::db::PgPool,
+    gate: Arc<OutboxGate>,
     retention: Duration,
 }
 
@@ -81,6 +92,12 @@ impl Application {
         let wakeup = Arc::new(Notify::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let relay_status = Arc::new(RelayStatus::default());
+        let outbox_gate = OutboxGate::new(config.relay.max_pending);
+        let upkeep = Upkeep {
+            pool: build_relay_pool(&database.url, UPKEEP_POOL_SIZE, database.checkout_timeout),
+            gate: outbox_gate.clone(),
+            retention: config.relay.retention,
+        };
         let metrics = Arc::new(Metrics::new()?);
         let relay = Relay::new(
             config.amqp.clone(),
@@ -102,6 +119,7 @@ impl Application {
             verifier,
             db: db.clone(),
             relay_status,
+            outbox_gate,
             metrics,
         });
         let openapi = ApiDoc::openapi();
@@ -138,6 +156,7 @@ impl Application {
             shutdown,
             db,
             retention: config.idempotency.retention,
+            upkeep,
         })
     }
 
@@ -159,6 +178,16 @@ impl Application {
             self.retention,
             self.shutdown.subscribe(),
         ));
+        let gate = tokio::spawn(
+            self.upkeep
+                .gate
+                .watch(self.upkeep.pool.clone(), self.shutdown.subscribe()),
+        );
+        let retention = tokio::spawn(upkeep::delete_published_rows(
+            self.upkeep.pool,
+            self.upkeep.retention,
+            self.shutdown.subscribe(),
+        ));
         let served = self.server.await;
         let _ = self.shutdown.send(true);
         if tokio::time::timeout(Duration::from_secs(RELAY_STOP_TIMEOUT_SECS), relay)
@@ -167,7 +196,9 @@ impl Application {
         {
             log::warn!("relay did not stop in time");
         }
-        cleanup.abort();
+        for task in [cleanup, gate, retention] {
+            task.abort();
+        }
         served.context("HTTP server failed")
     }
 }

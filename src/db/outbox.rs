@@ -171,6 +171,26 @@ pub fn release(conn: &mut PgConnection, ids: &[i64], reason: &str) -> QueryResul
     .execute(conn)
 }
 
+/// Deletes up to `batch` rows published more than `retention` ago, oldest
+/// first, skipping rows another transaction holds; returns how many. Small
+/// batches keep each statement's locks short; call it until it deletes fewer
+/// than `batch`.
+pub fn delete_published(
+    conn: &mut PgConnection,
+    retention: Duration,
+    batch: i64,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM dispatches WHERE id = ANY (ARRAY( \
+             SELECT id FROM dispatches \
+              WHERE published_at < now() - make_interval(secs => $1) \
+              ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+    )
+    .bind::<Double, _>(retention.as_secs_f64())
+    .bind::<BigInt, _>(batch)
+    .execute(conn)
+}
+
 fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<()> {
     diesel::sql_query(
         "UPDATE dispatches SET published_at = now(), locked_until = NULL, last_error = NULL \

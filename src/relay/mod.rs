@@ -19,6 +19,8 @@
 //! The relay wakes when a rerun commits ([`tokio::sync::Notify`]) and
 //! otherwise looks for due rows every `RELAY_POLL_MS`.
 
+pub mod upkeep;
+
 use crate::amqp::{PublishFailure, Publisher};
 use crate::config::{AmqpConfig, RelayConfig};
 use crate::db::outbox::{self, ClaimedDispatch, Settlement};

@@ -74,6 +74,9 @@ pub async fn rerun(
         .extensions_mut()
         .insert(RequestFacts { plan_id, user_id });
     caller.authorize_rerun(parsed.user_id)?;
+    if !parsed.dry_run {
+        state.outbox_gate.admit()?;
+    }
     let framework_type = parsed.framework_type.clone();
     let correlation_id = request.extensions().get::<RequestId>().map(|r| r.0.clone());
     let context = RerunContext {

@@ -12,6 +12,7 @@ mod idempotency;
 mod messages;
 mod nothing_lost;
 mod operations;
+mod outbox;
 mod proxy;
 mod rerun;
 mod runner;

@@ -1,0 +1,1 @@
+DROP INDEX dispatches_published_at_idx;
