@@ -18,6 +18,7 @@
 //! |---|---|---|
 //! | `DB_POOL_SIZE` | `10` | connections of the request pool; also the cap on concurrent database work |
 //! | `DB_CHECKOUT_TIMEOUT_MS` | `2000` | wait for a pooled connection before answering 503 code 1011 |
+//! | `DB_MAX_LIFETIME_SECS` | `1800` | longest life of a database connection (1 to 86400; closed once idle past it, checked every 30 s), so none outlives a database change it cannot notice |
 //! | `BODY_LIMIT_BYTES` | `65536` | largest accepted request body (413 above) |
 //! | `BODY_READ_TIMEOUT_MS` | `10000` | time a client has to send its whole body (408 after) |
 //! | `PUBLISH_TIMEOUT_MS` | `5000` | wait for the broker's publisher confirms of one relay batch |
@@ -80,6 +81,8 @@ pub struct Config {
     pub db_pool_size: u32,
     /// `DB_CHECKOUT_TIMEOUT_MS`: wait for a connection before 503 code 1011.
     pub db_checkout_timeout: Duration,
+    /// `DB_MAX_LIFETIME_SECS`: longest life of a pooled database connection.
+    pub db_max_lifetime: Duration,
     /// `BODY_LIMIT_BYTES`: largest request body, bytes (413 above).
     pub body_limit: usize,
     /// `BODY_READ_TIMEOUT_MS`: time to receive the whole body (408 after).
@@ -166,6 +169,7 @@ impl Config {
             max_pairs: number(&lookup, "MAX_PAIRS", 1000)?,
             db_pool_size: number(&lookup, "DB_POOL_SIZE", 10)?,
             db_checkout_timeout: millis("DB_CHECKOUT_TIMEOUT_MS", 2000)?,
+            db_max_lifetime: Duration::from_secs(number(&lookup, "DB_MAX_LIFETIME_SECS", 1800)?),
             body_limit: number(&lookup, "BODY_LIMIT_BYTES", 65_536)?,
             body_read_timeout: millis("BODY_READ_TIMEOUT_MS", 10_000)?,
             publish_timeout: millis("PUBLISH_TIMEOUT_MS", 5000)?,
@@ -282,6 +286,9 @@ fn check_ranges(config: &Config) -> anyhow::Result<()> {
             bail!("{name} must be at most 86400000 (one day)");
         }
     }
+    if config.db_max_lifetime.is_zero() || config.db_max_lifetime > DAY {
+        bail!("DB_MAX_LIFETIME_SECS must be between 1 and 86400 (one day)");
+    }
     Ok(())
 }
 
@@ -339,6 +346,7 @@ mod tests {
         assert!(config.jwt_secret.is_none());
         assert_eq!(config.header_limit, 16_384);
         assert_eq!(config.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.db_max_lifetime, Duration::from_secs(1800));
     }
 
     #[test]
@@ -386,6 +394,8 @@ mod tests {
             ("JWT_LEEWAY_SECS", "3601"),
             ("IDEMPOTENCY_RETENTION_SECS", "18446744073709551615"),
             ("PUBLISH_TIMEOUT_MS", "86400001"),
+            ("DB_MAX_LIFETIME_SECS", "0"),
+            ("DB_MAX_LIFETIME_SECS", "86401"),
             ("AMQP_EXCHANGE", "has space"),
             (
                 "FRAMEWORK_TYPES",

@@ -130,6 +130,7 @@ impl Application {
                 &config.database_url,
                 config.db_pool_size,
                 config.db_checkout_timeout,
+                config.db_max_lifetime,
             ),
             config.db_checkout_timeout,
         );
@@ -143,6 +144,7 @@ impl Application {
                 &config.database_url,
                 RELAY_POOL_SIZE,
                 config.db_checkout_timeout,
+                config.db_max_lifetime,
             ),
             wakeup.clone(),
             shutdown_rx,

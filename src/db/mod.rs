@@ -5,7 +5,8 @@
 //! in `spawn_blocking`, checking the connection out inside the closure; so at
 //! most pool-size closures run, no connection is held across an `.await`, and
 //! a checkout that times out becomes 503 code 1011 (the pattern of
-//! vaultwarden's `src/db/mod.rs`).
+//! vaultwarden's `src/db/mod.rs`). No connection lives longer than
+//! `DB_MAX_LIFETIME_SECS`.
 
 pub mod models;
 pub mod queries;
@@ -156,15 +157,22 @@ impl Db {
 
 /// Builds a pool of at most `size` connections without connecting yet;
 /// connections are opened on first use and re-opened after the database
-/// comes back.
+/// comes back; each is closed once idle after `max_lifetime` (r2d2 looks
+/// every 30 s), so none outlives a change the service cannot see.
 ///
 /// A checked-out connection is not pinged first (`test_on_check_out` off: a
 /// `SELECT 1` round trip per checkout): a connection that died in the pool
 /// fails its first statement as a connection loss, which answers 503 code
 /// 1011, and r2d2 drops it on return because diesel marks it broken, so the
 /// next checkout opens a fresh one.
-pub fn build_pool(database_url: &str, size: u32, checkout_timeout: Duration) -> PgPool {
-    pool_builder(size, checkout_timeout).build_unchecked(ConnectionManager::new(database_url))
+pub fn build_pool(
+    database_url: &str,
+    size: u32,
+    checkout_timeout: Duration,
+    max_lifetime: Duration,
+) -> PgPool {
+    pool_builder(size, checkout_timeout, max_lifetime)
+        .build_unchecked(ConnectionManager::new(database_url))
 }
 
 /// Like [`build_pool`], for the relay: its connections commit without
@@ -172,8 +180,13 @@ pub fn build_pool(database_url: &str, size: u32, checkout_timeout: Duration) -> 
 /// relay writes: a claim or a "published" mark lost in a PostgreSQL crash
 /// only makes a row be published again, which at-least-once delivery allows;
 /// the rerun's own transaction stays synchronous (a 200 is committed).
-pub fn build_relay_pool(database_url: &str, size: u32, checkout_timeout: Duration) -> PgPool {
-    pool_builder(size, checkout_timeout)
+pub fn build_relay_pool(
+    database_url: &str,
+    size: u32,
+    checkout_timeout: Duration,
+    max_lifetime: Duration,
+) -> PgPool {
+    pool_builder(size, checkout_timeout, max_lifetime)
         .connection_customizer(Box::new(AsynchronousCommit))
         .build_unchecked(ConnectionManager::new(database_url))
 }
@@ -181,12 +194,15 @@ pub fn build_relay_pool(database_url: &str, size: u32, checkout_timeout: Duratio
 fn pool_builder(
     size: u32,
     checkout_timeout: Duration,
+    max_lifetime: Duration,
 ) -> diesel::r2d2::Builder<ConnectionManager<PgConnection>> {
     Pool::builder()
         .max_size(size)
         .min_idle(Some(0))
         .test_on_check_out(false)
         .connection_timeout(checkout_timeout)
+        // r2d2 refuses a zero lifetime; the configuration refuses it first
+        .max_lifetime(Some(max_lifetime.max(Duration::from_secs(1))))
 }
 
 /// Sets `synchronous_commit = off` on each new connection of a pool.
@@ -266,5 +282,24 @@ pub fn redact(database_url: &str) -> String {
             url.to_string()
         }
         _ => database_url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_pools_bound_the_life_of_their_connections() {
+        let url = "postgres://postgres@127.0.0.1:1/nowhere";
+        let (timeout, lifetime) = (Duration::from_secs(1), Duration::from_secs(90));
+        assert_eq!(
+            build_pool(url, 2, timeout, lifetime).max_lifetime(),
+            Some(lifetime)
+        );
+        assert_eq!(
+            build_relay_pool(url, 2, timeout, lifetime).max_lifetime(),
+            Some(lifetime)
+        );
     }
 }
