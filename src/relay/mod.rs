@@ -18,11 +18,16 @@
 //!
 //! The relay wakes when a rerun commits ([`tokio::sync::Notify`]) and
 //! otherwise looks for due rows every `RELAY_POLL_MS`.
+//!
+//! Its claims and marks run through [`with_connection`]: a connection the
+//! database changed under (killed, read-only after a failover) is discarded
+//! and the statement run again on a fresh one; a round that still fails is
+//! logged and retried after `RELAY_POLL_MS`.
 
 use crate::amqp::{PublishFailure, Publisher};
 use crate::config::Config;
 use crate::db::models::ClaimedDispatch;
-use crate::db::PgPool;
+use crate::db::{staleness, with_connection, PgPool};
 use crate::metrics::{Metrics, PublishOutcome};
 use anyhow::Context;
 use diesel::prelude::*;
@@ -115,7 +120,7 @@ impl Relay {
                     }
                 }
                 Err(e) => {
-                    log::warn!("relay: database error, retrying: {e:#}");
+                    log::warn!("relay: database error, retrying: {}", Failure(&e));
                     self.sleep(self.config.relay_poll_interval).await;
                 }
             }
@@ -124,7 +129,7 @@ impl Relay {
             Some(p) => {
                 match self.round(&p, prefetched.take()).await {
                     Ok(round) => self.release(round.next).await,
-                    Err(e) => log::warn!("relay: last round at shutdown failed: {e:#}"),
+                    Err(e) => log::warn!("relay: last round at shutdown failed: {}", Failure(&e)),
                 }
                 p.close().await;
             }
@@ -148,7 +153,10 @@ impl Relay {
         ];
         let pool = self.pool.clone();
         if let Err(e) = blocking(move || mark(&pool, &rows, &results)).await {
-            log::warn!("relay: releasing claimed rows failed, their lease will expire: {e:#}");
+            log::warn!(
+                "relay: releasing claimed rows failed, their lease will expire: {}",
+                Failure(&e)
+            );
         }
     }
 
@@ -267,6 +275,23 @@ struct RoundResult {
     next: Option<Vec<ClaimedDispatch>>,
 }
 
+/// A failed round for a log line: a stale connection by its kind only (a
+/// server's message may name the statement), any other error in full.
+struct Failure<'a>(&'a anyhow::Error);
+
+impl std::fmt::Display for Failure<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self
+            .0
+            .downcast_ref::<diesel::result::Error>()
+            .and_then(staleness)
+        {
+            Some(why) => write!(f, "database unavailable ({why})"),
+            None => write!(f, "{:#}", self.0),
+        }
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
@@ -283,22 +308,23 @@ async fn blocking<T: Send + 'static>(
 /// nested loop that re-ran the subquery for every row of `dispatches`, and a
 /// claim took seconds (bench/BENCHMARKS.md).
 fn claim(pool: &PgPool, size: i64, lease: Duration) -> anyhow::Result<Vec<ClaimedDispatch>> {
-    let mut conn = pool.get().context("relay: no database connection")?;
-    let mut rows: Vec<ClaimedDispatch> = diesel::sql_query(
-        "UPDATE dispatches SET locked_until = now() + make_interval(secs => $1), \
-                attempts = attempts + 1 \
-          WHERE id = ANY (ARRAY(SELECT id FROM dispatches \
-                        WHERE published_at IS NULL AND next_attempt_at <= now() \
-                          AND (locked_until IS NULL OR locked_until < now()) \
-                        ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)) \
-          RETURNING id, message_id, routing_key, body, correlation_id",
-    )
-    .bind::<Double, _>(lease.as_secs_f64())
-    .bind::<BigInt, _>(size)
-    .load(&mut conn)
-    .context("claiming dispatch rows")?;
-    rows.sort_unstable_by_key(|r| r.id);
-    Ok(rows)
+    with_connection(pool, pool.connection_timeout(), |conn| {
+        let mut rows: Vec<ClaimedDispatch> = diesel::sql_query(
+            "UPDATE dispatches SET locked_until = now() + make_interval(secs => $1), \
+                    attempts = attempts + 1 \
+              WHERE id = ANY (ARRAY(SELECT id FROM dispatches \
+                            WHERE published_at IS NULL AND next_attempt_at <= now() \
+                              AND (locked_until IS NULL OR locked_until < now()) \
+                            ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+              RETURNING id, message_id, routing_key, body, correlation_id",
+        )
+        .bind::<Double, _>(lease.as_secs_f64())
+        .bind::<BigInt, _>(size)
+        .load(conn)
+        .context("claiming dispatch rows")?;
+        rows.sort_unstable_by_key(|r| r.id);
+        Ok(rows)
+    })
 }
 
 /// Marks confirmed rows published; releases the others for a retry: at once
@@ -309,7 +335,6 @@ fn mark(
     batch: &[ClaimedDispatch],
     results: &[Result<(), PublishFailure>],
 ) -> anyhow::Result<()> {
-    let mut conn = pool.get().context("relay: no database connection")?;
     let mut published = Vec::new();
     let mut retry_now: (Vec<i64>, &str) = (Vec::new(), "");
     let mut back_off = Vec::new();
@@ -333,36 +358,40 @@ fn mark(
     };
     if retry_now.0.is_empty() && back_off.is_empty() {
         // the usual round: one statement, no transaction round trips
-        return mark_published(&mut conn)
-            .map(drop)
-            .context("marking dispatch rows");
+        return with_connection(pool, pool.connection_timeout(), |conn| {
+            mark_published(conn)
+                .map(drop)
+                .context("marking dispatch rows")
+        });
     }
-    conn.transaction(|conn| {
-        if !published.is_empty() {
-            mark_published(conn)?;
-        }
-        if !retry_now.0.is_empty() {
-            diesel::sql_query(
-                "UPDATE dispatches SET locked_until = NULL, last_error = $2, next_attempt_at = now() \
-                  WHERE id = ANY($1)",
-            )
-            .bind::<Array<BigInt>, _>(&retry_now.0)
-            .bind::<Text, _>(retry_now.1)
-            .execute(conn)?;
-        }
-        for (id, reason) in &back_off {
-            diesel::sql_query(
-                "UPDATE dispatches SET locked_until = NULL, last_error = $2, \
-                        next_attempt_at = now() + make_interval(secs => LEAST(0.1 * power(2, LEAST(attempts, 10)), 60)) \
-                  WHERE id = $1",
-            )
-            .bind::<BigInt, _>(id)
-            .bind::<Text, _>(reason)
-            .execute(conn)?;
-        }
-        diesel::QueryResult::Ok(())
+    with_connection(pool, pool.connection_timeout(), |conn| {
+        conn.transaction(|conn| {
+            if !published.is_empty() {
+                mark_published(conn)?;
+            }
+            if !retry_now.0.is_empty() {
+                diesel::sql_query(
+                    "UPDATE dispatches SET locked_until = NULL, last_error = $2, next_attempt_at = now() \
+                      WHERE id = ANY($1)",
+                )
+                .bind::<Array<BigInt>, _>(&retry_now.0)
+                .bind::<Text, _>(retry_now.1)
+                .execute(conn)?;
+            }
+            for (id, reason) in &back_off {
+                diesel::sql_query(
+                    "UPDATE dispatches SET locked_until = NULL, last_error = $2, \
+                            next_attempt_at = now() + make_interval(secs => LEAST(0.1 * power(2, LEAST(attempts, 10)), 60)) \
+                      WHERE id = $1",
+                )
+                .bind::<BigInt, _>(id)
+                .bind::<Text, _>(reason)
+                .execute(conn)?;
+            }
+            diesel::QueryResult::Ok(())
+        })
+        .context("marking dispatch rows")
     })
-    .context("marking dispatch rows")
 }
 
 /// One line per message: published, or why not (with `request_id=`).
