@@ -59,6 +59,44 @@ impl From<diesel::result::Error> for ApiError {
     }
 }
 
+/// Whether the session of `conn` can write; a read-only one is discarded.
+fn probe_writable(conn: &mut DbConnection) -> Result<(), NotWritable> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        writable: bool,
+    }
+    let row: Row = diesel::sql_query(
+        "SELECT NOT (pg_is_in_recovery() \
+                     OR current_setting('transaction_read_only')::boolean) AS writable",
+    )
+    .get_result(&mut **conn)
+    .map_err(|e| NotWritable::Failed(e.into()))?;
+    if !row.writable {
+        conn.discard(Stale::ReadOnly);
+        return Err(NotWritable::ReadOnly);
+    }
+    Ok(())
+}
+
+/// Why [`Db::writable`] did not answer true.
+enum NotWritable {
+    ReadOnly,
+    Failed(ApiError),
+}
+
+impl From<DbUnavailable> for NotWritable {
+    fn from(e: DbUnavailable) -> Self {
+        NotWritable::Failed(e.into())
+    }
+}
+
+impl From<anyhow::Error> for NotWritable {
+    fn from(e: anyhow::Error) -> Self {
+        NotWritable::Failed(e.into())
+    }
+}
+
 /// The request path's handle on PostgreSQL: a pool and a semaphore of the
 /// same size in front of the blocking pool.
 #[derive(Clone)]
@@ -135,6 +173,31 @@ impl Db {
     {
         self.blocking(move |pool, timeout| with_connection(pool, timeout, work))
             .await
+    }
+
+    /// Whether the database accepts writes: the session is not read-only
+    /// (`default_transaction_read_only`) and the server is not a standby
+    /// (`pg_is_in_recovery()`). A read-only connection is discarded, with
+    /// every connection opened before it, and the question asked once more
+    /// on a fresh one, so that the answer turns as soon as the database is
+    /// writable again.
+    ///
+    /// Errors: [`DbUnavailable`] as 503 code 1011, as for [`Db::run`].
+    pub async fn writable(&self) -> Result<bool, ApiError> {
+        let probe = self.blocking(|pool, timeout| {
+            match connection::with_pooled(pool, timeout, probe_writable) {
+                // that connection and its elders are retired: ask a fresh one
+                Err(NotWritable::ReadOnly) => {
+                    connection::with_pooled(pool, timeout, probe_writable)
+                }
+                answer => answer,
+            }
+        });
+        match probe.await {
+            Ok(()) => Ok(true),
+            Err(NotWritable::ReadOnly) => Ok(false),
+            Err(NotWritable::Failed(e)) => Err(e),
+        }
     }
 
     /// Runs `work` with the pool on the blocking pool, once one of the
