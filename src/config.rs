@@ -92,6 +92,11 @@ pub struct DatabaseConfig {
     /// Wait for a pooled connection before answering 503 code 1011, ms.
     #[arg(long = "db-checkout-timeout-ms", env = "DB_CHECKOUT_TIMEOUT_MS", default_value = "2000", value_parser = millis)]
     pub checkout_timeout: Duration,
+    /// Longest life of a database connection, seconds (1 to 86400; closed
+    /// once idle past it, checked every 30 s), so none outlives a database
+    /// change it cannot notice.
+    #[arg(long = "db-max-lifetime-secs", env = "DB_MAX_LIFETIME_SECS", default_value = "1800", value_parser = seconds)]
+    pub max_lifetime: Duration,
 }
 
 /// RabbitMQ: the broker, the topology of the contract (section 2) and the
@@ -394,6 +399,10 @@ fn check_ranges(config: &Config) -> anyhow::Result<()> {
     }
     if retention > DAY * 3650 {
         bail!("IDEMPOTENCY_RETENTION_SECS must be at most 315360000 (ten years)");
+    }
+    let lifetime = config.database.max_lifetime;
+    if lifetime < Duration::from_secs(1) || lifetime > DAY {
+        bail!("DB_MAX_LIFETIME_SECS must be between 1 and 86400 (one day)");
     }
     for (name, value) in [
         ("DB_CHECKOUT_TIMEOUT_MS", config.database.checkout_timeout),

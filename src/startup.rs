@@ -86,7 +86,12 @@ impl Application {
         );
         let database = &config.database;
         let db = Db::new(
-            build_pool(&database.url, database.pool_size, database.checkout_timeout),
+            build_pool(
+                &database.url,
+                database.pool_size,
+                database.checkout_timeout,
+                database.max_lifetime,
+            ),
             database.checkout_timeout,
         );
         let wakeup = Arc::new(Notify::new());
@@ -94,7 +99,12 @@ impl Application {
         let relay_status = Arc::new(RelayStatus::default());
         let outbox_gate = OutboxGate::new(config.relay.max_pending);
         let upkeep = Upkeep {
-            pool: build_relay_pool(&database.url, UPKEEP_POOL_SIZE, database.checkout_timeout),
+            pool: build_relay_pool(
+                &database.url,
+                UPKEEP_POOL_SIZE,
+                database.checkout_timeout,
+                database.max_lifetime,
+            ),
             gate: outbox_gate.clone(),
             retention: config.relay.retention,
         };
@@ -102,7 +112,12 @@ impl Application {
         let relay = Relay::new(
             config.amqp.clone(),
             config.relay.clone(),
-            build_relay_pool(&database.url, RELAY_POOL_SIZE, database.checkout_timeout),
+            build_relay_pool(
+                &database.url,
+                RELAY_POOL_SIZE,
+                database.checkout_timeout,
+                database.max_lifetime,
+            ),
             wakeup.clone(),
             shutdown_rx,
             relay_status.clone(),

@@ -5,8 +5,12 @@
 //! in `spawn_blocking`, checking the connection out inside the closure; so at
 //! most pool-size closures run, no connection is held across an `.await`, and
 //! a checkout that times out becomes 503 code 1011 (the pattern of
-//! vaultwarden's `src/db/mod.rs`).
+//! vaultwarden's `src/db/mod.rs`). A connection the database changed under
+//! (killed, read-only, stale prepared statements) is discarded and the work
+//! run once more on a fresh one ([`connection::with_connection`]); no
+//! connection lives longer than `DB_MAX_LIFETIME_SECS`.
 
+pub mod connection;
 pub mod idempotency;
 pub mod models;
 pub mod outbox;
@@ -17,7 +21,7 @@ use crate::error::ApiError;
 use anyhow::Context;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::r2d2::Pool;
 use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,11 +32,10 @@ use tokio::sync::Semaphore;
 /// The migrations of `migrations/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
-/// An r2d2 pool of diesel PostgreSQL connections.
-pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+pub use connection::{staleness, with_connection, DbConnection, PgPool, Stale};
 
 /// A failure of the database itself (not of a query's input): unreachable,
-/// pool exhausted, connection lost. Answered as 503 code 1011.
+/// pool exhausted, connection lost, read-only. Answered as 503 code 1011.
 #[derive(Debug, thiserror::Error)]
 #[error("database unavailable: {0}")]
 pub struct DbUnavailable(pub String);
@@ -44,24 +47,56 @@ impl From<DbUnavailable> for ApiError {
     }
 }
 
+/// A stale connection ([`staleness`]: lost, read-only, a changed result
+/// type) is the database's failure, 503 code 1011; any other failure is
+/// 500 code 1099.
 impl From<diesel::result::Error> for ApiError {
     fn from(e: diesel::result::Error) -> Self {
-        if is_connection_loss(&e) {
-            DbUnavailable(e.to_string()).into()
+        if staleness(&e).is_some() {
+            // logged by `with_connection`, which discards the connection
+            ApiError::Unavailable("database")
         } else {
             ApiError::Unexpected(anyhow::Error::new(e).context("database query failed"))
         }
     }
 }
 
-/// True when a diesel error means the connection, not the statement, failed.
-pub fn is_connection_loss(e: &diesel::result::Error) -> bool {
-    use diesel::result::{DatabaseErrorKind, Error};
-    matches!(
-        e,
-        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
-            | Error::BrokenTransactionManager
+/// Whether the session of `conn` can write; a read-only one is discarded.
+fn probe_writable(conn: &mut DbConnection) -> Result<(), NotWritable> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        writable: bool,
+    }
+    let row: Row = diesel::sql_query(
+        "SELECT NOT (pg_is_in_recovery() \
+                     OR current_setting('transaction_read_only')::boolean) AS writable",
     )
+    .get_result(&mut **conn)
+    .map_err(|e| NotWritable::Failed(e.into()))?;
+    if !row.writable {
+        conn.discard(Stale::ReadOnly);
+        return Err(NotWritable::ReadOnly);
+    }
+    Ok(())
+}
+
+/// Why [`Db::writable`] did not answer true.
+enum NotWritable {
+    ReadOnly,
+    Failed(ApiError),
+}
+
+impl From<DbUnavailable> for NotWritable {
+    fn from(e: DbUnavailable) -> Self {
+        NotWritable::Failed(e.into())
+    }
+}
+
+impl From<anyhow::Error> for NotWritable {
+    fn from(e: anyhow::Error) -> Self {
+        NotWritable::Failed(e.into())
+    }
 }
 
 /// The request path's handle on PostgreSQL: a pool and a semaphore of the
@@ -120,13 +155,53 @@ impl Db {
         }
     }
 
-    /// Runs `work` with a pooled connection on the blocking pool.
+    /// Runs `work` with a pooled connection on the blocking pool; when the
+    /// connection turns out stale, once more on a fresh one
+    /// ([`with_connection`]: `work` must be safe to run again after a
+    /// failure that committed nothing).
     ///
     /// Errors: [`DbUnavailable`] (converted into `E`) when no permit or
     /// connection comes within the checkout timeout; whatever `work` returns.
     pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
-        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        F: FnMut(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbUnavailable> + From<anyhow::Error> + Send + 'static,
+    {
+        self.blocking(move |pool, timeout| with_connection(pool, timeout, work))
+            .await
+    }
+
+    /// Whether the database accepts writes: the session is not read-only
+    /// (`default_transaction_read_only`) and the server is not a standby
+    /// (`pg_is_in_recovery()`). A read-only connection is discarded, with
+    /// every connection opened before it, and the question asked once more
+    /// on a fresh one, so that the answer turns as soon as the database is
+    /// writable again.
+    ///
+    /// Errors: [`DbUnavailable`] as 503 code 1011, as for [`Db::run`].
+    pub async fn writable(&self) -> Result<bool, ApiError> {
+        let probe = self.blocking(|pool, timeout| {
+            match connection::with_pooled(pool, timeout, probe_writable) {
+                // that connection and its elders are retired: ask a fresh one
+                Err(NotWritable::ReadOnly) => {
+                    connection::with_pooled(pool, timeout, probe_writable)
+                }
+                answer => answer,
+            }
+        });
+        match probe.await {
+            Ok(()) => Ok(true),
+            Err(NotWritable::ReadOnly) => Ok(false),
+            Err(NotWritable::Failed(e)) => Err(e),
+        }
+    }
+
+    /// Runs `work` with the pool on the blocking pool, once one of the
+    /// pool-size permits came within the checkout timeout.
+    async fn blocking<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&PgPool, Duration) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DbUnavailable> + From<anyhow::Error> + Send + 'static,
     {
@@ -141,10 +216,7 @@ impl Db {
         let timeout = self.checkout_timeout;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let mut conn = pool
-                .get_timeout(timeout)
-                .map_err(|e| DbUnavailable(e.to_string()))?;
-            work(&mut conn)
+            work(&pool, timeout)
         })
         .await
         .map_err(|e| E::from(anyhow::Error::new(e).context("database task panicked")))?
@@ -153,15 +225,21 @@ impl Db {
 
 /// Builds a pool of at most `size` connections without connecting yet;
 /// connections are opened on first use and re-opened after the database
-/// comes back.
+/// comes back; each is closed once idle after `max_lifetime` (r2d2 looks
+/// every 30 s), so none outlives a change the service cannot see.
 ///
 /// A checked-out connection is not pinged first (`test_on_check_out` off: a
 /// `SELECT 1` round trip per checkout): a connection that died in the pool
-/// fails its first statement as a connection loss, which answers 503 code
-/// 1011, and r2d2 drops it on return because diesel marks it broken, so the
-/// next checkout opens a fresh one.
-pub fn build_pool(database_url: &str, size: u32, checkout_timeout: Duration) -> PgPool {
-    pool_builder(size, checkout_timeout).build_unchecked(ConnectionManager::new(database_url))
+/// fails its first statement as a connection loss, and [`with_connection`]
+/// discards it and runs the work again on a fresh one.
+pub fn build_pool(
+    database_url: &str,
+    size: u32,
+    checkout_timeout: Duration,
+    max_lifetime: Duration,
+) -> PgPool {
+    pool_builder(size, checkout_timeout, max_lifetime)
+        .build_unchecked(connection::Manager::new(database_url))
 }
 
 /// Like [`build_pool`], for the relay: its connections commit without
@@ -169,29 +247,37 @@ pub fn build_pool(database_url: &str, size: u32, checkout_timeout: Duration) -> 
 /// relay writes: a claim or a "published" mark lost in a PostgreSQL crash
 /// only makes a row be published again, which at-least-once delivery allows;
 /// the rerun's own transaction stays synchronous (a 200 is committed).
-pub fn build_relay_pool(database_url: &str, size: u32, checkout_timeout: Duration) -> PgPool {
-    pool_builder(size, checkout_timeout)
+pub fn build_relay_pool(
+    database_url: &str,
+    size: u32,
+    checkout_timeout: Duration,
+    max_lifetime: Duration,
+) -> PgPool {
+    pool_builder(size, checkout_timeout, max_lifetime)
         .connection_customizer(Box::new(AsynchronousCommit))
-        .build_unchecked(ConnectionManager::new(database_url))
+        .build_unchecked(connection::Manager::new(database_url))
 }
 
 fn pool_builder(
     size: u32,
     checkout_timeout: Duration,
-) -> diesel::r2d2::Builder<ConnectionManager<PgConnection>> {
+    max_lifetime: Duration,
+) -> diesel::r2d2::Builder<connection::Manager> {
     Pool::builder()
         .max_size(size)
         .min_idle(Some(0))
         .test_on_check_out(false)
         .connection_timeout(checkout_timeout)
+        // r2d2 refuses a zero lifetime; the configuration refuses it first
+        .max_lifetime(Some(max_lifetime.max(Duration::from_secs(1))))
 }
 
 /// Sets `synchronous_commit = off` on each new connection of a pool.
 #[derive(Debug)]
 struct AsynchronousCommit;
 
-impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for AsynchronousCommit {
-    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+impl diesel::r2d2::CustomizeConnection<DbConnection, diesel::r2d2::Error> for AsynchronousCommit {
+    fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute("SET synchronous_commit = off")
             .map_err(diesel::r2d2::Error::QueryError)
     }
@@ -263,5 +349,24 @@ pub fn redact(database_url: &str) -> String {
             url.to_string()
         }
         _ => database_url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_pools_bound_the_life_of_their_connections() {
+        let url = "postgres://postgres@127.0.0.1:1/nowhere";
+        let (timeout, lifetime) = (Duration::from_secs(1), Duration::from_secs(90));
+        assert_eq!(
+            build_pool(url, 2, timeout, lifetime).max_lifetime(),
+            Some(lifetime)
+        );
+        assert_eq!(
+            build_relay_pool(url, 2, timeout, lifetime).max_lifetime(),
+            Some(lifetime)
+        );
     }
 }

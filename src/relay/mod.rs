@@ -18,13 +18,18 @@
 //!
 //! The relay wakes when a rerun commits ([`tokio::sync::Notify`]) and
 //! otherwise looks for due rows every `RELAY_POLL_MS`.
+//!
+//! Its claims and marks run through [`with_connection`]: a connection the
+//! database changed under (killed, read-only after a failover) is discarded
+//! and the statement run again on a fresh one; a round that still fails is
+//! logged and retried after `RELAY_POLL_MS`.
 
 pub mod upkeep;
 
 use crate::amqp::{PublishFailure, Publisher};
 use crate::config::{AmqpConfig, RelayConfig};
 use crate::db::outbox::{self, ClaimedDispatch, Settlement};
-use crate::db::PgPool;
+use crate::db::{staleness, with_connection, PgPool};
 use crate::metrics::{Metrics, PublishOutcome};
 use anyhow::Context;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -146,7 +151,7 @@ impl Relay {
                     }
                 }
                 Err(e) => {
-                    log::warn!("relay: database error, retrying: {e:#}");
+                    log::warn!("relay: database error, retrying: {}", Failure(&e));
                     self.sleep(self.config.poll_interval).await;
                 }
             }
@@ -155,7 +160,7 @@ impl Relay {
             Some(p) => {
                 match self.round(&p, prefetched.take()).await {
                     Ok(round) => self.release(round.next).await,
-                    Err(e) => log::warn!("relay: last round at shutdown failed: {e:#}"),
+                    Err(e) => log::warn!("relay: last round at shutdown failed: {}", Failure(&e)),
                 }
                 p.close().await;
             }
@@ -174,16 +179,20 @@ impl Relay {
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let pool = self.pool.clone();
         let released = blocking(move || {
-            let mut conn = pool.get().context("relay: no database connection")?;
-            outbox::release(
-                &mut conn,
-                &ids,
-                "not published: the relay lost its broker connection or stopped",
-            )
-            .context("releasing dispatch rows")
+            with_connection(&pool, pool.connection_timeout(), |conn| {
+                outbox::release(
+                    conn,
+                    &ids,
+                    "not published: the relay lost its broker connection or stopped",
+                )
+                .context("releasing dispatch rows")
+            })
         });
         if let Err(e) = released.await {
-            log::warn!("relay: releasing claimed rows failed, their lease will expire: {e:#}");
+            log::warn!(
+                "relay: releasing claimed rows failed, their lease will expire: {}",
+                Failure(&e)
+            );
         }
     }
 
@@ -250,8 +259,9 @@ impl Relay {
         let settlements: Vec<Settlement> = results.iter().map(settlement).collect();
         let pool = self.pool.clone();
         let marked = blocking(move || {
-            let mut conn = pool.get().context("relay: no database connection")?;
-            outbox::settle(&mut conn, &ids, &settlements).context("marking dispatch rows")
+            with_connection(&pool, pool.connection_timeout(), |conn| {
+                outbox::settle(conn, &ids, &settlements).context("marking dispatch rows")
+            })
         })
         .await;
         let next = match (marked, next) {
@@ -276,8 +286,9 @@ impl Relay {
     async fn claim(&self) -> anyhow::Result<Vec<ClaimedDispatch>> {
         let (pool, size, lease) = (self.pool.clone(), self.config.batch_size, self.config.lease);
         blocking(move || {
-            let mut conn = pool.get().context("relay: no database connection")?;
-            outbox::claim(&mut conn, size, lease).context("claiming dispatch rows")
+            with_connection(&pool, pool.connection_timeout(), |conn| {
+                outbox::claim(conn, size, lease).context("claiming dispatch rows")
+            })
         })
         .await
     }
@@ -324,6 +335,23 @@ fn settlement(result: &Result<(), PublishFailure>) -> Settlement {
             Settlement::RetryNow(failure.reason().to_owned())
         }
         Err(failure) => Settlement::RetryLater(failure.reason().to_owned()),
+    }
+}
+
+/// A relay failure for the log: the kind of a database failure the
+/// connection layer recognises (never the statement text), else the error chain.
+struct Failure<'a>(&'a anyhow::Error);
+
+impl std::fmt::Display for Failure<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self
+            .0
+            .downcast_ref::<diesel::result::Error>()
+            .and_then(staleness)
+        {
+            Some(why) => write!(f, "database unavailable ({why})"),
+            None => write!(f, "{:#}", self.0),
+        }
     }
 }
 

@@ -43,6 +43,9 @@ pub async fn live() -> HttpResponse {
 pub struct Readiness {
     /// The database answered.
     pub database: bool,
+    /// The database accepts writes: the service's session is not read-only
+    /// and the server is not a standby (false when it did not answer).
+    pub writable: bool,
     /// The relay holds a RabbitMQ connection.
     pub broker: bool,
     /// Age of the oldest unpublished dispatch row, milliseconds; `None` if none.
@@ -51,10 +54,11 @@ pub struct Readiness {
     pub pending: i64,
 }
 
-/// Readiness: 200 when the database answers, the relay holds a broker
-/// connection and no dispatch row has been pending longer than
-/// `PENDING_AGE_THRESHOLD_MS`; otherwise 503 with code 1011 naming the failing
-/// parts. Reruns are accepted either way.
+/// Readiness: 200 when the database answers and accepts writes, the relay
+/// holds a broker connection and no dispatch row has been pending longer
+/// than `PENDING_AGE_THRESHOLD_MS`; otherwise 503 with code 1011 naming the
+/// failing parts. Reruns are accepted either way (and answer 503 code 1011
+/// themselves while the database is read-only).
 #[utoipa::path(
     get,
     path = "/health/ready",
@@ -63,14 +67,15 @@ pub struct Readiness {
         (status = 200, description = "Database reachable, broker connected, outbox not behind",
             body = Envelope<Readiness>),
         (status = 503, description = "Code 1011; the message names the failing parts \
-            (`database`, `broker`, `outbox backlog`)", body = Envelope<Readiness>,
+            (`database`, `database read-only`, `broker`, `outbox backlog`)", body = Envelope<Readiness>,
             headers(("Retry-After" = String, description = "Seconds to wait")))
     )
 )]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let outbox = state.outbox_backlog().await;
+    let (outbox, writable) = tokio::join!(state.outbox_backlog(), state.db.writable());
     let readiness = Readiness {
-        database: outbox.is_ok(),
+        database: outbox.is_ok() && writable.is_ok(),
+        writable: writable.unwrap_or(false),
         broker: state.relay_status.broker_connected(),
         oldest_pending_ms: outbox.as_ref().ok().and_then(|b| b.oldest_ms),
         pending: outbox.as_ref().map(|b| b.pending).unwrap_or(0),
@@ -79,6 +84,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let mut failing = Vec::new();
     if !readiness.database {
         failing.push("database");
+    } else if !readiness.writable {
+        failing.push("database read-only");
     }
     if !readiness.broker {
         failing.push("broker");

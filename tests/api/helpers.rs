@@ -158,7 +158,12 @@ impl TestApp {
         let mut relay = plan_queue::relay::Relay::new(
             self.config.amqp.clone(),
             self.config.relay.clone(),
-            plan_queue::db::build_relay_pool(&self.db_url, 1, Duration::from_secs(5)),
+            plan_queue::db::build_relay_pool(
+                &self.db_url,
+                1,
+                Duration::from_secs(5),
+                Duration::from_secs(60),
+            ),
             _wakeup.clone(),
             stopped,
             Default::default(),

@@ -123,7 +123,12 @@ async fn an_expired_key_starts_a_new_rerun_and_is_cleaned_up() {
     app.sql("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
         .await;
     let db = plan_queue::db::Db::new(
-        plan_queue::db::build_pool(&app.db_url, 1, Duration::from_secs(2)),
+        plan_queue::db::build_pool(
+            &app.db_url,
+            1,
+            Duration::from_secs(2),
+            Duration::from_secs(1800),
+        ),
         Duration::from_secs(2),
     );
     let deleted = plan_queue::idempotency::delete_expired(&db, Duration::from_secs(86_400))

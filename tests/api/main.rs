@@ -3,6 +3,7 @@
 
 mod broker;
 mod cli;
+mod database_changes;
 mod delivery;
 mod docs;
 mod errors;

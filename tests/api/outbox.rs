@@ -32,7 +32,12 @@ async fn published_rows_past_the_retention_are_deleted_and_nothing_else() {
           WHERE id = (SELECT max(id) FROM dispatches)",
     )
     .await;
-    let pool = plan_queue::db::build_relay_pool(&app.db_url, 1, Duration::from_secs(5));
+    let pool = plan_queue::db::build_relay_pool(
+        &app.db_url,
+        1,
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    );
     let deleted = tokio::task::spawn_blocking(move || {
         plan_queue::relay::upkeep::delete_all_due(&pool, Duration::from_secs(3600))
     })
