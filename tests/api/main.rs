@@ -14,4 +14,6 @@ mod nothing_lost;
 mod operations;
 mod proxy;
 mod rerun;
+mod rerun_selection;
+mod run;
 mod security;
