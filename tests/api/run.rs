@@ -483,3 +483,46 @@ fn the_asyncapi_scenario_run_message_is_the_message_schema_with_its_example() {
     assert_eq!(example["sourceExecutionId"], example["executionId"]);
     assert!(message_schema().is_valid(example), "{example}");
 }
+
+#[tokio::test]
+async fn the_fixture_gives_plans_a_framework_type_and_results_their_duration_report_and_detail() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.count_sql("SELECT count(*) AS n FROM plans WHERE framework_type IS NOT NULL")
+            .await,
+        2,
+        "plans 614 (APPIUM) and 700 (SELENIUM)"
+    );
+    let path = std::env::temp_dir().join(format!("fixture-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &path,
+        r#"{"plans": [{"id": 615, "projectId": 7, "name": "Nightly", "frameworkType": " gauge ",
+                       "scenarioIds": [111], "environmentIds": [222]}],
+            "executions": [{"id": 6000, "planId": 615, "userId": 13, "startedAt": "2026-11-29T10:00:00Z",
+                            "results": [{"scenarioId": 111, "environmentId": 222, "status": "FAILED",
+                                         "durationMs": 41250, "reportUrl": "https://reports.example/6000",
+                                         "detail": "Expected 42.00"}]}]}"#,
+    )
+    .unwrap();
+    let url = app.db_url.clone();
+    tokio::task::spawn_blocking(move || {
+        let fixture = plan_queue::seed::Fixture::from_file(&path).unwrap();
+        let mut conn = plan_queue::db::connect(&url).unwrap();
+        fixture.upsert(&mut conn).unwrap();
+        std::fs::remove_file(&path).unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        app.count_sql(
+            "SELECT count(*) AS n FROM execution_pairs WHERE execution_id = 6000 AND duration_ms = 41250 \
+               AND report_url = 'https://reports.example/6000' AND detail = 'Expected 42.00'"
+        )
+        .await,
+        1
+    );
+    // the plan's framework type, normalised, is the run's
+    let (status, body) = run(&app, &json!({"planId": 615, "userId": 13, "dryRun": true})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["frameworkType"], "GAUGE");
+}
