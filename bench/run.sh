@@ -41,6 +41,8 @@ export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 export AMQP_EXCHANGE=bench-runs
 export BENCH_QUEUE=bench-runs.APPIUM
 export JWT_SECRET=bench-only-secret
+# the load reruns the same pairs thousands of times: lift the 50-attempt cap
+export MAX_ATTEMPTS=2000000000
 export BIND_ADDR=127.0.0.1:$PORT
 export RUST_LOG=${RUST_LOG:-warn}
 export BENCH_URL=http://127.0.0.1:$PORT/queue/rerun

@@ -10,7 +10,8 @@
 //!
 //! The contract's variables (`docs/CONTRACT.md`, section 4) are
 //! `DATABASE_URL`, `AMQP_URL`, `BIND_ADDR`, `JWT_SECRET`, `AMQP_EXCHANGE`,
-//! `FRAMEWORK_TYPES` and `MAX_PAIRS`; the others tune this implementation.
+//! `FRAMEWORK_TYPES`, `MAX_PAIRS` and `MAX_ATTEMPTS`; the others tune this
+//! implementation.
 //!
 //! **Token keys.** Exactly one of `JWT_SECRET` (HS256), `JWT_PUBLIC_KEY_FILE`
 //! and `JWT_JWKS_FILE` is the key of a `serve` deployment, and its algorithm is
@@ -214,6 +215,10 @@ pub struct Limits {
     /// Most pairs one rerun may queue, after expansion (contract; code 1008).
     #[arg(long = "max-pairs", env = "MAX_PAIRS", default_value_t = 1000)]
     pub max_pairs: usize,
+    /// Highest attempt a rerun may queue for one pair of a source run's chain
+    /// (contract, section 8; code 1015 beyond it).
+    #[arg(long = "max-attempts", env = "MAX_ATTEMPTS", default_value_t = 50)]
+    pub max_attempts: i32,
 }
 
 /// Idempotency-Key storage.
@@ -427,6 +432,7 @@ fn check_ranges(config: &Config) -> anyhow::Result<()> {
     for (name, value) in [
         ("OUTBOX_MAX_PENDING", config.relay.max_pending),
         ("MAX_PAIRS", config.limits.max_pairs as i64),
+        ("MAX_ATTEMPTS", i64::from(config.limits.max_attempts)),
         ("DB_POOL_SIZE", i64::from(config.database.pool_size)),
         ("RELAY_BATCH_SIZE", config.relay.batch_size),
         ("MAX_CONNECTIONS", config.http.max_connections as i64),
@@ -511,6 +517,7 @@ mod tests {
         let config = Config::from_lookup(|_| None).unwrap();
         assert_eq!(config.amqp.exchange, "scenario-runs");
         assert_eq!(config.limits.max_pairs, 1000);
+        assert_eq!(config.limits.max_attempts, 50);
         assert_eq!(config.http.bind_addr, "127.0.0.1:8080");
         assert_eq!(config.amqp.framework_types.len(), 7);
         assert_eq!(config.amqp.queue_name("APPIUM"), "scenario-runs.APPIUM");
@@ -593,6 +600,8 @@ mod tests {
             ("PUBLISH_TIMEOUT_MS", "86400001"),
             ("AMQP_EXCHANGE", "has space"),
             ("MAX_PAIRS", "0"),
+            ("MAX_ATTEMPTS", "0"),
+            ("MAX_ATTEMPTS", "2147483648"),
             (
                 "FRAMEWORK_TYPES",
                 "APPIUM,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",

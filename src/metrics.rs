@@ -7,7 +7,8 @@
 //! | `plan_queue_http_requests_total` | counter | `method`, `route`, `status` | answered HTTP requests; `route` is the route pattern, `unmatched` for unknown paths |
 //! | `plan_queue_http_request_duration_seconds` | histogram | `method`, `route` | time to answer, seconds |
 //! | `plan_queue_reruns_accepted_total` | counter | `framework_type` | reruns committed (dry runs and replays not counted) |
-//! | `plan_queue_pairs_queued_total` | counter | `framework_type` | scenario–environment pairs queued by those reruns |
+//! | `plan_queue_runs_accepted_total` | counter | `framework_type` | full runs of a plan committed (dry runs and replays not counted) |
+//! | `plan_queue_pairs_queued_total` | counter | `framework_type` | scenario–environment pairs queued by those reruns and runs |
 //! | `plan_queue_publishes_total` | counter | `outcome` | relay publishes: `confirmed`, `returned`, `nacked`, `timed_out`, `failed` (connection) |
 //! | `plan_queue_dispatch_pending` | gauge | | unpublished dispatch (outbox) rows, read at scrape time |
 //! | `plan_queue_dispatch_oldest_pending_age_seconds` | gauge | | age of the oldest of them, 0 when none |
@@ -55,6 +56,7 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     reruns_accepted: IntCounterVec,
+    runs_accepted: IntCounterVec,
     pairs_queued: IntCounterVec,
     publishes: IntCounterVec,
     /// Unpublished dispatch rows (set at scrape time).
@@ -112,6 +114,11 @@ impl Metrics {
                 "Reruns committed, by framework type.",
                 &["framework_type"],
             )?,
+            runs_accepted: counter(
+                "plan_queue_runs_accepted_total",
+                "Full runs of a plan committed, by framework type.",
+                &["framework_type"],
+            )?,
             pairs_queued: counter(
                 "plan_queue_pairs_queued_total",
                 "Scenario-environment pairs queued, by framework type.",
@@ -156,6 +163,16 @@ impl Metrics {
     /// Counts one committed rerun of `framework_type` with `pairs` queued pairs.
     pub fn rerun_accepted(&self, framework_type: &str, pairs: usize) {
         self.reruns_accepted
+            .with_label_values(&[framework_type])
+            .inc();
+        self.pairs_queued
+            .with_label_values(&[framework_type])
+            .inc_by(pairs as u64);
+    }
+
+    /// Counts one committed full run of `framework_type` with `pairs` queued pairs.
+    pub fn run_accepted(&self, framework_type: &str, pairs: usize) {
+        self.runs_accepted
             .with_label_values(&[framework_type])
             .inc();
         self.pairs_queued

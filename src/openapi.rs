@@ -9,9 +9,10 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::routes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
@@ -27,13 +28,14 @@ pub const DOCS_PATH: &str = "/docs";
 #[openapi(
     info(
         title = "plan-queue",
-        description = "Reruns scenario–environment pairs of a test plan: validates the request \
-against PostgreSQL, records the rerun and publishes one AMQP message per pair to RabbitMQ \
-(see docs/asyncapi.yaml for the messages). Every answer is a `{data, result}` envelope; \
-`result.code` 0 means success."
+        description = "Runs test plans and reruns scenario–environment pairs of their last \
+executed results: validates the request against PostgreSQL, records the run or rerun and \
+publishes one AMQP message per pair to RabbitMQ (see docs/asyncapi.yaml for the messages). \
+Every answer is a `{data, result}` envelope; `result.code` 0 means success."
     ),
     paths(
         routes::rerun::rerun,
+        routes::run::run,
         routes::health::health,
         routes::health::live,
         routes::health::ready,
@@ -43,6 +45,7 @@ against PostgreSQL, records the rerun and publishes one AMQP message per pair to
     modifiers(&BearerAuth, &PairsOrShorthand, &ErrorAnswers, &QueueAlias),
     tags(
         (name = "rerun", description = "Rerun scenarios of a test plan"),
+        (name = "run", description = "Run a whole test plan"),
         (name = "operations", description = "Probes and metrics")
     )
 )]
@@ -79,10 +82,11 @@ impl Modify for BearerAuth {
 const REQUEST_BODY: &str = "RerunRequestBody";
 
 /// The pairs of a rerun come either as `scenarioEnvironmentPairs` (at least
-/// one, else 1006) or as the contract's top-level shorthand `scenarioId`
+/// one, else 1006), as the contract's top-level shorthand `scenarioId`
 /// (with `environmentId`), "used only when `scenarioEnvironmentPairs` is
-/// absent" (both: 1001; neither: 1006). `RerunRequestBody` becomes `allOf`
-/// its fields and `anyOf` these two shapes; an absent or null top-level
+/// absent" (both: 1001; neither: 1006), or selected by `statuses` (section
+/// 8; with either of the others: 1001). `RerunRequestBody` becomes `allOf`
+/// its fields and `anyOf` these three shapes; an absent or null top-level
 /// `scenarioId` is alike (a top-level `environmentId` beside the list is 1001
 /// too, which the schema does not express).
 struct PairsOrShorthand;
@@ -104,7 +108,8 @@ impl Modify for PairsOrShorthand {
                 "scenarioEnvironmentPairs",
                 ArrayBuilder::new().min_items(Some(1)),
             )
-            .property("scenarioId", null());
+            .property("scenarioId", null())
+            .property("statuses", null());
         let shorthand = ObjectBuilder::new()
             .title(Some("shorthand"))
             .required("scenarioId")
@@ -112,32 +117,33 @@ impl Modify for PairsOrShorthand {
             .property(
                 "scenarioId",
                 ObjectBuilder::new().schema_type(Type::Integer),
-            );
+            )
+            .property("statuses", null());
+        let by_status = ObjectBuilder::new()
+            .title(Some("statuses"))
+            .required("statuses")
+            .property("scenarioEnvironmentPairs", null())
+            .property("scenarioId", null())
+            .property("environmentId", null());
         let either = AnyOfBuilder::new()
             .description(Some(
-                "Either `scenarioEnvironmentPairs` (at least one) or the top-level \
-                 `scenarioId` (with `environmentId`), not both (code 1001), not neither \
-                 (code 1006)",
+                "One of `scenarioEnvironmentPairs` (at least one), the top-level \
+                 `scenarioId` (with `environmentId`) or `statuses`: not two (code 1001), \
+                 not none (code 1006)",
             ))
             .item(pairs)
-            .item(shorthand);
+            .item(shorthand)
+            .item(by_status);
         *body = AllOfBuilder::new().item(body.clone()).item(either).into();
     }
 }
 
-/// One example error per row of the contract's error table, by name.
-pub fn error_examples() -> Vec<(&'static str, ApiError)> {
+/// The examples of the answers every queueing operation shares: 401, the
+/// body checks, and the infrastructure and Idempotency-Key answers.
+fn common_examples() -> Vec<(&'static str, ApiError)> {
     use ApiError::*;
     vec![
         ("unauthenticated", Unauthorized { token_sent: false }),
-        (
-            "unknownField",
-            InvalidRequest(
-                "scenarioEnvironmentPairs[0]: unknown field `environment`, expected \
-                 `scenarioId` or `environmentId`"
-                    .to_owned(),
-            ),
-        ),
         ("bodyTooLarge", BodyTooLarge(65_536)),
         (
             "unsupportedMediaType",
@@ -151,20 +157,8 @@ pub fn error_examples() -> Vec<(&'static str, ApiError)> {
             Mandatory("frameworkType is mandatory"),
         ),
         (
-            "pairMandatory",
-            Mandatory("At least one scenarioEnvironmentPair is required"),
-        ),
-        ("scenarioIdMandatory", Mandatory("scenarioId is mandatory")),
-        (
             "frameworkTypeNotSupported",
             UnsupportedFrameworkType("CYPRESS".to_owned()),
-        ),
-        (
-            "duplicatePair",
-            DuplicatePair {
-                scenario_id: 111,
-                environment_id: 222,
-            },
         ),
         (
             "tooManyPairs",
@@ -179,15 +173,6 @@ pub fn error_examples() -> Vec<(&'static str, ApiError)> {
         ),
         ("planNotFound", PlanNotFound),
         ("userNotFound", UserNotFound),
-        ("noExecutedResults", NoExecutedResults(614)),
-        (
-            "pairNotInLastRun",
-            PairNotInLastRun {
-                plan_id: 614,
-                scenario_id: 111,
-                environment_id: Some(999),
-            },
-        ),
         (
             "internal",
             Unexpected(anyhow::anyhow!("never shown to the client")),
@@ -198,8 +183,117 @@ pub fn error_examples() -> Vec<(&'static str, ApiError)> {
     ]
 }
 
-/// Adds the error envelope schema and, to the rerun operation, one response
-/// per error status with an example per error of that status.
+/// One example error per row of the contract's error table of the rerun
+/// (sections 1 and 8), by name.
+pub fn error_examples() -> Vec<(&'static str, ApiError)> {
+    use ApiError::*;
+    let mut examples = common_examples();
+    examples.extend([
+        (
+            "unknownField",
+            InvalidRequest(
+                "scenarioEnvironmentPairs[0]: unknown field `environment`, expected \
+                 `scenarioId` or `environmentId`"
+                    .to_owned(),
+            ),
+        ),
+        (
+            "badStatuses",
+            InvalidRequest(
+                "statuses[0]: QUEUED is in flight, not a result; select by FAILED, ERROR, \
+                 ABORTED, SKIPPED, PASSED (and see onInFlight)"
+                    .to_owned(),
+            ),
+        ),
+        (
+            "pairMandatory",
+            Mandatory("At least one scenarioEnvironmentPair is required"),
+        ),
+        ("scenarioIdMandatory", Mandatory("scenarioId is mandatory")),
+        (
+            "duplicatePair",
+            DuplicatePair {
+                scenario_id: 111,
+                environment_id: 222,
+            },
+        ),
+        ("noExecutedResults", NoExecutedResults(614)),
+        (
+            "pairNotInLastRun",
+            PairNotInLastRun {
+                plan_id: 614,
+                scenario_id: 111,
+                environment_id: Some(999),
+            },
+        ),
+        (
+            "noPairWithStatus",
+            NoPairWithStatus {
+                plan_id: 614,
+                statuses: "FAILED,ERROR".to_owned(),
+            },
+        ),
+        (
+            "pairInFlight",
+            PairInFlight {
+                scenario_id: 111,
+                environment_id: 222,
+                execution_id: 5012,
+            },
+        ),
+        (
+            "attemptLimit",
+            AttemptLimit {
+                scenario_id: 111,
+                environment_id: 222,
+                max: 50,
+            },
+        ),
+    ]);
+    examples
+}
+
+/// One example error per row of the error table of the run (section 7), by name.
+pub fn run_error_examples() -> Vec<(&'static str, ApiError)> {
+    use ApiError::*;
+    let mut examples = common_examples();
+    examples.extend([
+        (
+            "unknownField",
+            InvalidRequest(
+                "unknown field `scenarioEnvironmentPairs`, expected one of `planId`, \
+                 `userId`, `frameworkType`, `scenarioIds`, `environmentIds`, `force`, `dryRun`"
+                    .to_owned(),
+            ),
+        ),
+        (
+            "scenarioNotInPlan",
+            ScenarioNotInPlan {
+                scenario_id: 999,
+                plan_id: 614,
+            },
+        ),
+        (
+            "environmentNotInPlan",
+            EnvironmentNotInPlan {
+                environment_id: 999,
+                plan_id: 614,
+            },
+        ),
+        ("nothingToRun", NothingToRun(615)),
+        (
+            "planInFlight",
+            PlanInFlight {
+                plan_id: 614,
+                execution_id: 5013,
+            },
+        ),
+    ]);
+    examples
+}
+
+/// Adds the error envelope schema and, to the rerun and run operations, one
+/// response per error status with an example per error of that status.
 struct ErrorAnswers;
 
 impl Modify for ErrorAnswers {
@@ -215,55 +309,65 @@ impl Modify for ErrorAnswers {
                 .required("result")
                 .into(),
         );
-        let mut by_status: BTreeMap<u16, Vec<(&str, ApiError)>> = BTreeMap::new();
-        for (name, error) in error_examples() {
-            use actix_web::ResponseError;
-            by_status
-                .entry(error.status_code().as_u16())
-                .or_default()
-                .push((name, error));
-        }
-        let Some(operation) = openapi
-            .paths
-            .paths
-            .get_mut(routes::rerun::RERUN_PATH)
-            .and_then(|item| item.post.as_mut())
-        else {
-            return;
-        };
-        for (status, errors) in by_status {
-            let mut codes: Vec<String> = errors.iter().map(|(_, e)| e.code().to_string()).collect();
-            codes.dedup();
-            let examples = errors.iter().map(|(name, error)| {
-                (
-                    *name,
-                    ExampleBuilder::new()
-                        .summary(format!("code {}", error.code()))
-                        .value(serde_json::to_value(error.envelope()).ok())
-                        .build(),
-                )
-            });
-            let content = ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(ERROR_ENVELOPE)))
-                .examples_from_iter(examples)
-                .build();
-            let mut response = ResponseBuilder::new()
-                .description(format!("code {}", codes.join(", ")))
-                .content("application/json", content);
-            if let Some((name, description)) = header_of(status) {
-                response = response.header(
-                    name,
-                    HeaderBuilder::new()
-                        .schema(ObjectBuilder::new().schema_type(Type::String))
-                        .description(Some(description))
-                        .build(),
-                );
+        for (path, examples) in [
+            (routes::rerun::RERUN_PATH, error_examples()),
+            (routes::run::RUN_PATH, run_error_examples()),
+        ] {
+            if let Some(operation) = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+            {
+                add_error_answers(operation, examples);
             }
-            operation
-                .responses
-                .responses
-                .insert(status.to_string(), response.build().into());
         }
+    }
+}
+
+/// Adds to `operation` one response per error status of `examples`, with an
+/// example per error of that status.
+fn add_error_answers(operation: &mut Operation, examples: Vec<(&'static str, ApiError)>) {
+    let mut by_status: BTreeMap<u16, Vec<(&str, ApiError)>> = BTreeMap::new();
+    for (name, error) in examples {
+        use actix_web::ResponseError;
+        by_status
+            .entry(error.status_code().as_u16())
+            .or_default()
+            .push((name, error));
+    }
+    for (status, errors) in by_status {
+        let codes: BTreeSet<String> = errors.iter().map(|(_, e)| e.code().to_string()).collect();
+        let examples = errors.iter().map(|(name, error)| {
+            (
+                *name,
+                ExampleBuilder::new()
+                    .summary(format!("code {}", error.code()))
+                    .value(serde_json::to_value(error.envelope()).ok())
+                    .build(),
+            )
+        });
+        let content = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name(ERROR_ENVELOPE)))
+            .examples_from_iter(examples)
+            .build();
+        let codes: Vec<String> = codes.into_iter().collect();
+        let mut response = ResponseBuilder::new()
+            .description(format!("code {}", codes.join(", ")))
+            .content("application/json", content);
+        if let Some((name, description)) = header_of(status) {
+            response = response.header(
+                name,
+                HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(Type::String))
+                    .description(Some(description))
+                    .build(),
+            );
+        }
+        operation
+            .responses
+            .responses
+            .insert(status.to_string(), response.build().into());
     }
 }
 
@@ -316,5 +420,27 @@ mod tests {
             );
         }
         assert!(doc["paths"]["/queue"]["post"].is_object());
+        for code in [1014, 1015, 1016] {
+            assert!(
+                text.contains(&format!("\"code\":{code}")),
+                "no rerun example of {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_run_operation_has_every_error_code_of_section_7() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let text = doc["paths"]["/queue/run"]["post"]["responses"].to_string();
+        for code in [
+            1000, 1001, 1002, 1003, 1006, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 1018, 1019,
+            1099,
+        ] {
+            assert!(
+                text.contains(&format!("\"code\":{code}")),
+                "no example of {code}"
+            );
+        }
+        assert!(doc["paths"]["/queue/run"]["post"]["responses"]["409"].is_object());
     }
 }

@@ -74,6 +74,10 @@ pub struct FixturePlan {
     pub id: i64,
     pub project_id: i64,
     pub name: String,
+    /// The framework type a run of the plan uses when its request names none
+    /// (contract, section 13); stored trimmed and in upper case.
+    #[serde(default)]
+    pub framework_type: Option<String>,
     #[serde(default)]
     pub scenario_ids: Vec<i64>,
     #[serde(default)]
@@ -101,6 +105,15 @@ pub struct FixtureResult {
     pub scenario_id: i64,
     pub environment_id: i64,
     pub status: String,
+    /// How long the pair ran, milliseconds, at least 0 (section 13).
+    #[serde(default)]
+    pub duration_ms: Option<i64>,
+    /// Where the pair's report is (section 13).
+    #[serde(default)]
+    pub report_url: Option<String>,
+    /// What the runner said about the result (section 13).
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 impl Fixture {
@@ -115,8 +128,24 @@ impl Fixture {
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        for plan in &self.plans {
+            if plan
+                .framework_type
+                .as_deref()
+                .is_some_and(|t| t.trim().is_empty())
+            {
+                bail!("plan {}: frameworkType is blank", plan.id);
+            }
+        }
         for execution in &self.executions {
             for result in &execution.results {
+                if result.duration_ms.is_some_and(|d| d < 0) {
+                    bail!(
+                        "execution {}: durationMs {:?} is negative",
+                        execution.id,
+                        result.duration_ms
+                    );
+                }
                 if !RESULT_STATUSES.contains(&result.status.as_str()) {
                     bail!(
                         "execution {}: status {:?} is not one of {RESULT_STATUSES:?}",
@@ -238,12 +267,17 @@ impl Fixture {
                 plans::id.eq(p.id),
                 plans::project_id.eq(p.project_id),
                 plans::name.eq(&p.name),
+                plans::framework_type.eq(p
+                    .framework_type
+                    .as_deref()
+                    .map(|t| t.trim().to_ascii_uppercase())),
             ))
             .on_conflict(plans::id)
             .do_update()
             .set((
                 plans::project_id.eq(excluded(plans::project_id)),
                 plans::name.eq(excluded(plans::name)),
+                plans::framework_type.eq(excluded(plans::framework_type)),
             ))
             .execute(conn)?;
         diesel::delete(plan_scenarios::table.filter(plan_scenarios::plan_id.eq(p.id)))
@@ -330,6 +364,9 @@ fn upsert_execution(conn: &mut PgConnection, e: &FixtureExecution) -> anyhow::Re
                 execution_pairs::environment_id.eq(r.environment_id),
                 execution_pairs::status.eq(&r.status),
                 execution_pairs::attempt.eq(1),
+                execution_pairs::duration_ms.eq(r.duration_ms),
+                execution_pairs::report_url.eq(&r.report_url),
+                execution_pairs::detail.eq(&r.detail),
             )
         })
         .collect();

@@ -127,7 +127,8 @@ impl Application {
             service: RerunService::new(
                 db.clone(),
                 wakeup,
-                config.limits.max_pairs,
+                config.limits.clone(),
+                &config.amqp.framework_types,
                 config.idempotency.retention,
             ),
             config: config.clone(),
@@ -230,6 +231,13 @@ fn routes_table(cfg: &mut web::ServiceConfig) {
                 })),
         );
     }
+    cfg.service(
+        web::resource(routes::run::RUN_PATH)
+            .route(web::post().to(routes::run))
+            .default_service(web::to(|r: HttpRequest| {
+                routes::method_not_allowed(r, "POST")
+            })),
+    );
     cfg.service(get_resource("/health", routes::health))
         .service(get_resource("/health/live", routes::live))
         .service(get_resource("/health/ready", routes::ready))

@@ -5,7 +5,7 @@
 //! `bench/rerun-2pair.pgbench` replays the same statements; keep the two in
 //! step (see `bench/BENCHMARKS.md`).
 
-use super::models::{KIND_RUN, STATUS_QUEUED};
+use super::models::{KIND_RUN, STATUS_QUEUED, STATUS_RUNNING};
 use super::outbox::push_insert_dispatches;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
@@ -100,21 +100,27 @@ impl QueryFragment<Pg> for Validate {
     }
 }
 
-/// The pairs of a source run for some scenarios, with what their messages
-/// need and how many times each ran in the source run's chain (the run and
-/// every rerun made from it), ordered by scenario then environment. Attempts
-/// in a chain are consecutive, so that count is the chain's highest attempt
-/// of the pair: one probe of `execution_pairs_chain_idx`, whatever the chain's
+/// The pairs of a source run for some scenarios (`scenario_ids`, or all when
+/// `None`), with what their messages need and each pair's latest attempt in
+/// the source run's chain (the run and every rerun made from it): its number,
+/// status and execution, ordered by scenario then environment. Attempts in a
+/// chain are consecutive, so the latest attempt is also how many times the
+/// pair ran: one probe of `execution_pairs_chain_idx`, whatever the chain's
 /// length.
+///
+/// No rows when `source_execution_id` is no longer the plan's latest full run
+/// (a run of the plan committed while this transaction waited for the lock
+/// on it): the caller then takes the new source run ([`LatestRun`]).
 ///
 /// Rows: [`SourcePair`].
 pub struct SourcePairs<'a> {
+    pub plan_id: i64,
     pub source_execution_id: i64,
-    pub scenario_ids: &'a [i64],
+    pub scenario_ids: Option<&'a [i64]>,
 }
 static_query_id!(SourcePairs<'_>, SourcePairsId);
 
-/// A pair of the source run with what its message needs.
+/// A pair of the source run with what its message needs and its latest attempt.
 #[derive(QueryableByName, Debug, Clone)]
 pub struct SourcePair {
     #[diesel(sql_type = BigInt)]
@@ -132,6 +138,19 @@ pub struct SourcePair {
     /// Times the pair ran in the source run's chain (its highest attempt).
     #[diesel(sql_type = Integer)]
     pub runs: i32,
+    /// The status of that latest attempt: the pair's current status (section 6).
+    #[diesel(sql_type = Text)]
+    pub current_status: String,
+    /// The execution holding that latest attempt.
+    #[diesel(sql_type = BigInt)]
+    pub current_execution_id: i64,
+}
+
+impl SourcePair {
+    /// In flight: the latest attempt is `QUEUED` or `RUNNING` (section 6).
+    pub fn in_flight(&self) -> bool {
+        self.current_status == STATUS_QUEUED || self.current_status == STATUS_RUNNING
+    }
 }
 
 impl Query for SourcePairs<'_> {
@@ -143,21 +162,74 @@ impl QueryFragment<Pg> for SourcePairs<'_> {
         out.push_sql("WITH r AS (SELECT ");
         out.push_bind_param::<BigInt, _>(&self.source_execution_id)?;
         out.push_sql("::bigint AS source, ");
-        out.push_bind_param::<Array<BigInt>, _>(self.scenario_ids)?;
+        out.push_bind_param::<BigInt, _>(&self.plan_id)?;
+        out.push_sql("::bigint AS plan_id, ");
+        out.push_bind_param::<Nullable<Array<BigInt>>, _>(&self.scenario_ids)?;
         out.push_sql(
             "::bigint[] AS scenarios) \
              SELECT sp.scenario_id, sp.environment_id, s.name AS scenario_name, \
                     e.name AS environment_name, e.platform, e.version, \
-                    (SELECT p.attempt FROM execution_pairs p \
-                      WHERE p.source_execution_id = r.source \
-                        AND p.scenario_id = sp.scenario_id AND p.environment_id = sp.environment_id \
-                      ORDER BY p.attempt DESC LIMIT 1) AS runs \
+                    l.attempt AS runs, l.status AS current_status, \
+                    l.execution_id AS current_execution_id \
                FROM r \
                JOIN execution_pairs sp \
-                 ON sp.execution_id = r.source AND sp.scenario_id = ANY (r.scenarios) \
+                 ON sp.execution_id = r.source \
+                AND (r.scenarios IS NULL OR sp.scenario_id = ANY (r.scenarios)) \
+              CROSS JOIN LATERAL \
+                    (SELECT p.attempt, p.status, p.execution_id FROM execution_pairs p \
+                      WHERE p.source_execution_id = r.source \
+                        AND p.scenario_id = sp.scenario_id AND p.environment_id = sp.environment_id \
+                      ORDER BY p.attempt DESC LIMIT 1) l \
                JOIN scenarios s ON s.id = sp.scenario_id \
                JOIN environments e ON e.id = sp.environment_id \
-              ORDER BY sp.scenario_id, sp.environment_id",
+              WHERE r.source = ",
+        );
+        push_latest_run(&mut out, "r.plan_id");
+        out.push_sql(" ORDER BY sp.scenario_id, sp.environment_id");
+        Ok(())
+    }
+}
+
+/// Pushes `(SELECT …)`: the id of the latest full run of the plan whose id is
+/// the SQL expression `plan_id` (section 1: most recent `requested_at`, then
+/// highest id; one probe of `executions_latest_run_idx`).
+fn push_latest_run(out: &mut AstPass<'_, '_, Pg>, plan_id: &'static str) {
+    out.push_sql("(SELECT x.id FROM executions x WHERE x.plan_id = ");
+    out.push_sql(plan_id);
+    out.push_sql(" AND x.kind = ");
+    push_literal(out, KIND_RUN);
+    out.push_sql(" ORDER BY x.requested_at DESC, x.id DESC LIMIT 1)");
+}
+
+/// The plan's latest full run as of this statement, if it ever ran, locked
+/// (`FOR NO KEY UPDATE`, the lock reruns of that source run take).
+///
+/// One row: [`LatestRunRow`].
+pub struct LatestRun {
+    pub plan_id: i64,
+}
+static_query_id!(LatestRun, LatestRunId);
+
+/// What [`LatestRun`] found.
+#[derive(QueryableByName, Debug)]
+pub struct LatestRunRow {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub source_execution_id: Option<i64>,
+}
+
+impl Query for LatestRun {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl QueryFragment<Pg> for LatestRun {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT (SELECT x.id FROM executions x WHERE x.plan_id = ");
+        out.push_bind_param::<BigInt, _>(&self.plan_id)?;
+        out.push_sql(" AND x.kind = ");
+        push_literal(&mut out, KIND_RUN);
+        out.push_sql(
+            " ORDER BY x.requested_at DESC, x.id DESC LIMIT 1 FOR NO KEY UPDATE) \
+             AS source_execution_id",
         );
         Ok(())
     }

@@ -17,7 +17,9 @@ pub struct EnvironmentInfo {
 }
 
 /// One message per scenario–environment pair, published with routing key
-/// `framework_type`. Field names and shape are fixed by the contract; runners
+/// `framework_type`, for a rerun (`type` `scenario.rerun`, section 2) and for a
+/// full run (`type` `scenario.run`, `attempt` 1, `source_execution_id` =
+/// `execution_id`, section 7). Field names and shape are fixed by the contract; runners
 /// de-duplicate on `message_id`, which is also the AMQP `message_id` property.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -30,7 +32,7 @@ pub struct RerunMessage {
     pub framework_type: String,
     pub scenario_id: i64,
     pub environment_id: i64,
-    /// 1 + the times this pair has run in the source run's chain.
+    /// 1 + the times this pair has run in the source run's chain; 1 in a full run.
     pub attempt: i32,
     /// RFC 3339 UTC, seconds precision, e.g. `2026-11-30T09:00:00Z`.
     pub requested_at: String,

@@ -1,8 +1,10 @@
-//! The domain: the rerun request as the API receives it, parsed into checked
-//! types, and the AMQP message a runner receives.
+//! The domain: the rerun and run requests as the API receives them, parsed
+//! into checked types, and the AMQP message a runner receives.
 
 pub mod message;
 pub mod request;
+pub mod run_request;
 
 pub use message::{EnvironmentInfo, RerunMessage, ScenarioInfo};
-pub use request::{parse_rerun_request, Id, RequestedPair, RerunRequest};
+pub use request::{parse_rerun_request, Id, OnInFlight, RequestedPair, RerunRequest};
+pub use run_request::{parse_run_request, RunRequest};

@@ -103,6 +103,53 @@ pub struct RawRerunRequest {
     #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false)]
     dry_run: Option<bool>,
+    /// Select every pair of the source run whose current status (its latest
+    /// attempt's) is one of these, instead of naming pairs (section 8). At
+    /// least one; not with `scenarioEnvironmentPairs` or the top-level
+    /// `scenarioId` (1001). `null` is 1001.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false, value_type = Option<Vec<CurrentStatus>>, min_items = 1)]
+    statuses: Option<Vec<String>>,
+    /// What to do with a named pair that is in flight (its latest attempt
+    /// `QUEUED` or `RUNNING`): `queue` it again (default), `skip` it (listed
+    /// in `data.skipped`; 409 code 1014 when every pair would be skipped) or
+    /// `refuse` (409 code 1014). `null` is 1001.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
+    on_in_flight: Option<OnInFlight>,
+}
+
+/// A terminal status a rerun may select by (`statuses`, section 8).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)]
+enum CurrentStatus {
+    FAILED,
+    ERROR,
+    ABORTED,
+    SKIPPED,
+    PASSED,
+}
+
+/// The statuses `statuses` may name: the terminal ones (section 8).
+pub const SELECTABLE_STATUSES: [&str; 5] = ["FAILED", "ERROR", "ABORTED", "SKIPPED", "PASSED"];
+
+/// What a rerun does with a named pair that is in flight (section 8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInFlight {
+    /// Queue it again: the behaviour of section 1.
+    #[default]
+    Queue,
+    /// Leave it out and list it in `data.skipped`.
+    Skip,
+    /// Answer 409 code 1014.
+    Refuse,
+}
+
+impl OnInFlight {
+    fn is_queue(&self) -> bool {
+        *self == OnInFlight::Queue
+    }
 }
 
 /// One `scenarioEnvironmentPairs` item as sent.
@@ -123,7 +170,9 @@ struct RawPair {
 /// For fields where a `null` would silently widen or commit a request
 /// (`environmentId` → every environment, `dryRun` → a real rerun): absent
 /// is `None`, a present value must not be `null` (1001, naming the field).
-fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+pub(crate) fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
 }
 
@@ -144,35 +193,42 @@ pub struct RerunRequest {
     pub user_id: i64,
     /// Normalised: trimmed and upper-case, one of the configured types.
     pub framework_type: String,
-    /// In request order, at least one, none twice, at most `MAX_PAIRS`.
+    /// In request order, at least one, none twice, at most `MAX_PAIRS`;
+    /// empty when the pairs are selected by `statuses`.
     pub pairs: Vec<RequestedPair>,
     pub dry_run: bool,
+    /// Select the source run's pairs whose current status is one of these
+    /// (section 8), as asked; empty when pairs are named. Left out of the
+    /// normalised form (Idempotency-Key) when empty, so that a request valid
+    /// under section 1 normalises as before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<String>,
+    /// What to do with a named pair in flight (section 8).
+    #[serde(skip_serializing_if = "OnInFlight::is_queue")]
+    pub on_in_flight: OnInFlight,
 }
 
 /// Parses and checks a request body against the contract.
 ///
 /// `framework_types` are the configured (upper-case) types; `max_pairs` is
-/// `MAX_PAIRS`. Errors: 1001 for bad JSON or types, 1006 for a missing field,
-/// 1003, 1007, 1008 — in that order.
+/// `MAX_PAIRS`. Errors: 1001 for bad JSON or types (and for a bad
+/// `statuses`, section 8), 1006 for a missing field, 1003, 1007, 1008 — in
+/// that order.
 pub fn parse_rerun_request(
     body: &[u8],
     framework_types: &[String],
     max_pairs: usize,
 ) -> Result<RerunRequest, ApiError> {
-    let raw = parse_raw(body)?;
-    let plan_id = raw
-        .plan_id
-        .ok_or(ApiError::Mandatory("planId is mandatory"))?;
-    let user_id = raw
-        .user_id
-        .ok_or(ApiError::Mandatory("userId is mandatory"))?;
-    let framework_type = raw
-        .framework_type
-        .as_deref()
-        .map(|t| t.trim().to_ascii_uppercase())
-        .filter(|t| !t.is_empty())
+    let raw: RawRerunRequest = parse_object(body, pairs_are_objects)?;
+    let statuses = checked_statuses(&raw)?;
+    let (plan_id, user_id) = mandatory_ids(raw.plan_id, raw.user_id)?;
+    let framework_type = normalised_framework_type(raw.framework_type.as_deref())
         .ok_or(ApiError::Mandatory("frameworkType is mandatory"))?;
-    let pairs = requested_pairs(&raw)?;
+    let pairs = if statuses.is_empty() {
+        requested_pairs(&raw)?
+    } else {
+        Vec::new()
+    };
     if !framework_types.contains(&framework_type) {
         return Err(ApiError::UnsupportedFrameworkType(framework_type));
     }
@@ -184,30 +240,99 @@ pub fn parse_rerun_request(
         });
     }
     Ok(RerunRequest {
-        plan_id: plan_id.get(),
-        user_id: user_id.get(),
+        plan_id,
+        user_id,
         framework_type,
         pairs,
         dry_run: raw.dry_run.unwrap_or(false),
+        statuses,
+        on_in_flight: raw.on_in_flight.unwrap_or_default(),
     })
 }
 
-/// JSON syntax and shape first (object at the top, objects in the list), then
-/// types, unknown fields and duplicate keys, each error naming its field.
-fn parse_raw(body: &[u8]) -> Result<RawRerunRequest, ApiError> {
+/// `planId` and `userId`, else 1006 naming the first missing one.
+pub(crate) fn mandatory_ids(
+    plan_id: Option<Id>,
+    user_id: Option<Id>,
+) -> Result<(i64, i64), ApiError> {
+    let plan_id = plan_id.ok_or(ApiError::Mandatory("planId is mandatory"))?;
+    let user_id = user_id.ok_or(ApiError::Mandatory("userId is mandatory"))?;
+    Ok((plan_id.get(), user_id.get()))
+}
+
+/// A framework type trimmed and in upper case; `None` when absent or blank.
+pub(crate) fn normalised_framework_type(given: Option<&str>) -> Option<String> {
+    given
+        .map(|t| t.trim().to_ascii_uppercase())
+        .filter(|t| !t.is_empty())
+}
+
+/// The rerun's shape check before types: every `scenarioEnvironmentPairs`
+/// item is an object.
+fn pairs_are_objects(object: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
+    if let Some(serde_json::Value::Array(items)) = object.get("scenarioEnvironmentPairs") {
+        if let Some(index) = items.iter().position(|item| !item.is_object()) {
+            return Err(ApiError::InvalidRequest(format!(
+                "scenarioEnvironmentPairs[{index}]: must be an object {{scenarioId, environmentId?}}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `statuses` as asked (empty when absent): 1001 when it is combined with
+/// named pairs or the top-level shorthand, empty, or names a status that is
+/// not terminal (`QUEUED`, `RUNNING`: in flight) or not a status at all
+/// (section 8).
+fn checked_statuses(raw: &RawRerunRequest) -> Result<Vec<String>, ApiError> {
+    let Some(statuses) = &raw.statuses else {
+        return Ok(Vec::new());
+    };
+    let invalid = |what: String| Err(ApiError::InvalidRequest(what));
+    if raw.scenario_environment_pairs.is_some()
+        || raw.scenario_id.is_some()
+        || raw.environment_id.is_some()
+    {
+        return invalid(
+            "statuses cannot be combined with scenarioEnvironmentPairs or the top-level scenarioId/environmentId".to_owned(),
+        );
+    }
+    if statuses.is_empty() {
+        return invalid("statuses: at least one status is required".to_owned());
+    }
+    for (index, status) in statuses.iter().enumerate() {
+        if SELECTABLE_STATUSES.contains(&status.as_str()) {
+            continue;
+        }
+        return if status == "QUEUED" || status == "RUNNING" {
+            invalid(format!(
+                "statuses[{index}]: {status} is in flight, not a result; select by {} (and see onInFlight)",
+                SELECTABLE_STATUSES.join(", ")
+            ))
+        } else {
+            invalid(format!(
+                "statuses[{index}]: unknown status {status:?}, expected one of {}",
+                SELECTABLE_STATUSES.join(", ")
+            ))
+        };
+    }
+    Ok(statuses.clone())
+}
+
+/// JSON syntax and shape first (object at the top, then `shape`'s check of
+/// the object), then types, unknown fields and duplicate keys, each error
+/// naming its field (1001).
+pub(crate) fn parse_object<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    shape: impl FnOnce(&serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError>,
+) -> Result<T, ApiError> {
     let invalid = |what: String| ApiError::InvalidRequest(what);
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| invalid(format!("malformed JSON: {e}")))?;
     let object = value
         .as_object()
         .ok_or_else(|| invalid("the body must be a JSON object".to_owned()))?;
-    if let Some(serde_json::Value::Array(items)) = object.get("scenarioEnvironmentPairs") {
-        if let Some(index) = items.iter().position(|item| !item.is_object()) {
-            return Err(invalid(format!(
-                "scenarioEnvironmentPairs[{index}]: must be an object {{scenarioId, environmentId?}}"
-            )));
-        }
-    }
+    shape(object)?;
     let deserializer = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -413,6 +538,60 @@ mod tests {
     }
 
     #[test]
+    fn statuses_replace_the_pairs_and_on_in_flight_is_read() {
+        let r = parse(r#"{"planId":1,"userId":2,"frameworkType":"APPIUM","statuses":["FAILED","ERROR"],"onInFlight":"skip"}"#).unwrap();
+        assert!(r.pairs.is_empty());
+        assert_eq!(r.statuses, vec!["FAILED", "ERROR"]);
+        assert_eq!(r.on_in_flight, OnInFlight::Skip);
+        let r = parse(r#"{"planId":1,"userId":2,"frameworkType":"APPIUM","scenarioId":3,"onInFlight":"refuse"}"#).unwrap();
+        assert_eq!(r.on_in_flight, OnInFlight::Refuse);
+    }
+
+    #[test]
+    fn a_request_of_section_1_normalises_as_before() {
+        let r =
+            parse(r#"{"planId":1,"userId":2,"frameworkType":"APPIUM","scenarioId":3}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"planId":1,"userId":2,"frameworkType":"APPIUM","pairs":[{"scenarioId":3,"environmentId":null}],"dryRun":false}"#
+        );
+    }
+
+    #[test]
+    fn bad_statuses_and_on_in_flight_are_1001_before_missing_fields() {
+        for (body, needle) in [
+            (r#"{"statuses":[]}"#, "at least one status"),
+            (r#"{"statuses":null}"#, "statuses"),
+            (r#"{"statuses":["BROKEN"]}"#, "unknown status \"BROKEN\""),
+            (r#"{"statuses":["failed"]}"#, "unknown status"),
+            (
+                r#"{"statuses":["FAILED","QUEUED"]}"#,
+                "statuses[1]: QUEUED is in flight",
+            ),
+            (r#"{"statuses":["RUNNING"]}"#, "RUNNING is in flight"),
+            (
+                r#"{"statuses":["FAILED"],"scenarioId":3}"#,
+                "cannot be combined",
+            ),
+            (
+                r#"{"statuses":["FAILED"],"scenarioEnvironmentPairs":[{"scenarioId":3}]}"#,
+                "cannot be combined",
+            ),
+            (r#"{"onInFlight":"wait"}"#, "onInFlight"),
+            (r#"{"onInFlight":null}"#, "onInFlight"),
+        ] {
+            let (code, message) = err(body);
+            assert_eq!(code, 1001, "{body}");
+            assert!(message.contains(needle), "{body} → {message}");
+        }
+        assert_eq!(
+            err(r#"{"planId":1,"userId":1,"frameworkType":"X","statuses":["FAILED"]}"#),
+            (1003, "frameworkType X is not supported".into()),
+            "with statuses no pair is mandatory"
+        );
+    }
+
+    #[test]
     fn combining_the_shorthand_with_the_list_is_refused() {
         assert_eq!(
             err(r#"{"planId":1,"userId":1,"frameworkType":"APPIUM","scenarioId":9,"scenarioEnvironmentPairs":[{"scenarioId":3}]}"#).0,
@@ -454,7 +633,15 @@ mod fuzz {
             Ok(request) => {
                 assert!(request.plan_id >= 1 && request.user_id >= 1);
                 assert!(types().contains(&request.framework_type));
-                assert!((1..=MAX_PAIRS).contains(&request.pairs.len()));
+                if request.statuses.is_empty() {
+                    assert!((1..=MAX_PAIRS).contains(&request.pairs.len()));
+                } else {
+                    assert!(request.pairs.is_empty());
+                    assert!(request
+                        .statuses
+                        .iter()
+                        .all(|s| SELECTABLE_STATUSES.contains(&s.as_str())));
+                }
                 for pair in &request.pairs {
                     assert!(pair.scenario_id >= 1);
                     assert!(pair.environment_id.is_none_or(|e| e >= 1));
@@ -533,6 +720,8 @@ mod fuzz {
                 "scenarioId",
                 "environmentId",
                 "dryRun",
+                "statuses",
+                "onInFlight",
                 "planid",
                 "rerunAll",
             ])

@@ -4,8 +4,10 @@ pub mod fallback;
 pub mod health;
 pub mod metrics;
 pub mod rerun;
+pub mod run;
 
 pub use fallback::{method_not_allowed, not_found};
 pub use health::{health, live, ready};
 pub use metrics::metrics;
 pub use rerun::rerun;
+pub use run::run;

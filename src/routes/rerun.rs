@@ -1,6 +1,7 @@
 //! `POST /queue/rerun` and its alias `POST /queue` (contract, section 1).
 
 use crate::app::{AppState, RequestFacts, RequestId};
+use crate::auth::Caller;
 use crate::domain::parse_rerun_request;
 use crate::error::{ApiError, Envelope};
 use crate::idempotency::IdempotencyKey;
@@ -28,8 +29,12 @@ pub const RERUN_PATH: &str = "/queue/rerun";
 run and the reruns made from it), records the rerun and one dispatch record per pair in one \
 transaction, and answers 200: every message then reaches RabbitMQ (one per pair, routing key \
 = frameworkType), even if the broker is unreachable at that moment. With `dryRun` nothing is \
-written or published and every `messageId` is null. Checks run in the order of the error table \
-of the contract; the first failure answers.",
+written or published and every `messageId` is null. Instead of naming pairs, `statuses` selects \
+every pair of the source run whose current status (its latest attempt's) is one of them; \
+`onInFlight` says what to do with a named pair that is still queued or running (`queue` it again, \
+`skip` it and list it in `skipped`, or `refuse` with 409 code 1014). No pair goes beyond \
+`MAX_ATTEMPTS` attempts (code 1015). Checks run in the order of the error table of the contract; \
+the first failure answers.",
     request_body(content = crate::domain::request::RawRerunRequest, content_type = "application/json",
         example = json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM",
             "scenarioEnvironmentPairs": [{"scenarioId": 111, "environmentId": 222},
@@ -47,7 +52,9 @@ answer and carried as the AMQP `correlation_id` of the messages")
             body = Envelope<crate::service::RerunAccepted>,
             example = json!({"data": {"executionId": 5012, "planId": 614, "sourceExecutionId": 4980,
                 "frameworkType": "APPIUM", "queued": [{"scenarioId": 111, "environmentId": 222,
-                "attempt": 2, "messageId": "0b6f2f0e-4a0c-4f53-9d0e-3c1f1d2a7b11"}]},
+                "attempt": 2, "messageId": "0b6f2f0e-4a0c-4f53-9d0e-3c1f1d2a7b11"}],
+                "skipped": [{"scenarioId": 112, "environmentId": 223, "executionId": 5011,
+                "attempt": 2, "status": "RUNNING"}]},
                 "result": {"code": 0, "message": "success"}}))
     ),
     security(("bearer" = []))
@@ -57,17 +64,8 @@ pub async fn rerun(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.verifier.authenticate(request.headers())?;
-    check_content_type(&request)?;
-    let idempotency_key = idempotency_key(&request)?;
+    let (caller, idempotency_key, body) = read_request(&request, payload, &state).await?;
     let config = &state.config;
-    let body = read_body(
-        payload,
-        &request,
-        config.http.body_limit,
-        config.http.body_read_timeout,
-    )
-    .await?;
     let parsed = parse_rerun_request(&body, &config.amqp.framework_types, config.limits.max_pairs)?;
     let (plan_id, user_id) = (parsed.plan_id, parsed.user_id);
     request
@@ -78,12 +76,8 @@ pub async fn rerun(
         state.outbox_gate.admit()?;
     }
     let framework_type = parsed.framework_type.clone();
-    let correlation_id = request.extensions().get::<RequestId>().map(|r| r.0.clone());
-    let context = RerunContext {
-        subject: caller.subject,
-        correlation_id: correlation_id.clone(),
-        idempotency_key,
-    };
+    let context = context(&request, caller.subject, idempotency_key);
+    let correlation_id = context.correlation_id.clone();
     let response = match state.service.rerun(parsed, context).await? {
         RerunOutcome::Accepted(accepted) => {
             if accepted.execution_id.is_some() {
@@ -91,29 +85,81 @@ pub async fn rerun(
                     .metrics
                     .rerun_accepted(&framework_type, accepted.queued.len());
             }
-            log::info!(
-                "rerun {} plan={plan_id} user={user_id} execution={} pairs={} request_id={}",
-                if accepted.execution_id.is_some() {
-                    "queued"
-                } else {
-                    "validated (dry run)"
-                },
-                accepted
-                    .execution_id
-                    .map_or("-".to_owned(), |id| id.to_string()),
+            log_accepted(
+                "rerun",
+                plan_id,
+                user_id,
+                accepted.execution_id,
                 accepted.queued.len(),
-                correlation_id.as_deref().unwrap_or("-"),
+                correlation_id.as_deref(),
             );
             HttpResponse::Ok().json(Envelope::success(accepted))
         }
-        RerunOutcome::Replayed { status, body } => HttpResponse::build(
-            actix_web::http::StatusCode::from_u16(status).map_err(anyhow::Error::from)?,
-        )
-        .insert_header(("Idempotent-Replayed", "true"))
-        .content_type(ContentType::json())
-        .body(body),
+        RerunOutcome::Replayed { status, body } => replayed(status, body)?,
     };
     Ok(response)
+}
+
+/// What every queueing operation does before parsing its body:
+/// authenticates (401), checks the content type (415 code 1001) and the
+/// `Idempotency-Key` header (1001), reads the body (413, 408).
+pub(crate) async fn read_request(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(Caller, Option<IdempotencyKey>, web::BytesMut), ApiError> {
+    let caller = state.verifier.authenticate(request.headers())?;
+    check_content_type(request)?;
+    let idempotency_key = idempotency_key(request)?;
+    let http = &state.config.http;
+    let body = read_body(payload, request, http.body_limit, http.body_read_timeout).await?;
+    Ok((caller, idempotency_key, body))
+}
+
+/// Who asks and how: the token's subject, the request id (the AMQP
+/// `correlation_id`) and the `Idempotency-Key`.
+pub(crate) fn context(
+    request: &HttpRequest,
+    subject: String,
+    idempotency_key: Option<IdempotencyKey>,
+) -> RerunContext {
+    RerunContext {
+        subject,
+        correlation_id: request.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        idempotency_key,
+    }
+}
+
+/// The log line of an accepted `operation` (`rerun` or `run`).
+pub(crate) fn log_accepted(
+    operation: &str,
+    plan_id: i64,
+    user_id: i64,
+    execution_id: Option<i64>,
+    pairs: usize,
+    correlation_id: Option<&str>,
+) {
+    log::info!(
+        "{operation} {} plan={plan_id} user={user_id} execution={} pairs={pairs} request_id={}",
+        if execution_id.is_some() {
+            "queued"
+        } else {
+            "validated (dry run)"
+        },
+        execution_id.map_or("-".to_owned(), |id| id.to_string()),
+        correlation_id.unwrap_or("-"),
+    );
+}
+
+/// The first answer to an Idempotency-Key, sent again as stored, with
+/// `Idempotent-Replayed: true`.
+pub(crate) fn replayed(status: u16, body: String) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(status).map_err(anyhow::Error::from)?,
+    )
+    .insert_header(("Idempotent-Replayed", "true"))
+    .content_type(ContentType::json())
+    .body(body))
 }
 
 /// 415 code 1001 unless the body is declared JSON (`application/json` or a

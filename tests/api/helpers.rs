@@ -478,6 +478,40 @@ pub fn pair_body(scenario_id: i64, environment_id: i64) -> Value {
                        "scenarioId": scenario_id, "environmentId": environment_id})
 }
 
+/// The `(scenarioId, environmentId, attempt)` of each queued pair of a 200 answer.
+pub fn queued(body: &Value) -> Vec<(i64, i64, i64)> {
+    body["data"]["queued"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no data.queued: {body}"))
+        .iter()
+        .map(|q| {
+            (
+                q["scenarioId"].as_i64().unwrap(),
+                q["environmentId"].as_i64().unwrap(),
+                q["attempt"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+impl TestApp {
+    /// Asserts that executions and dispatches still hold `before` rows
+    /// ([`TestApp::counts`]) and that no message reaches the queue of any
+    /// framework type of the test.
+    pub async fn assert_nothing_written_or_published(&self, before: (i64, i64)) {
+        assert_eq!(self.counts().await, before, "something was written");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        for framework_type in self.config.amqp.framework_types.iter() {
+            assert!(
+                self.drain(framework_type, Duration::from_millis(200))
+                    .await
+                    .is_empty(),
+                "something was published to {framework_type}"
+            );
+        }
+    }
+}
+
 /// The `messageId`s of a 200 answer.
 pub fn message_ids(body: &Value) -> std::collections::HashSet<String> {
     body["data"]["queued"]

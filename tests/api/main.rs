@@ -16,6 +16,8 @@ mod operations;
 mod outbox;
 mod proxy;
 mod rerun;
+mod rerun_selection;
+mod run;
 mod runner;
 mod security;
 mod test_db;

@@ -13,7 +13,12 @@ const CUTS: usize = 6;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_reruns_with_the_broker_cut_six_times_lose_nothing() {
     let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
-    let app = spawn_app_with(|c| c.amqp.url = proxy.amqp_url()).await;
+    let app = spawn_app_with(|c| {
+        c.amqp.url = proxy.amqp_url();
+        // ~330 reruns of each pair, far beyond the default 50 attempts
+        c.limits.max_attempts = 1000;
+    })
+    .await;
     app.wait_ready(&app.address, 200).await;
     let token = app.token(13, &["PLAN_RUN"]);
 

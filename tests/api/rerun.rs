@@ -1,26 +1,11 @@
 //! The success path: what the caller gets and what the runners receive.
 
-use crate::helpers::{code, pair_body, spawn_app, DEMO_PAIRS};
+use crate::helpers::{code, pair_body, queued, spawn_app, DEMO_PAIRS};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn queued(body: &Value) -> Vec<(i64, i64, i64)> {
-    body["data"]["queued"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| {
-            (
-                q["scenarioId"].as_i64().unwrap(),
-                q["environmentId"].as_i64().unwrap(),
-                q["attempt"].as_i64().unwrap(),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test]
 async fn a_rerun_of_two_pairs_publishes_two_persistent_messages() {
