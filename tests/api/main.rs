@@ -14,4 +14,5 @@ mod nothing_lost;
 mod operations;
 mod proxy;
 mod rerun;
+mod results;
 mod security;
