@@ -300,6 +300,7 @@ impl ResultsConsumer {
     async fn apply(&self, checked: &[Checked]) -> Result<BatchOutcome, Failure> {
         let results: Vec<RunnerResult> = checked.iter().map(|c| c.result.clone()).collect();
         let pool = self.pool.clone();
+        log::debug!("results consumer: applying {} results", results.len());
         blocking(move || {
             let mut conn = pool
                 .get()

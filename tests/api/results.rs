@@ -110,10 +110,11 @@ async fn publish(app: &TestApp, results: &[Value]) {
     publish_to(AMQP_URL, app, &bodies).await;
 }
 
-/// Waits until `/metrics` shows `line`.
+/// Waits until `/metrics` has the sample `line` (a whole line: the `# HELP`
+/// text may start like a sample).
 async fn wait_metric(app: &TestApp, line: &str) {
     let started = Instant::now();
-    while !app.metrics().await.contains(line) {
+    while !app.metrics().await.lines().any(|l| l == line) {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "metrics never showed {line}:\n{}",
@@ -635,4 +636,30 @@ async fn an_execution_finished_event_carries_the_counts_and_the_flaky_pairs() {
         "{metrics}"
     );
     let _ = connection.close(200, "done".into()).await;
+}
+
+#[test]
+fn asyncapi_names_the_results_and_events_exchanges_and_their_examples_satisfy_the_schemas() {
+    let text = std::fs::read_to_string("docs/asyncapi.yaml").unwrap();
+    let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let config = plan_queue::config::Config::from_lookup(|_| None).unwrap();
+    let results = &doc["channels"]["results"]["bindings"]["amqp"]["exchange"];
+    assert_eq!(results["name"], config.amqp.results_name().as_str());
+    assert_eq!(results["type"], "fanout");
+    let events = &doc["channels"]["events"]["bindings"]["amqp"]["exchange"];
+    assert_eq!(events["name"], config.amqp.events_name().as_str());
+    assert_eq!(events["type"], "topic");
+    for (message, schema, validator) in [
+        ("scenarioResult", "./result.schema.json", result_schema()),
+        ("executionFinished", "./event.schema.json", event_schema()),
+    ] {
+        let message = &doc["components"]["messages"][message];
+        assert_eq!(message["payload"]["schema"]["$ref"], schema);
+        let example = &message["examples"][0]["payload"];
+        assert!(validator.is_valid(example), "{example}");
+    }
+    assert_eq!(
+        doc["components"]["messages"]["executionFinished"]["bindings"]["amqp"]["messageType"],
+        plan_queue::db::models::MESSAGE_EXECUTION_FINISHED
+    );
 }
