@@ -5,8 +5,12 @@
 //! type `T` a durable quorum queue `<exchange>.<T>` bound with routing key `T`,
 //! with a delivery limit and a dead-letter exchange `<exchange>.dead-letter`
 //! (fanout) whose quorum queue `<exchange>.dead-letter` parks poison messages.
+//! Part two (sections 9 and 10): the `fanout` exchange `<exchange>.results`
+//! with its quorum queue, and the `topic` exchange `<exchange>.events`
+//! ([`declare_results_topology`]).
 
 use crate::config::AmqpConfig;
+use crate::db::models::MESSAGE_EXECUTION_FINISHED;
 use crate::db::outbox::ClaimedDispatch;
 use crate::metrics::PublishOutcome;
 use anyhow::Context;
@@ -74,6 +78,7 @@ pub struct Publisher {
     connection: Connection,
     channel: Channel,
     exchange: String,
+    events_exchange: String,
 }
 
 impl Publisher {
@@ -94,6 +99,7 @@ impl Publisher {
                 .confirm_select(ConfirmSelectOptions::default())
                 .await?;
             declare_topology(&channel, config).await?;
+            declare_results_topology(&channel, config).await?;
             anyhow::Ok(channel)
         })
         .await
@@ -102,7 +108,20 @@ impl Publisher {
             connection,
             channel,
             exchange: config.exchange.clone(),
+            events_exchange: config.events_name(),
         })
+    }
+
+    /// Where a dispatch row goes: an `execution.finished` event to
+    /// `<exchange>.events` (contract, section 10), not mandatory (an event
+    /// nobody has bound a queue for is dropped, not retried); every other row
+    /// to the main exchange, mandatory.
+    fn route(&self, row: &ClaimedDispatch) -> (&str, bool) {
+        if row.message_type == MESSAGE_EXECUTION_FINISHED {
+            (&self.events_exchange, false)
+        } else {
+            (&self.exchange, true)
+        }
     }
 
     /// True while the connection and channel are open.
@@ -121,13 +140,14 @@ impl Publisher {
     ) -> Vec<Result<(), PublishFailure>> {
         let mut pending = Vec::with_capacity(batch.len());
         for row in batch {
+            let (exchange, mandatory) = self.route(row);
             let sent = tokio::time::timeout(
                 timeout,
                 self.channel.basic_publish(
-                    self.exchange.as_str().into(),
+                    exchange.into(),
                     row.routing_key.as_str().into(),
                     BasicPublishOptions {
-                        mandatory: true,
+                        mandatory,
                         ..Default::default()
                     },
                     row.body.as_bytes(),
@@ -268,6 +288,50 @@ pub async fn declare_topology(channel: &Channel, config: &AmqpConfig) -> anyhow:
             .await
             .with_context(|| format!("binding queue {queue}"))?;
     }
+    Ok(())
+}
+
+/// Declares part two's exchanges (contract, sections 9 and 10): the durable
+/// `fanout` exchange `<exchange>.results` with the durable quorum queue
+/// `<exchange>.results` bound to it (dead-letter exchange and delivery limit
+/// as the run queues), and the durable `topic` exchange `<exchange>.events`.
+/// Idempotent like [`declare_topology`], which must have declared the
+/// dead-letter exchange first.
+pub async fn declare_results_topology(
+    channel: &Channel,
+    config: &AmqpConfig,
+) -> anyhow::Result<()> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let (results, events) = (config.results_name(), config.events_name());
+    for (name, kind) in [
+        (&results, ExchangeKind::Fanout),
+        (&events, ExchangeKind::Topic),
+    ] {
+        channel
+            .exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
+            .await
+            .with_context(|| format!("declaring exchange {name}"))?;
+    }
+    let dead_letter = config.dead_letter_name();
+    declare_queue(
+        channel,
+        &results,
+        quorum_arguments(Some(&dead_letter), config.delivery_limit),
+    )
+    .await?;
+    channel
+        .queue_bind(
+            results.as_str().into(),
+            results.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("binding queue {results}"))?;
     Ok(())
 }
 

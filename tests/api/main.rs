@@ -17,6 +17,7 @@ mod outbox;
 mod proxy;
 mod rerun;
 mod rerun_selection;
+mod results;
 mod run;
 mod runner;
 mod security;
