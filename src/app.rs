@@ -10,7 +10,7 @@ use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::relay::RelayStatus;
-use crate::service::RerunService;
+use crate::service::{ReadService, RerunService};
 use std::sync::Arc;
 
 /// The request id of the current request (from `X-Request-Id` or generated).
@@ -29,6 +29,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub verifier: TokenVerifier,
     pub service: RerunService,
+    /// Reading executions and results back (contract, section 11).
+    pub reads: ReadService,
     pub db: Db,
     pub relay_status: Arc<RelayStatus>,
     pub metrics: Arc<Metrics>,

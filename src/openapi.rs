@@ -12,6 +12,7 @@ use crate::routes;
 use std::collections::BTreeMap;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
@@ -37,12 +38,16 @@ against PostgreSQL, records the rerun and publishes one AMQP message per pair to
         routes::health::health,
         routes::health::live,
         routes::health::ready,
-        routes::metrics::metrics
+        routes::metrics::metrics,
+        routes::executions::execution,
+        routes::executions::plan_executions,
+        routes::executions::plan_results
     ),
     components(schemas(ApiResult)),
     modifiers(&BearerAuth, &PairsOrShorthand, &ErrorAnswers, &QueueAlias),
     tags(
         (name = "rerun", description = "Rerun scenarios of a test plan"),
+        (name = "read", description = "Read executions and the consolidated results of a plan back"),
         (name = "operations", description = "Probes and metrics")
     )
 )]
@@ -67,7 +72,8 @@ impl Modify for BearerAuth {
                     .bearer_format("JWT")
                     .description(Some(
                         "HS256 JWT: `sub` = user id, `exp`, `authorities` (PLAN_RUN to rerun, \
-                         QUEUE_ADMIN to act for another user)",
+                         QUEUE_ADMIN to act for another user and read every plan, PLAN_READ \
+                         or PLAN_RUN to read the plans of the subject's projects)",
                     ))
                     .build(),
             ),
@@ -198,8 +204,60 @@ pub fn error_examples() -> Vec<(&'static str, ApiError)> {
     ]
 }
 
-/// Adds the error envelope schema and, to the rerun operation, one response
-/// per error status with an example per error of that status.
+/// The example errors of the read endpoints (contract, section 11) for the
+/// operation at `path`, by name.
+pub fn read_error_examples(path: &str) -> Vec<(&'static str, ApiError)> {
+    use ApiError::*;
+    let mut errors = vec![
+        ("unauthenticated", Unauthorized { token_sent: false }),
+        (
+            "accessDenied",
+            AccessDenied(
+                "the token lacks the PLAN_READ, PLAN_RUN or QUEUE_ADMIN authority".to_owned(),
+            ),
+        ),
+        (
+            "idNotAPositiveInteger",
+            NotFound(path.replace("{executionId}", "0").replace("{planId}", "0")),
+        ),
+        (
+            "internal",
+            Unexpected(anyhow::anyhow!("never shown to the client")),
+        ),
+        ("databaseUnavailable", Unavailable("database")),
+    ];
+    match path {
+        routes::executions::EXECUTION_PATH => {
+            errors.push(("executionNotFound", ExecutionNotFound(5012)));
+        }
+        routes::executions::PLAN_EXECUTIONS_PATH => {
+            errors.push(("planNotFound", PlanNotFoundToRead));
+            errors.push((
+                "limitOutOfRange",
+                InvalidRequest("limit must be an integer from 1 to 100, got `0`".to_owned()),
+            ));
+            errors.push((
+                "beforeNotOfThePlan",
+                InvalidRequest("before: 5100 is not an execution of plan 614".to_owned()),
+            ));
+            errors.push((
+                "unknownParameter",
+                InvalidRequest(
+                    "unknown query parameter `page`, expected `limit` or `before`".to_owned(),
+                ),
+            ));
+        }
+        _ => {
+            errors.push(("planNotFound", PlanNotFoundToRead));
+            errors.push(("neverRan", NoExecutedResults(615)));
+        }
+    }
+    errors
+}
+
+/// Adds the error envelope schema and, to the rerun operation and each read
+/// operation, one response per error status with an example per error of
+/// that status.
 struct ErrorAnswers;
 
 impl Modify for ErrorAnswers {
@@ -215,55 +273,74 @@ impl Modify for ErrorAnswers {
                 .required("result")
                 .into(),
         );
-        let mut by_status: BTreeMap<u16, Vec<(&str, ApiError)>> = BTreeMap::new();
-        for (name, error) in error_examples() {
-            use actix_web::ResponseError;
-            by_status
-                .entry(error.status_code().as_u16())
-                .or_default()
-                .push((name, error));
-        }
-        let Some(operation) = openapi
+        if let Some(operation) = openapi
             .paths
             .paths
             .get_mut(routes::rerun::RERUN_PATH)
             .and_then(|item| item.post.as_mut())
-        else {
-            return;
-        };
-        for (status, errors) in by_status {
-            let mut codes: Vec<String> = errors.iter().map(|(_, e)| e.code().to_string()).collect();
-            codes.dedup();
-            let examples = errors.iter().map(|(name, error)| {
-                (
-                    *name,
-                    ExampleBuilder::new()
-                        .summary(format!("code {}", error.code()))
-                        .value(serde_json::to_value(error.envelope()).ok())
-                        .build(),
-                )
-            });
-            let content = ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(ERROR_ENVELOPE)))
-                .examples_from_iter(examples)
-                .build();
-            let mut response = ResponseBuilder::new()
-                .description(format!("code {}", codes.join(", ")))
-                .content("application/json", content);
-            if let Some((name, description)) = header_of(status) {
-                response = response.header(
-                    name,
-                    HeaderBuilder::new()
-                        .schema(ObjectBuilder::new().schema_type(Type::String))
-                        .description(Some(description))
-                        .build(),
-                );
-            }
-            operation
-                .responses
-                .responses
-                .insert(status.to_string(), response.build().into());
+        {
+            add_error_answers(operation, error_examples());
         }
+        for path in [
+            routes::executions::EXECUTION_PATH,
+            routes::executions::PLAN_EXECUTIONS_PATH,
+            routes::executions::PLAN_RESULTS_PATH,
+        ] {
+            if let Some(operation) = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.get.as_mut())
+            {
+                add_error_answers(operation, read_error_examples(path));
+            }
+        }
+    }
+}
+
+/// Adds to `operation` one response per status of `examples`, with an
+/// example per error of that status.
+fn add_error_answers(operation: &mut Operation, examples: Vec<(&'static str, ApiError)>) {
+    let mut by_status: BTreeMap<u16, Vec<(&str, ApiError)>> = BTreeMap::new();
+    for (name, error) in examples {
+        use actix_web::ResponseError;
+        by_status
+            .entry(error.status_code().as_u16())
+            .or_default()
+            .push((name, error));
+    }
+    for (status, errors) in by_status {
+        let mut codes: Vec<String> = errors.iter().map(|(_, e)| e.code().to_string()).collect();
+        codes.dedup();
+        let examples = errors.iter().map(|(name, error)| {
+            (
+                *name,
+                ExampleBuilder::new()
+                    .summary(format!("code {}", error.code()))
+                    .value(serde_json::to_value(error.envelope()).ok())
+                    .build(),
+            )
+        });
+        let content = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name(ERROR_ENVELOPE)))
+            .examples_from_iter(examples)
+            .build();
+        let mut response = ResponseBuilder::new()
+            .description(format!("code {}", codes.join(", ")))
+            .content("application/json", content);
+        if let Some((name, description)) = header_of(status) {
+            response = response.header(
+                name,
+                HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(Type::String))
+                    .description(Some(description))
+                    .build(),
+            );
+        }
+        operation
+            .responses
+            .responses
+            .insert(status.to_string(), response.build().into());
     }
 }
 
@@ -316,5 +393,36 @@ mod tests {
             );
         }
         assert!(doc["paths"]["/queue"]["post"].is_object());
+    }
+
+    #[test]
+    fn every_read_operation_documents_its_errors() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for (path, codes) in [
+            (
+                "/executions/{executionId}",
+                &[1001, 1009, 1010, 1011, 1017, 1099][..],
+            ),
+            (
+                "/plans/{planId}/executions",
+                &[1000, 1001, 1009, 1010, 1011, 1099][..],
+            ),
+            (
+                "/plans/{planId}/results",
+                &[1000, 1001, 1004, 1009, 1010, 1011, 1099][..],
+            ),
+        ] {
+            let responses = &doc["paths"][path]["get"]["responses"];
+            for status in ["200", "401", "403", "404", "500", "503"] {
+                assert!(responses[status].is_object(), "{path}: no {status}");
+            }
+            let text = responses.to_string();
+            for code in codes {
+                assert!(
+                    text.contains(&format!("\"code\":{code}")),
+                    "{path}: no {code}"
+                );
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::middleware::{limit_headers, log_request, request_id, update_metrics};
 use crate::openapi::{ApiDoc, DOCS_PATH, OPENAPI_PATH};
 use crate::relay::{Relay, RelayStatus};
 use crate::routes;
-use crate::service::RerunService;
+use crate::service::{ReadService, RerunService};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{
@@ -98,6 +98,7 @@ impl Application {
                 config.limits.max_pairs,
                 config.idempotency.retention,
             ),
+            reads: ReadService::new(db.clone()),
             config: config.clone(),
             verifier,
             db: db.clone(),
@@ -189,6 +190,18 @@ fn routes_table(cfg: &mut web::ServiceConfig) {
         .service(get_resource("/health/ready", routes::ready))
         .service(get_resource("/metrics", routes::metrics))
         .service(get_resource(DOCS_PATH, docs_redirect))
+        .service(get_resource(
+            routes::executions::EXECUTION_PATH,
+            routes::execution,
+        ))
+        .service(get_resource(
+            routes::executions::PLAN_EXECUTIONS_PATH,
+            routes::plan_executions,
+        ))
+        .service(get_resource(
+            routes::executions::PLAN_RESULTS_PATH,
+            routes::plan_results,
+        ))
         .default_service(web::to(routes::not_found));
 }
 

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod models;
 pub mod outbox;
 pub(crate) mod queries;
+pub mod reads;
 pub mod schema;
 
 use crate::error::ApiError;

@@ -1,10 +1,12 @@
 //! HTTP handlers: thin — extract, parse, one service call, respond.
 
+pub mod executions;
 pub mod fallback;
 pub mod health;
 pub mod metrics;
 pub mod rerun;
 
+pub use executions::{execution, plan_executions, plan_results};
 pub use fallback::{method_not_allowed, not_found};
 pub use health::{health, live, ready};
 pub use metrics::metrics;

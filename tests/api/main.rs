@@ -13,5 +13,6 @@ mod messages;
 mod nothing_lost;
 mod operations;
 mod proxy;
+mod reads;
 mod rerun;
 mod security;
