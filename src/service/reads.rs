@@ -330,10 +330,16 @@ fn status_of(started_at: Option<DateTime<Utc>>, open_pairs: i32) -> ExecutionSta
 }
 
 fn summary(row: ExecutionRow) -> ExecutionSummary {
-    let mut counts = StatusCounts::default();
-    for (status, n) in row.statuses.iter().zip(&row.status_counts) {
-        counts.add(status, *n);
-    }
+    let c = row.counts;
+    let counts = StatusCounts {
+        queued: c.queued,
+        running: c.running,
+        passed: c.passed,
+        failed: c.failed,
+        error: c.error,
+        skipped: c.skipped,
+        aborted: c.aborted,
+    };
     ExecutionSummary {
         execution_id: row.execution_id,
         plan_id: row.plan_id,
