@@ -50,7 +50,8 @@ every pair is terminal, `RUNNING` otherwise. `counts` has all seven pair statuse
 ordered by scenario then environment. Needs `PLAN_RUN`, `PLAN_READ` or `QUEUE_ADMIN`; without \
 `QUEUE_ADMIN` an execution of a project the token's subject is not a member of is 404, as an \
 unknown one.",
-    params(("executionId" = i64, Path, minimum = 1, description = "The execution's id")),
+    params(("executionId" = i64, Path, minimum = 1, example = 4980,
+        description = "The execution's id")),
     responses(
         (status = 200, description = "The execution",
             body = Envelope<crate::service::reads::ExecutionDetail>,
@@ -93,7 +94,7 @@ ordered by `requestedAt` then `executionId`, both descending. Pass `data.nextBef
 given twice, is 400 code 1001. Needs `PLAN_RUN`, `PLAN_READ` or `QUEUE_ADMIN`; without \
 `QUEUE_ADMIN` a plan of a project the token's subject is not a member of is 404, as an unknown one.",
     params(
-        ("planId" = i64, Path, minimum = 1, description = "The plan's id"),
+        ("planId" = i64, Path, minimum = 1, example = 614, description = "The plan's id"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100,
             description = "Executions per page, 1–100 (default 20)"),
         ("before" = Option<i64>, Query, minimum = 1,
@@ -138,7 +139,7 @@ status, all its attempts (first to latest) and `flaky`: an earlier attempt `FAIL
 and a later one `PASSED`. `counts` counts the current statuses. Needs `PLAN_RUN`, `PLAN_READ` \
 or `QUEUE_ADMIN`; without `QUEUE_ADMIN` a plan of a project the token's subject is not a member \
 of is 404, as an unknown one.",
-    params(("planId" = i64, Path, minimum = 1, description = "The plan's id")),
+    params(("planId" = i64, Path, minimum = 1, example = 614, description = "The plan's id")),
     responses(
         (status = 200, description = "The consolidated results",
             body = Envelope<crate::service::reads::PlanResults>,
