@@ -15,7 +15,7 @@ use crate::relay::upkeep::{self, OutboxGate};
 use crate::relay::{Relay, RelayStatus};
 use crate::results::ResultsConsumer;
 use crate::routes;
-use crate::service::RerunService;
+use crate::service::{ReadService, RerunService};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{
@@ -149,6 +149,7 @@ impl Application {
                 &config.amqp.framework_types,
                 config.idempotency.retention,
             ),
+            reads: ReadService::new(db.clone()),
             config: config.clone(),
             verifier,
             db: db.clone(),
@@ -265,6 +266,18 @@ fn routes_table(cfg: &mut web::ServiceConfig) {
         .service(get_resource("/health/ready", routes::ready))
         .service(get_resource("/metrics", routes::metrics))
         .service(get_resource(DOCS_PATH, docs_redirect))
+        .service(get_resource(
+            routes::executions::EXECUTION_PATH,
+            routes::execution,
+        ))
+        .service(get_resource(
+            routes::executions::PLAN_EXECUTIONS_PATH,
+            routes::plan_executions,
+        ))
+        .service(get_resource(
+            routes::executions::PLAN_RESULTS_PATH,
+            routes::plan_results,
+        ))
         .default_service(web::to(routes::not_found));
 }
 

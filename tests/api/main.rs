@@ -15,6 +15,7 @@ mod nothing_lost;
 mod operations;
 mod outbox;
 mod proxy;
+mod reads;
 mod rerun;
 mod rerun_selection;
 mod results;
