@@ -19,6 +19,7 @@ pub mod reads;
 pub mod results;
 pub(crate) mod runs;
 pub mod schema;
+pub mod seed;
 
 use crate::error::ApiError;
 use anyhow::Context;
@@ -299,6 +300,12 @@ pub fn migrate(database_url: &str) -> anyhow::Result<()> {
         log::info!("applied migration {migration}");
     }
     Ok(())
+}
+
+/// Ok when the database answers `SELECT 1` on `conn` (a probe: is a failure
+/// about the data, or is the database gone?).
+pub fn ping(conn: &mut PgConnection) -> diesel::QueryResult<()> {
+    conn.batch_execute("SELECT 1")
 }
 
 /// Opens one connection, with an error that says what to fix.

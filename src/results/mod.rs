@@ -32,7 +32,6 @@ use crate::metrics::Metrics;
 use anyhow::Context;
 use apply::{BatchOutcome, Outcome};
 use chrono::Utc;
-use diesel::connection::SimpleConnection;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
@@ -317,8 +316,7 @@ impl ResultsConsumer {
             let mut conn = pool
                 .get()
                 .map_err(|e| Failure::Unavailable(format!("no database connection: {e}")))?;
-            conn.batch_execute("SELECT 1")
-                .map_err(|e| Failure::Unavailable(e.to_string()))
+            crate::db::ping(&mut conn).map_err(|e| Failure::Unavailable(e.to_string()))
         })
         .await
     }
