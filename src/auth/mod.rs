@@ -288,6 +288,12 @@ impl TokenVerifier {
         let data = decode::<Claims>(token, &key, &self.validation)
             .map_err(|e| refuse(refusal_reason(&e)))?;
         check_dates(&data.claims, NumericDate::now(), self.leeway_secs).map_err(refuse)?;
+        // the subject scopes Idempotency-Keys, stored as PostgreSQL text,
+        // which cannot hold U+0000: a subject with control characters names
+        // nobody (it would otherwise fail the request with a 500)
+        if data.claims.sub.is_empty() || data.claims.sub.chars().any(char::is_control) {
+            return Err(refuse("sub is empty or holds a control character"));
+        }
         Ok(Caller {
             subject: data.claims.sub,
             authorities: data.claims.authorities,
@@ -434,6 +440,8 @@ mod tests {
             serde_json::json!({"exp": exp, "authorities": ["PLAN_RUN"]}),
             serde_json::json!({"sub": null, "exp": exp}),
             serde_json::json!({"sub": [13], "exp": exp}),
+            serde_json::json!({"sub": "", "exp": exp, "authorities": ["QUEUE_ADMIN"]}),
+            serde_json::json!({"sub": "svc\u{0}x", "exp": exp, "authorities": ["QUEUE_ADMIN"]}),
         ] {
             assert!(
                 verifier

@@ -306,6 +306,9 @@ fn checked_statuses(raw: &RawRerunRequest) -> Result<Vec<String>, ApiError> {
         return invalid("statuses: at least one status is required".to_owned());
     }
     for (index, status) in statuses.iter().enumerate() {
+        if statuses[..index].contains(status) {
+            return invalid(format!("statuses[{index}]: {status} is named twice"));
+        }
         if SELECTABLE_STATUSES.contains(&status.as_str()) {
             continue;
         }
@@ -574,6 +577,10 @@ mod tests {
                 "statuses[1]: QUEUED is in flight",
             ),
             (r#"{"statuses":["RUNNING"]}"#, "RUNNING is in flight"),
+            (
+                r#"{"statuses":["SKIPPED","ABORTED","SKIPPED"]}"#,
+                "statuses[2]: SKIPPED is named twice",
+            ),
             (
                 r#"{"statuses":["FAILED"],"scenarioId":3}"#,
                 "cannot be combined",

@@ -165,7 +165,7 @@ impl RunnerResult {
             at: at.with_timezone(&Utc),
             duration_ms,
             report_url: wire.report_url,
-            detail: wire.detail,
+            detail: wire.detail.map(storable_text),
         };
         if result.started_from_duration().is_none() {
             return invalid("durationMs reaches back before any date".to_owned());
@@ -184,11 +184,26 @@ impl RunnerResult {
     }
 }
 
+/// `text` as PostgreSQL can store it: a `TEXT` value cannot hold U+0000,
+/// which JSON allows (`\u0000`) and a test's output may contain, so each is
+/// replaced by U+FFFD (the replacement character). The length in
+/// characters stays the same.
+pub fn storable_text(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    }
+}
+
 fn check_report_url(url: &str) -> Result<(), String> {
     if url.chars().count() > MAX_REPORT_URL_CHARS {
         return Err(format!(
             "reportUrl is longer than {MAX_REPORT_URL_CHARS} characters"
         ));
+    }
+    if url.chars().any(char::is_control) {
+        return Err("reportUrl holds a control character".to_owned());
     }
     match url::Url::parse(url) {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(()),
@@ -314,6 +329,21 @@ mod tests {
         assert_eq!(RunnerResult::parse(b"{").unwrap_err().label(), "not_json");
         let big = vec![b' '; MAX_RESULT_BYTES + 1];
         assert_eq!(RunnerResult::parse(&big).unwrap_err().label(), "too_large");
+    }
+
+    #[test]
+    fn a_nul_in_detail_is_stored_as_a_replacement_character_and_a_nul_in_report_url_is_refused() {
+        let mut b = body();
+        b["detail"] = json!("before\u{0}after");
+        let parsed = RunnerResult::parse(b.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.detail.as_deref(), Some("before\u{FFFD}after"));
+        let mut b = body();
+        b["reportUrl"] = json!("https://reports.example/\u{0}");
+        let refused = RunnerResult::parse(b.to_string().as_bytes()).unwrap_err();
+        assert!(
+            format!("{refused:?}").contains("control character"),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -396,16 +396,21 @@ async fn run_command(
     body: &[u8],
     timeout: Duration,
 ) -> anyhow::Result<(bool, Vec<u8>)> {
-    let mut child = tokio::process::Command::new("sh")
+    let mut shell = tokio::process::Command::new("sh");
+    shell
         .arg("-c")
         .arg(command)
         .envs(environment(run))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("the command cannot start")?;
+        .kill_on_drop(true);
+    // a process group of its own, so that a timeout kills the whole test,
+    // not only the shell that started it
+    #[cfg(unix)]
+    shell.process_group(0);
+    let mut child = shell.spawn().context("the command cannot start")?;
+    let group = ProcessGroup(child.id());
     let mut stdin = child.stdin.take();
     let body = body.to_vec();
     let feed = async move {
@@ -430,12 +435,33 @@ async fn run_command(
         out.extend_from_slice(&err);
         anyhow::Ok((status?.success(), out))
     };
-    match tokio::time::timeout(timeout, work).await {
+    let finished = tokio::time::timeout(timeout, work).await;
+    drop(group);
+    match finished {
         Ok(result) => result,
         Err(_) => anyhow::bail!(
             "the command ran past {} s and was killed",
             timeout.as_secs()
         ),
+    }
+}
+
+/// The process group of a command (its shell's pid): every process still in
+/// it is killed (SIGKILL) when this is dropped — after a timeout, and also
+/// after a normal exit, so that nothing the test left in the background
+/// outlives its pair.
+struct ProcessGroup(Option<u32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(pgid) = self.0.and_then(|id| libc::pid_t::try_from(id).ok()) {
+            // SAFETY: killpg only sends a signal; a group that is gone already
+            // makes it fail with ESRCH, which is ignored.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
     }
 }
 
@@ -462,7 +488,7 @@ fn tail(output: &[u8]) -> Option<String> {
     if output.is_empty() {
         return None;
     }
-    let text = String::from_utf8_lossy(output);
+    let text = crate::results::message::storable_text(String::from_utf8_lossy(output).into_owned());
     let mut start = text.len().saturating_sub(DETAIL_BYTES);
     while !text.is_char_boundary(start) {
         start += 1;
@@ -528,10 +554,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_command_past_its_timeout_is_an_error() {
-        let outcome = execute(&options(Some("sleep 5"), 0), &message(), b"").await;
+    async fn a_command_past_its_timeout_is_an_error_and_its_children_are_killed() {
+        let marker = format!("pq-runner-test-{}", uuid::Uuid::new_v4().simple());
+        let command = format!("sh -c 'sleep 300; echo {marker}' & wait");
+        let outcome = execute(&options(Some(&command), 0), &message(), b"").await;
         assert_eq!(outcome.status, "ERROR");
         assert!(outcome.detail.unwrap().contains("killed"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .expect("pgrep runs");
+        assert!(
+            left.stdout.is_empty(),
+            "a child of the timed-out command still runs: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_nul_in_the_output_is_reported_as_a_replacement_character() {
+        let outcome = execute(&options(Some(r"printf 'a\000b'"), 5), &message(), b"").await;
+        assert_eq!(outcome.detail.as_deref(), Some("a\u{FFFD}b"));
     }
 
     #[test]

@@ -663,3 +663,21 @@ fn asyncapi_names_the_results_and_events_exchanges_and_their_examples_satisfy_th
         plan_queue::db::models::MESSAGE_EXECUTION_FINISHED
     );
 }
+
+/// A runner's output may hold U+0000, which JSON allows and PostgreSQL text
+/// cannot store: the result applies with U+FFFD in its place, it is not
+/// dead-lettered (which would leave the pair RUNNING for good and the plan
+/// "already running").
+#[tokio::test]
+async fn a_result_whose_detail_holds_a_nul_applies_with_a_replacement_character() {
+    let app = spawn_app().await;
+    wait_consumer(&app).await;
+    let pairs = rerun(&app, &[(111, 222)]).await;
+    let pair = &pairs[0];
+    let mut passed = result(pair, "PASSED", "2026-11-30T09:03:10Z");
+    passed["detail"] = json!("before\u{0}after");
+    publish(&app, std::slice::from_ref(&passed)).await;
+    let now = wait_status(&app, pair, "PASSED").await;
+    assert_eq!(now.detail.as_deref(), Some("before\u{FFFD}after"));
+    assert_eq!(execution(&app, pair.execution_id).await.0, 0, "finished");
+}
