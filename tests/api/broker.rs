@@ -99,6 +99,45 @@ impl PrivateBroker {
     }
 }
 
+impl PrivateBroker {
+    /// `rabbitmqctl set_vm_memory_high_watermark <fraction>`: a tiny fraction
+    /// raises the memory alarm (publishing connections are blocked), 0.4
+    /// (the default) clears it again.
+    pub fn set_memory_watermark(&self, fraction: &str) {
+        let status = Command::new("rabbitmqctl")
+            .args([
+                "-q",
+                "-n",
+                &self.node,
+                "set_vm_memory_high_watermark",
+                fraction,
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "rabbitmqctl set_vm_memory_high_watermark");
+    }
+
+    /// The AMQP connections the node holds now, blocked ones included.
+    pub fn connections(&self) -> usize {
+        let output = Command::new("rabbitmqctl")
+            .args([
+                "-q",
+                "-n",
+                &self.node,
+                "list_connections",
+                "--no-table-headers",
+                "state",
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "rabbitmqctl list_connections");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .count()
+    }
+}
+
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
         let _ = Command::new("rabbitmqctl")

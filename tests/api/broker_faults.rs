@@ -1,0 +1,232 @@
+//! Broker faults that are not outages: flow control (a memory alarm blocks
+//! publishing connections) and a configuration conflict in part of the
+//! topology (one queue declared with other arguments). Issue 13, parts 2 and 3.
+
+use crate::broker::PrivateBroker;
+use crate::helpers::{
+    broker_channel, log_lines_with, message_ids, pair_body, received_ids, spawn_app,
+    spawn_app_with, take_from, TestApp, DEMO_PAIRS,
+};
+use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Readiness now: status and the `result.message`.
+async fn readiness(app: &TestApp) -> (u16, String) {
+    let (status, text) = app.get("/health/ready").await;
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    let message = body["result"]["message"].as_str().unwrap_or("").to_owned();
+    (status, message)
+}
+
+/// Waits up to 20 s until readiness answers `status` with a message
+/// containing every one of `parts`.
+async fn wait_readiness(app: &TestApp, status: u16, parts: &[&str]) -> String {
+    let started = Instant::now();
+    loop {
+        let (got, message) = readiness(app).await;
+        if got == status && parts.iter().all(|p| message.contains(p)) {
+            return message;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "readiness stayed {got} {message:?}, expected {status} naming {parts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const BATCH: i64 = 5;
+const RERUNS: usize = 10;
+const ALARM: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn a_memory_alarm_holds_the_relay_on_one_connection_and_delivers_each_message_after_it() {
+    let Some(broker) = tokio::task::spawn_blocking(PrivateBroker::start)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let broker = Arc::new(broker);
+    let app = spawn_app_with(|c| {
+        c.amqp.url = broker.amqp_url();
+        c.amqp.publish_timeout = Duration::from_secs(1);
+        c.relay.batch_size = BATCH;
+    })
+    .await;
+    app.wait_ready(&app.address, 200).await;
+
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.set_memory_watermark("0.000001"))
+        .await
+        .unwrap();
+    let alarm = Instant::now();
+    let mut accepted = HashSet::new();
+    for i in 0..RERUNS {
+        let (s, e) = DEMO_PAIRS[i % DEMO_PAIRS.len()];
+        let (status, body) = app.rerun(&pair_body(s, e)).await;
+        assert_eq!(status, 200, "reruns are accepted during the alarm: {body}");
+        accepted.extend(message_ids(&body));
+    }
+    assert_eq!(accepted.len(), RERUNS);
+
+    let mut most_connections = 0;
+    let (mut blocked_readiness, mut blocked_metric) = (false, false);
+    while alarm.elapsed() < ALARM {
+        let b = broker.clone();
+        let connections = tokio::task::spawn_blocking(move || b.connections())
+            .await
+            .unwrap();
+        most_connections = most_connections.max(connections);
+        let (status, message) = readiness(&app).await;
+        blocked_readiness |= status == 503 && message.contains("broker blocked");
+        blocked_metric |= app
+            .metrics()
+            .await
+            .lines()
+            .any(|l| l == "plan_queue_broker_blocked 1");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.set_memory_watermark("0.4"))
+        .await
+        .unwrap();
+
+    app.wait_until_pending(0).await;
+    let queue = app.config.amqp.queue_name("APPIUM");
+    let delivered = take_from(
+        &broker.amqp_url(),
+        &queue,
+        usize::MAX,
+        Duration::from_secs(3),
+    )
+    .await;
+    println!(
+        "during a {ALARM:?} alarm: at most {most_connections} connection(s); \
+         {} deliveries for {RERUNS} messages",
+        delivered.len()
+    );
+    assert_eq!(received_ids(&delivered), accepted, "every message arrived");
+    assert!(
+        delivered.len() <= RERUNS + BATCH as usize,
+        "{} deliveries for {RERUNS} messages: more duplicates than the batch in flight",
+        delivered.len()
+    );
+    assert!(
+        most_connections <= 1,
+        "{most_connections} connections during the alarm"
+    );
+    assert!(blocked_readiness, "readiness never said `broker blocked`");
+    assert!(blocked_metric, "plan_queue_broker_blocked never was 1");
+    app.wait_ready(&app.address, 200).await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l == "plan_queue_broker_blocked 0"),
+        "{metrics}"
+    );
+    let broker = Arc::into_inner(broker).unwrap();
+    tokio::task::spawn_blocking(move || drop(broker))
+        .await
+        .unwrap();
+}
+
+fn junit_rerun() -> Value {
+    json!({"planId": 614, "userId": 13, "frameworkType": "JUNIT", "scenarioId": 112, "environmentId": 222})
+}
+
+#[tokio::test]
+async fn a_queue_declared_with_other_arguments_holds_back_only_its_own_routing_key() {
+    let mut app = spawn_app().await;
+    app.wait_ready(&app.address, 200).await;
+    let (_connection, channel) = broker_channel().await;
+    let junit = app.config.amqp.queue_name("JUNIT");
+    channel
+        .queue_delete(junit.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(junit.as_str().into(), durable, FieldTable::default())
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            junit.as_str().into(),
+            app.config.amqp.exchange.as_str().into(),
+            "JUNIT".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    app.restart_with(|_| {}).await;
+
+    let (status, appium) = app.rerun(&pair_body(111, 222)).await;
+    assert_eq!(status, 200, "{appium}");
+    let (status, held) = app.rerun(&junit_rerun()).await;
+    assert_eq!(status, 200, "{held}");
+    let delivered = app.consume("APPIUM", 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        received_ids(&delivered),
+        message_ids(&appium),
+        "the other framework types flow"
+    );
+
+    let message = wait_readiness(&app, 503, &[&junit, "x-dead-letter-exchange"]).await;
+    assert!(
+        !message.contains("broker,"),
+        "not reported as an outage: {message}"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("plan_queue_topology_conflicts{")
+                && l.contains(r#"kind="queue""#)
+                && l.contains(&format!(r#"name="{junit}""#))
+                && l.contains(r#"argument="x-dead-letter-exchange""#)
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert!(
+        log_lines_with(&junit)
+            .iter()
+            .any(|l| l.contains("x-dead-letter-exchange") && l.contains("held back")),
+        "a log line names the queue, the argument and what is held back"
+    );
+    assert_eq!(app.pending().await, 1, "the JUNIT row waits");
+    let misrouted = app.consume("JUNIT", 1, Duration::from_millis(500)).await;
+    assert!(
+        misrouted.is_empty(),
+        "nothing went to the conflicting queue"
+    );
+
+    // the operator removes the conflicting queue; the relay declares it anew
+    channel
+        .queue_delete(junit.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let fixed = Instant::now();
+    let delivered = app.consume("JUNIT", 1, Duration::from_secs(10)).await;
+    assert_eq!(received_ids(&delivered), message_ids(&held), "nothing lost");
+    println!(
+        "the held-back row arrived {:?} after the fix",
+        fixed.elapsed()
+    );
+    app.wait_until_pending(0).await;
+    wait_readiness(&app, 200, &[]).await;
+    let metrics = app.metrics().await;
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("plan_queue_topology_conflicts{") && !l.ends_with(" 0")),
+        "the conflict is gone: {metrics}"
+    );
+}
