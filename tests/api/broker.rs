@@ -117,23 +117,18 @@ impl PrivateBroker {
         assert!(status.success(), "rabbitmqctl set_vm_memory_high_watermark");
     }
 
-    /// The AMQP connections the node holds now, blocked ones included.
-    pub fn connections(&self) -> usize {
+    /// The AMQP connections the node holds now whose client-given
+    /// connection name contains `name` (`""`: all), blocked ones included.
+    pub fn connections(&self, name: &str) -> usize {
         let output = Command::new("rabbitmqctl")
-            .args([
-                "-q",
-                "-n",
-                &self.node,
-                "list_connections",
-                "--no-table-headers",
-                "state",
-            ])
+            .args(["-q", "-n", &self.node, "list_connections"])
+            .args(["--no-table-headers", "state", "client_properties"])
             .output()
             .unwrap();
         assert!(output.status.success(), "rabbitmqctl list_connections");
         String::from_utf8_lossy(&output.stdout)
             .lines()
-            .filter(|line| !line.trim().is_empty())
+            .filter(|line| !line.trim().is_empty() && line.contains(name))
             .count()
     }
 }

@@ -39,19 +39,44 @@ async fn wait_readiness(app: &TestApp, status: u16, parts: &[&str]) -> String {
     }
 }
 
+/// A private node (shared with its blocking helpers), or `None` where
+/// RabbitMQ is not installed.
+async fn private_broker() -> Option<Arc<PrivateBroker>> {
+    tokio::task::spawn_blocking(PrivateBroker::start)
+        .await
+        .unwrap()
+        .map(Arc::new)
+}
+
+async fn set_memory_watermark(broker: &Arc<PrivateBroker>, fraction: &'static str) {
+    let broker = broker.clone();
+    tokio::task::spawn_blocking(move || broker.set_memory_watermark(fraction))
+        .await
+        .unwrap()
+}
+
+async fn connections(broker: &Arc<PrivateBroker>, name: &'static str) -> usize {
+    let broker = broker.clone();
+    tokio::task::spawn_blocking(move || broker.connections(name))
+        .await
+        .unwrap()
+}
+
+async fn stop(broker: Arc<PrivateBroker>) {
+    tokio::task::spawn_blocking(move || drop(broker))
+        .await
+        .unwrap()
+}
+
 const BATCH: i64 = 5;
 const RERUNS: usize = 10;
 const ALARM: Duration = Duration::from_secs(15);
 
 #[tokio::test]
 async fn a_memory_alarm_holds_the_relay_on_one_connection_and_delivers_each_message_after_it() {
-    let Some(broker) = tokio::task::spawn_blocking(PrivateBroker::start)
-        .await
-        .unwrap()
-    else {
+    let Some(broker) = private_broker().await else {
         return;
     };
-    let broker = Arc::new(broker);
     let app = spawn_app_with(|c| {
         c.amqp.url = broker.amqp_url();
         c.amqp.publish_timeout = Duration::from_secs(1);
@@ -60,10 +85,7 @@ async fn a_memory_alarm_holds_the_relay_on_one_connection_and_delivers_each_mess
     .await;
     app.wait_ready(&app.address, 200).await;
 
-    let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.set_memory_watermark("0.000001"))
-        .await
-        .unwrap();
+    set_memory_watermark(&broker, "0.000001").await;
     let alarm = Instant::now();
     let mut accepted = HashSet::new();
     for i in 0..RERUNS {
@@ -77,10 +99,7 @@ async fn a_memory_alarm_holds_the_relay_on_one_connection_and_delivers_each_mess
     let mut most_connections = 0;
     let (mut blocked_readiness, mut blocked_metric) = (false, false);
     while alarm.elapsed() < ALARM {
-        let b = broker.clone();
-        let connections = tokio::task::spawn_blocking(move || b.connections())
-            .await
-            .unwrap();
+        let connections = connections(&broker, "plan-queue relay").await;
         most_connections = most_connections.max(connections);
         let (status, message) = readiness(&app).await;
         blocked_readiness |= status == 503 && message.contains("broker blocked");
@@ -91,10 +110,7 @@ async fn a_memory_alarm_holds_the_relay_on_one_connection_and_delivers_each_mess
             .any(|l| l == "plan_queue_broker_blocked 1");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.set_memory_watermark("0.4"))
-        .await
-        .unwrap();
+    set_memory_watermark(&broker, "0.4").await;
 
     app.wait_until_pending(0).await;
     let queue = app.config.amqp.queue_name("APPIUM");
@@ -116,9 +132,9 @@ async fn a_memory_alarm_holds_the_relay_on_one_connection_and_delivers_each_mess
         "{} deliveries for {RERUNS} messages: more duplicates than the batch in flight",
         delivered.len()
     );
-    assert!(
-        most_connections <= 1,
-        "{most_connections} connections during the alarm"
+    assert_eq!(
+        most_connections, 1,
+        "the relay's connections during the alarm"
     );
     assert!(blocked_readiness, "readiness never said `broker blocked`");
     assert!(blocked_metric, "plan_queue_broker_blocked never was 1");
@@ -128,10 +144,7 @@ async fn a_memory_alarm_holds_the_relay_on_one_connection_and_delivers_each_mess
         metrics.lines().any(|l| l == "plan_queue_broker_blocked 0"),
         "{metrics}"
     );
-    let broker = Arc::into_inner(broker).unwrap();
-    tokio::task::spawn_blocking(move || drop(broker))
-        .await
-        .unwrap();
+    stop(broker).await;
 }
 
 fn junit_rerun() -> Value {
@@ -229,4 +242,102 @@ async fn a_queue_declared_with_other_arguments_holds_back_only_its_own_routing_k
             .any(|l| l.starts_with("plan_queue_topology_conflicts{") && !l.ends_with(" 0")),
         "the conflict is gone: {metrics}"
     );
+}
+
+/// Declares `<exchange>.results` and a queue of the test's bound to it on
+/// the broker at `amqp_url`; returns the queue.
+async fn tap_results(amqp_url: &str, exchange: &str) -> String {
+    let connection = lapin::Connection::connect(amqp_url, Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let results = format!("{exchange}.results");
+    let tap = format!("{exchange}.results-tap");
+    let durable = lapin::options::ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            results.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_declare(
+            tap.as_str().into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            tap.as_str().into(),
+            results.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "tapped".into()).await;
+    tap
+}
+
+#[tokio::test]
+async fn a_runner_blocked_by_a_memory_alarm_reports_its_result_after_it_on_one_connection() {
+    let Some(broker) = private_broker().await else {
+        return;
+    };
+    let app = spawn_app_with(|c| c.amqp.url = broker.amqp_url()).await;
+    let tap = tap_results(&broker.amqp_url(), &app.config.amqp.exchange).await;
+    let (status, body) = app.rerun(&pair_body(111, 222)).await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_until_pending(0).await; // in the APPIUM queue
+
+    set_memory_watermark(&broker, "0.000001").await;
+    let c = &app.config;
+    let mut runner = std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"))
+        .args(["runner", "--framework-type", "appium", "--command", "true"])
+        .env("AMQP_URL", broker.amqp_url())
+        .env("AMQP_EXCHANGE", &c.amqp.exchange)
+        .env("FRAMEWORK_TYPES", c.amqp.framework_types.join(","))
+        .env("PUBLISH_TIMEOUT_MS", "1000")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start plan-queue runner");
+    let alarm = Instant::now();
+    let mut most_connections = 0;
+    while alarm.elapsed() < Duration::from_secs(8) {
+        let connections = connections(&broker, "plan-queue runner").await;
+        most_connections = most_connections.max(connections);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    set_memory_watermark(&broker, "0.4").await;
+
+    let results = take_from(&broker.amqp_url(), &tap, 3, Duration::from_secs(10)).await;
+    let _ = runner.kill();
+    let _ = runner.wait();
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|r| r.body["status"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        statuses,
+        ["RUNNING", "PASSED"],
+        "the pair is reported once it unblocks"
+    );
+    assert_eq!(
+        most_connections, 1,
+        "the runner's connections during the alarm"
+    );
+    let queue = app.config.amqp.queue_name("APPIUM");
+    let left = take_from(&broker.amqp_url(), &queue, 1, Duration::from_millis(500)).await;
+    assert!(left.is_empty(), "the run message was acknowledged");
+    stop(broker).await;
 }
