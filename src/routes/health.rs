@@ -61,6 +61,34 @@ pub struct Readiness {
     pub pending: i64,
 }
 
+impl Readiness {
+    /// The failing parts, in the order the message names them; empty when
+    /// ready. `threshold_ms` is `PENDING_AGE_THRESHOLD_MS`.
+    fn failing(&self, threshold_ms: i64) -> Vec<String> {
+        let mut failing = Vec::new();
+        if !self.database {
+            failing.push("database".to_owned());
+        } else if !self.writable {
+            failing.push("database read-only".to_owned());
+        }
+        if !self.broker {
+            failing.push("broker".to_owned());
+        } else if self.broker_blocked.is_some() {
+            failing.push("broker blocked".to_owned());
+        }
+        for conflict in &self.topology_conflicts {
+            failing.push(format!(
+                "{} {} conflicts on {}",
+                conflict.kind, conflict.name, conflict.argument
+            ));
+        }
+        if self.oldest_pending_ms.is_some_and(|age| age > threshold_ms) {
+            failing.push("outbox backlog".to_owned());
+        }
+        failing
+    }
+}
+
 /// Readiness: 200 when the database answers and accepts writes, the relay
 /// holds a broker connection the broker does not block, the whole topology
 /// is declared as configured and no dispatch row has been pending longer
@@ -92,30 +120,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         oldest_pending_ms: outbox.as_ref().ok().and_then(|b| b.oldest_ms),
         pending: outbox.as_ref().map(|b| b.pending).unwrap_or(0),
     };
-    let threshold = state.config.relay.pending_age_threshold.as_millis() as i64;
-    let mut failing = Vec::new();
-    if !readiness.database {
-        failing.push("database".to_owned());
-    } else if !readiness.writable {
-        failing.push("database read-only".to_owned());
-    }
-    if !readiness.broker {
-        failing.push("broker".to_owned());
-    } else if readiness.broker_blocked.is_some() {
-        failing.push("broker blocked".to_owned());
-    }
-    for conflict in &readiness.topology_conflicts {
-        failing.push(format!(
-            "{} {} conflicts on {}",
-            conflict.kind, conflict.name, conflict.argument
-        ));
-    }
-    if readiness
-        .oldest_pending_ms
-        .is_some_and(|age| age > threshold)
-    {
-        failing.push("outbox backlog".to_owned());
-    }
+    let failing = readiness.failing(state.config.relay.pending_age_threshold.as_millis() as i64);
     if failing.is_empty() {
         return HttpResponse::Ok().json(Envelope::success(readiness));
     }
