@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::relay::upkeep::OutboxGate;
 use crate::relay::RelayStatus;
-use crate::service::RerunService;
+use crate::service::{ReadService, RerunService};
 use std::sync::Arc;
 
 /// The request id of the current request (from `X-Request-Id` or generated).
@@ -30,6 +30,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub verifier: TokenVerifier,
     pub service: RerunService,
+    /// Reading executions and results back (contract, section 11).
+    pub reads: ReadService,
     pub db: Db,
     pub relay_status: Arc<RelayStatus>,
     /// Refuses new runs and reruns past `OUTBOX_MAX_PENDING`.

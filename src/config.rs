@@ -39,6 +39,8 @@ pub struct Config {
     #[command(flatten)]
     pub relay: RelayConfig,
     #[command(flatten)]
+    pub results: ResultsConfig,
+    #[command(flatten)]
     pub tokens: TokenConfig,
     #[command(flatten)]
     pub limits: Limits,
@@ -173,6 +175,34 @@ pub struct RelayConfig {
         default_value_t = 1_000_000
     )]
     pub max_pending: i64,
+}
+
+/// The results consumer (contract, section 9).
+#[derive(Clone, Args)]
+#[command(next_help_heading = "Results")]
+pub struct ResultsConfig {
+    /// Results the broker may deliver to the consumer before it acknowledges
+    /// (AMQP prefetch count, 1-65535); keep it above `RESULTS_BATCH_SIZE` so
+    /// the next batch arrives while one commits.
+    #[arg(
+        id = "results_prefetch",
+        long = "results-prefetch",
+        env = "RESULTS_PREFETCH",
+        default_value_t = 500
+    )]
+    pub prefetch: u16,
+    /// Most results applied in one database transaction (and acknowledged
+    /// with one multiple ack after its commit).
+    #[arg(
+        id = "results_batch_size",
+        long = "results-batch-size",
+        env = "RESULTS_BATCH_SIZE",
+        default_value_t = 250
+    )]
+    pub batch_size: usize,
+    /// How long a batch waits for one more result once it has one, ms.
+    #[arg(id = "results_batch_wait", long = "results-batch-wait-ms", env = "RESULTS_BATCH_WAIT_MS", default_value = "5", value_parser = millis)]
+    pub batch_wait: Duration,
 }
 
 /// The bearer tokens (contract, section 3; see the module doc on key sources).
@@ -379,6 +409,16 @@ impl AmqpConfig {
     pub fn dead_letter_name(&self) -> String {
         format!("{}.dead-letter", self.exchange)
     }
+
+    /// The results exchange (`fanout`) and its queue: `<exchange>.results` (contract, section 9).
+    pub fn results_name(&self) -> String {
+        format!("{}.results", self.exchange)
+    }
+
+    /// The events exchange (`topic`): `<exchange>.events` (contract, section 10).
+    pub fn events_name(&self) -> String {
+        format!("{}.events", self.exchange)
+    }
 }
 
 /// Upper and lower bounds that keep every setting usable: names RabbitMQ
@@ -420,6 +460,7 @@ fn check_ranges(config: &Config) -> anyhow::Result<()> {
             config.relay.pending_age_threshold,
         ),
         ("HEADER_READ_TIMEOUT_MS", config.http.header_read_timeout),
+        ("RESULTS_BATCH_WAIT_MS", config.results.batch_wait),
     ] {
         if value > DAY {
             bail!("{name} must be at most 86400000 (one day)");
@@ -436,6 +477,8 @@ fn check_ranges(config: &Config) -> anyhow::Result<()> {
         ("DB_POOL_SIZE", i64::from(config.database.pool_size)),
         ("RELAY_BATCH_SIZE", config.relay.batch_size),
         ("MAX_CONNECTIONS", config.http.max_connections as i64),
+        ("RESULTS_PREFETCH", i64::from(config.results.prefetch)),
+        ("RESULTS_BATCH_SIZE", config.results.batch_size as i64),
     ] {
         if value < 1 {
             bail!("{name} must be at least 1");

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod relay;
+pub mod results;
 pub mod routes;
 pub mod runner;
 pub mod seed;

@@ -17,12 +17,19 @@
 //! | `plan_queue_broker_connected` | gauge | | 1 while the relay holds a RabbitMQ connection, else 0 |
 //! | `plan_queue_broker_blocked` | gauge | | 1 while the broker blocks that connection (flow control: memory or disk alarm), else 0 |
 //! | `plan_queue_topology_conflicts` | gauge | `kind`, `name`, `argument` | 1 per queue, exchange or binding the broker refused to declare as configured (e.g. `argument="x-dead-letter-exchange"`) |
+//! | `plan_queue_results_applied_total` | counter | | runners' results that changed their pair (contract, section 9) |
+//! | `plan_queue_results_ignored_total` | counter | | results of an existing pair that changed nothing (duplicate, after the terminal one) |
+//! | `plan_queue_results_rejected_total` | counter | `reason` | results rejected without requeue (dead-lettered): `too_large`, `not_json`, `invalid`, `no_pair`, `refused_by_database` |
+//! | `plan_queue_result_lag_seconds` | histogram | | from a result's `at` to its commit, seconds |
+//! | `plan_queue_executions_finished_total` | counter | | executions turned `FINISHED` (an `execution.finished` event written) |
+//! | `plan_queue_flaky_pairs_found_total` | counter | | flaky pairs listed by those events |
+//! | `plan_queue_results_consumer_connected` | gauge | | 1 while the results consumer holds a RabbitMQ connection, else 0 |
 
 use crate::amqp::TopologyConflict;
 use anyhow::Context;
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Outcome of one relay publish, the `outcome` label of `plan_queue_publishes_total`.
@@ -75,6 +82,14 @@ pub struct Metrics {
     /// 1 while the broker blocks the relay's connection (set at scrape time).
     pub broker_blocked: IntGauge,
     topology_conflicts: IntGaugeVec,
+    results_applied: IntCounter,
+    results_ignored: IntCounter,
+    results_rejected: IntCounterVec,
+    result_lag: Histogram,
+    executions_finished: IntCounter,
+    flaky_pairs_found: IntCounter,
+    /// 1 while the results consumer holds a broker connection.
+    pub results_consumer_connected: IntGauge,
 }
 
 impl Metrics {
@@ -116,7 +131,48 @@ impl Metrics {
             &["kind", "name", "argument"],
         )?;
         registry.register(Box::new(topology_conflicts.clone()))?;
+        let plain_counter = |name: &str, help: &str| -> anyhow::Result<IntCounter> {
+            let metric = IntCounter::new(name, help)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let result_lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "plan_queue_result_lag_seconds",
+                "From a result's `at` to its commit, seconds.",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+            ]),
+        )?;
+        registry.register(Box::new(result_lag.clone()))?;
         Ok(Metrics {
+            results_applied: plain_counter(
+                "plan_queue_results_applied_total",
+                "Runners' results that changed their pair.",
+            )?,
+            results_ignored: plain_counter(
+                "plan_queue_results_ignored_total",
+                "Results of an existing pair that changed nothing (duplicate, after the terminal one).",
+            )?,
+            results_rejected: counter(
+                "plan_queue_results_rejected_total",
+                "Results rejected without requeue (dead-lettered), by reason.",
+                &["reason"],
+            )?,
+            result_lag,
+            executions_finished: plain_counter(
+                "plan_queue_executions_finished_total",
+                "Executions turned FINISHED (execution.finished events written).",
+            )?,
+            flaky_pairs_found: plain_counter(
+                "plan_queue_flaky_pairs_found_total",
+                "Flaky pairs listed by execution.finished events.",
+            )?,
+            results_consumer_connected: int_gauge(
+                "plan_queue_results_consumer_connected",
+                "1 while the results consumer holds a RabbitMQ connection, else 0.",
+            )?,
             http_requests: counter(
                 "plan_queue_http_requests_total",
                 "Answered HTTP requests by method, route pattern and status.",
@@ -212,6 +268,28 @@ impl Metrics {
                 .with_label_values(&[c.kind.as_str(), c.name.as_str(), c.argument.as_str()])
                 .set(1);
         }
+    }
+
+    /// Counts one result that changed its pair, `lag_seconds` after its `at`.
+    pub fn result_applied(&self, lag_seconds: f64) {
+        self.results_applied.inc();
+        self.result_lag.observe(lag_seconds.max(0.0));
+    }
+
+    /// Counts one result that changed nothing.
+    pub fn result_ignored(&self) {
+        self.results_ignored.inc();
+    }
+
+    /// Counts one result rejected for `reason` (a label of `plan_queue_results_rejected_total`).
+    pub fn result_rejected(&self, reason: &str) {
+        self.results_rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts one execution turned `FINISHED` with `flaky` flaky pairs.
+    pub fn execution_finished(&self, flaky: usize) {
+        self.executions_finished.inc();
+        self.flaky_pairs_found.inc_by(flaky as u64);
     }
 
     /// Every metric in the Prometheus text exposition format (version 0.0.4).

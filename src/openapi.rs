@@ -39,13 +39,17 @@ Every answer is a `{data, result}` envelope; `result.code` 0 means success."
         routes::health::health,
         routes::health::live,
         routes::health::ready,
-        routes::metrics::metrics
+        routes::metrics::metrics,
+        routes::executions::execution,
+        routes::executions::plan_executions,
+        routes::executions::plan_results
     ),
     components(schemas(ApiResult)),
     modifiers(&BearerAuth, &PairsOrShorthand, &ErrorAnswers, &QueueAlias),
     tags(
         (name = "rerun", description = "Rerun scenarios of a test plan"),
         (name = "run", description = "Run a whole test plan"),
+        (name = "read", description = "Read executions and the consolidated results of a plan back"),
         (name = "operations", description = "Probes and metrics")
     )
 )]
@@ -70,7 +74,8 @@ impl Modify for BearerAuth {
                     .bearer_format("JWT")
                     .description(Some(
                         "HS256 JWT: `sub` = user id, `exp`, `authorities` (PLAN_RUN to rerun, \
-                         QUEUE_ADMIN to act for another user)",
+                         QUEUE_ADMIN to act for another user and read every plan, PLAN_READ \
+                         or PLAN_RUN to read the plans of the subject's projects)",
                     ))
                     .build(),
             ),
@@ -292,6 +297,57 @@ pub fn run_error_examples() -> Vec<(&'static str, ApiError)> {
     examples
 }
 
+/// The example errors of the read endpoints (contract, section 11) for the
+/// operation at `path`, by name.
+pub fn read_error_examples(path: &str) -> Vec<(&'static str, ApiError)> {
+    use ApiError::*;
+    let mut errors = vec![
+        ("unauthenticated", Unauthorized { token_sent: false }),
+        (
+            "accessDenied",
+            AccessDenied(
+                "the token lacks the PLAN_READ, PLAN_RUN or QUEUE_ADMIN authority".to_owned(),
+            ),
+        ),
+        (
+            "idNotAPositiveInteger",
+            NotFound(path.replace("{executionId}", "0").replace("{planId}", "0")),
+        ),
+        (
+            "internal",
+            Unexpected(anyhow::anyhow!("never shown to the client")),
+        ),
+        ("databaseUnavailable", Unavailable("database")),
+    ];
+    match path {
+        routes::executions::EXECUTION_PATH => {
+            errors.push(("executionNotFound", ExecutionNotFound(5012)));
+        }
+        routes::executions::PLAN_EXECUTIONS_PATH => {
+            errors.push(("planNotFound", PlanNotFoundToRead));
+            errors.push((
+                "limitOutOfRange",
+                InvalidRequest("limit must be an integer from 1 to 100, got `0`".to_owned()),
+            ));
+            errors.push((
+                "beforeNotOfThePlan",
+                InvalidRequest("before: 5100 is not an execution of plan 614".to_owned()),
+            ));
+            errors.push((
+                "unknownParameter",
+                InvalidRequest(
+                    "unknown query parameter `page`, expected `limit` or `before`".to_owned(),
+                ),
+            ));
+        }
+        _ => {
+            errors.push(("planNotFound", PlanNotFoundToRead));
+            errors.push(("neverRan", NoExecutedResults(615)));
+        }
+    }
+    errors
+}
+
 /// Adds the error envelope schema and, to the rerun and run operations, one
 /// response per error status with an example per error of that status.
 struct ErrorAnswers;
@@ -320,6 +376,20 @@ impl Modify for ErrorAnswers {
                 .and_then(|item| item.post.as_mut())
             {
                 add_error_answers(operation, examples);
+            }
+        }
+        for path in [
+            routes::executions::EXECUTION_PATH,
+            routes::executions::PLAN_EXECUTIONS_PATH,
+            routes::executions::PLAN_RESULTS_PATH,
+        ] {
+            if let Some(operation) = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.get.as_mut())
+            {
+                add_error_answers(operation, read_error_examples(path));
             }
         }
     }
@@ -442,5 +512,36 @@ mod tests {
             );
         }
         assert!(doc["paths"]["/queue/run"]["post"]["responses"]["409"].is_object());
+    }
+
+    #[test]
+    fn every_read_operation_documents_its_errors() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for (path, codes) in [
+            (
+                "/executions/{executionId}",
+                &[1001, 1009, 1010, 1011, 1017, 1099][..],
+            ),
+            (
+                "/plans/{planId}/executions",
+                &[1000, 1001, 1009, 1010, 1011, 1099][..],
+            ),
+            (
+                "/plans/{planId}/results",
+                &[1000, 1001, 1004, 1009, 1010, 1011, 1099][..],
+            ),
+        ] {
+            let responses = &doc["paths"][path]["get"]["responses"];
+            for status in ["200", "401", "403", "404", "500", "503"] {
+                assert!(responses[status].is_object(), "{path}: no {status}");
+            }
+            let text = responses.to_string();
+            for code in codes {
+                assert!(
+                    text.contains(&format!("\"code\":{code}")),
+                    "{path}: no {code}"
+                );
+            }
+        }
     }
 }

@@ -13,8 +13,9 @@ use crate::middleware::{limit_headers, log_request, request_id, update_metrics};
 use crate::openapi::{ApiDoc, DOCS_PATH, OPENAPI_PATH};
 use crate::relay::upkeep::{self, OutboxGate};
 use crate::relay::{Relay, RelayStatus};
+use crate::results::ResultsConsumer;
 use crate::routes;
-use crate::service::RerunService;
+use crate::service::{ReadService, RerunService};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{
@@ -43,12 +44,16 @@ const CLIENT_DISCONNECT_TIMEOUT_SECS: u64 = 1;
 const RELAY_POOL_SIZE: u32 = 2;
 /// Connections of the outbox upkeep (backlog count, retention).
 const UPKEEP_POOL_SIZE: u32 = 1;
+/// Connections of the results consumer's own pool (one batch at a time, and
+/// one to tell a refused result from a lost database).
+const RESULTS_POOL_SIZE: u32 = 2;
 
 /// A built service: the bound HTTP server and its relay, not yet running.
 pub struct Application {
     port: u16,
     server: Server,
     relay: Relay,
+    results: ResultsConsumer,
     shutdown: watch::Sender<bool>,
     db: Db,
     retention: Duration,
@@ -119,8 +124,21 @@ impl Application {
                 database.max_lifetime,
             ),
             wakeup.clone(),
-            shutdown_rx,
+            shutdown_rx.clone(),
             relay_status.clone(),
+            metrics.clone(),
+        );
+        let results = ResultsConsumer::new(
+            config.amqp.clone(),
+            config.results.clone(),
+            build_pool(
+                &database.url,
+                RESULTS_POOL_SIZE,
+                database.checkout_timeout,
+                database.max_lifetime,
+            ),
+            wakeup.clone(),
+            shutdown_rx,
             metrics.clone(),
         );
         let state = web::Data::new(AppState {
@@ -131,6 +149,7 @@ impl Application {
                 &config.amqp.framework_types,
                 config.idempotency.retention,
             ),
+            reads: ReadService::new(db.clone()),
             config: config.clone(),
             verifier,
             db: db.clone(),
@@ -169,6 +188,7 @@ impl Application {
             port,
             server: server.run(),
             relay,
+            results,
             shutdown,
             db,
             retention: config.idempotency.retention,
@@ -186,9 +206,11 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until stopped; then stops the relay after its batch in flight.
+    /// Serves until stopped; then stops the relay after its batch in flight
+    /// and the results consumer after its batch in hand.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let relay = tokio::spawn(self.relay.run());
+        let results = tokio::spawn(self.results.run());
         let cleanup = tokio::spawn(idempotency::clean_expired_keys(
             self.db,
             self.retention,
@@ -206,11 +228,12 @@ impl Application {
         ));
         let served = self.server.await;
         let _ = self.shutdown.send(true);
-        if tokio::time::timeout(Duration::from_secs(RELAY_STOP_TIMEOUT_SECS), relay)
+        let stopped = async { tokio::join!(relay, results) };
+        if tokio::time::timeout(Duration::from_secs(RELAY_STOP_TIMEOUT_SECS), stopped)
             .await
             .is_err()
         {
-            log::warn!("relay did not stop in time");
+            log::warn!("relay or results consumer did not stop in time");
         }
         for task in [cleanup, gate, retention] {
             task.abort();
@@ -243,6 +266,18 @@ fn routes_table(cfg: &mut web::ServiceConfig) {
         .service(get_resource("/health/ready", routes::ready))
         .service(get_resource("/metrics", routes::metrics))
         .service(get_resource(DOCS_PATH, docs_redirect))
+        .service(get_resource(
+            routes::executions::EXECUTION_PATH,
+            routes::execution,
+        ))
+        .service(get_resource(
+            routes::executions::PLAN_EXECUTIONS_PATH,
+            routes::plan_executions,
+        ))
+        .service(get_resource(
+            routes::executions::PLAN_RESULTS_PATH,
+            routes::plan_results,
+        ))
         .default_service(web::to(routes::not_found));
 }
 

@@ -16,8 +16,8 @@
 //! - [`BrokerStatus`] shows connected, blocked and topology conflicts to
 //!   readiness and metrics.
 //!
-//! Every component that publishes (the relay, the results consumer's and the
-//! runner's publishers) owns one [`BrokerConnection`] and its own [`BrokerStatus`].
+//! Every component (the relay, the results consumer, the runner) owns one
+//! [`BrokerConnection`] and its own [`BrokerStatus`].
 
 use super::topology::TopologyConflict;
 use anyhow::Context;

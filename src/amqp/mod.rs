@@ -1,14 +1,16 @@
 //! RabbitMQ: one flow-aware connection per component ([`link`]), the
-//! topology of the contract, declared piece by piece ([`topology`]), and a
-//! publisher with publisher confirms.
+//! topology of the contract, declared piece by piece ([`topology`]: section 2,
+//! and part two's `<exchange>.results` and `<exchange>.events`, sections 9
+//! and 10), and a publisher with publisher confirms.
 
 pub mod link;
 pub mod topology;
 
 pub use link::{BrokerConnection, BrokerStatus, Link};
-pub use topology::{declare_each, declare_topology, TopologyConflict};
+pub use topology::{declare_each, declare_results_each, declare_topology, TopologyConflict};
 
 use crate::config::AmqpConfig;
+use crate::db::models::MESSAGE_EXECUTION_FINISHED;
 use crate::db::outbox::ClaimedDispatch;
 use crate::metrics::PublishOutcome;
 use anyhow::Context;
@@ -71,6 +73,7 @@ pub struct Publisher {
     link: Link,
     channel: Channel,
     exchange: String,
+    events_exchange: String,
 }
 
 impl Publisher {
@@ -94,6 +97,7 @@ impl Publisher {
             link,
             channel,
             exchange: config.exchange.clone(),
+            events_exchange: config.events_name(),
         })
     }
 
@@ -102,12 +106,25 @@ impl Publisher {
         &self.link
     }
 
+    /// Where a dispatch row goes: an `execution.finished` event to
+    /// `<exchange>.events` (contract, section 10), not mandatory (an event
+    /// nobody has bound a queue for is dropped, not retried); every other row
+    /// to the main exchange, mandatory.
+    fn route(&self, row: &ClaimedDispatch) -> (&str, bool) {
+        if row.message_type == MESSAGE_EXECUTION_FINISHED {
+            (&self.events_exchange, false)
+        } else {
+            (&self.exchange, true)
+        }
+    }
+
     /// True while the connection and channel are open.
     pub fn is_open(&self) -> bool {
         self.link.is_open() && self.channel.status().connected()
     }
 
-    /// Publishes `batch` (persistent, mandatory) with pipelined confirms and
+    /// Publishes `batch` (persistent; mandatory but for events, [`Self::route`])
+    /// with pipelined confirms and
     /// waits at most `timeout` for all of them, not counting the time the
     /// broker blocks the connection; one result per row, in order.
     /// A message returned as unroutable is a failure even though the broker
@@ -119,15 +136,16 @@ impl Publisher {
     ) -> Vec<Result<(), PublishFailure>> {
         let mut pending = Vec::with_capacity(batch.len());
         for row in batch {
+            let (exchange, mandatory) = self.route(row);
             let sent = self
                 .link
                 .within(
                     timeout,
                     self.channel.basic_publish(
-                        self.exchange.as_str().into(),
+                        exchange.into(),
                         row.routing_key.as_str().into(),
                         BasicPublishOptions {
-                            mandatory: true,
+                            mandatory,
                             ..Default::default()
                         },
                         row.body.as_bytes(),

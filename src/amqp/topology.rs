@@ -1,9 +1,14 @@
-//! The topology of the contract (section 2), declared piece by piece.
+//! The topology of the contract, declared piece by piece.
 //!
-//! A durable `direct` exchange `AMQP_EXCHANGE`; for every framework type `T`
-//! a durable quorum queue `<exchange>.<T>` bound with routing key `T`, with a
-//! delivery limit and a dead-letter exchange `<exchange>.dead-letter`
-//! (fanout) whose quorum queue `<exchange>.dead-letter` parks poison messages.
+//! Section 2: a durable `direct` exchange `AMQP_EXCHANGE`; for every
+//! framework type `T` a durable quorum queue `<exchange>.<T>` bound with
+//! routing key `T`, with a delivery limit and a dead-letter exchange
+//! `<exchange>.dead-letter` (fanout) whose quorum queue
+//! `<exchange>.dead-letter` parks poison messages. Sections 9 and 10: the
+//! durable `fanout` exchange `<exchange>.results` with the durable quorum
+//! queue `<exchange>.results` bound to it (dead-letter exchange and delivery
+//! limit as the run queues), and the durable `topic` exchange
+//! `<exchange>.events` (routing keys `execution.finished.<T>`).
 //!
 //! RabbitMQ refuses to re-declare an existing exchange or queue with other
 //! arguments (`PRECONDITION_FAILED - inequivalent arg …`) and closes the
@@ -15,6 +20,7 @@
 
 use super::Link;
 use crate::config::AmqpConfig;
+use crate::db::models::MESSAGE_EXECUTION_FINISHED;
 use anyhow::Context;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPError, AMQPErrorKind};
@@ -123,7 +129,9 @@ impl Part {
 
 /// Every declaration in order, each with the routing keys it holds back when
 /// the broker refuses it: the exchange holds back all of them, a framework
-/// type's queue or binding its own key, the dead-letter parts none.
+/// type's queue or binding its own key, `<exchange>.events` the
+/// `execution.finished.<T>` keys of every type, the dead-letter and results
+/// parts none.
 fn parts(config: &AmqpConfig) -> Vec<(Part, Vec<String>)> {
     let dead_letter = config.dead_letter_name();
     let all: Vec<String> = config
@@ -181,7 +189,53 @@ fn parts(config: &AmqpConfig) -> Vec<(Part, Vec<String>)> {
             key,
         ));
     }
+    parts.extend(results_parts(config));
+    let events: Vec<String> = config
+        .framework_types
+        .iter()
+        .map(|t| format!("{MESSAGE_EXECUTION_FINISHED}.{t}"))
+        .collect();
+    parts.push((
+        Part::Exchange {
+            name: config.events_name(),
+            kind: ExchangeKind::Topic,
+        },
+        events,
+    ));
     parts
+}
+
+/// The results exchange, its queue and their binding (contract, section 9).
+/// They hold back no dispatch rows: the service only consumes from them.
+fn results_parts(config: &AmqpConfig) -> Vec<(Part, Vec<String>)> {
+    let results = config.results_name();
+    vec![
+        (
+            Part::Exchange {
+                name: results.clone(),
+                kind: ExchangeKind::Fanout,
+            },
+            Vec::new(),
+        ),
+        (
+            Part::Queue {
+                name: results.clone(),
+                arguments: quorum_arguments(
+                    Some(&config.dead_letter_name()),
+                    config.delivery_limit,
+                ),
+            },
+            Vec::new(),
+        ),
+        (
+            Part::Bind {
+                queue: results.clone(),
+                exchange: results,
+                routing_key: String::new(),
+            },
+            Vec::new(),
+        ),
+    ]
 }
 
 /// Declares the whole topology on `channel`, failing on the first refusal.
@@ -198,16 +252,37 @@ pub async fn declare_topology(channel: &Channel, config: &AmqpConfig) -> anyhow:
 /// Declares every part of the topology on its own channel of `link`
 /// (a new channel after each refusal, since the broker closes it), each
 /// within `timeout` (blocked time not counted), and returns the refusals;
-/// a binding is skipped when its queue was refused. Errors: the connection
-/// failed or a declaration timed out (an outage, not a conflict).
+/// a binding is skipped when its queue was refused. A refused
+/// `<exchange>.events` holds back the `execution.finished.<T>` rows.
+/// Errors: the connection failed or a declaration timed out (an outage,
+/// not a conflict).
 pub async fn declare_each(
     link: &Link,
     config: &AmqpConfig,
     timeout: Duration,
 ) -> anyhow::Result<Vec<TopologyConflict>> {
+    declare_parts(link, parts(config), timeout).await
+}
+
+/// [`declare_each`] for the results exchange, queue and binding only (what
+/// the results consumer needs before it consumes); the refusals returned
+/// hold back no rows.
+pub async fn declare_results_each(
+    link: &Link,
+    config: &AmqpConfig,
+    timeout: Duration,
+) -> anyhow::Result<Vec<TopologyConflict>> {
+    declare_parts(link, results_parts(config), timeout).await
+}
+
+async fn declare_parts(
+    link: &Link,
+    parts: Vec<(Part, Vec<String>)>,
+    timeout: Duration,
+) -> anyhow::Result<Vec<TopologyConflict>> {
     let mut conflicts: Vec<TopologyConflict> = Vec::new();
     let mut channel: Option<Channel> = None;
-    for (part, held_back) in parts(config) {
+    for (part, held_back) in parts {
         if matches!(part, Part::Bind { .. }) && conflicts.iter().any(|c| c.name == part.name()) {
             continue;
         }

@@ -31,6 +31,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const PLAN_RUN: &str = "PLAN_RUN";
 /// Authority that may rerun on behalf of another `userId` (contract, section 3).
 pub const QUEUE_ADMIN: &str = "QUEUE_ADMIN";
+/// Authority that may read executions and results (contract, section 11);
+/// `PLAN_RUN` and `QUEUE_ADMIN` may read too.
+pub const PLAN_READ: &str = "PLAN_READ";
 /// Longest bearer token accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
@@ -157,6 +160,51 @@ impl Caller {
             )));
         }
         Ok(())
+    }
+}
+
+/// What a caller may read (contract, section 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadScope {
+    /// `QUEUE_ADMIN`: every plan and execution.
+    Everything,
+    /// Only plans of projects this user is a member of. `None` when the
+    /// token's subject is not a user id: such a caller sees nothing.
+    MemberOf(Option<i64>),
+}
+
+impl ReadScope {
+    /// The member whose projects bound what is seen; `None` for
+    /// [`ReadScope::Everything`]; `Some(0)` (no user) when the subject is not a user id.
+    pub fn member(self) -> Option<i64> {
+        match self {
+            ReadScope::Everything => None,
+            ReadScope::MemberOf(user) => Some(user.unwrap_or(0)),
+        }
+    }
+}
+
+impl Caller {
+    /// The check of code 1010 for the read endpoints (contract, section 11):
+    /// `PLAN_RUN`, `PLAN_READ` or `QUEUE_ADMIN`. Answers what the caller may
+    /// see: everything with `QUEUE_ADMIN`, else the plans of the projects the
+    /// subject (a user id) is a member of.
+    pub fn authorize_read(&self) -> Result<ReadScope, ApiError> {
+        if self.has(QUEUE_ADMIN) {
+            return Ok(ReadScope::Everything);
+        }
+        if !self.has(PLAN_RUN) && !self.has(PLAN_READ) {
+            return Err(ApiError::AccessDenied(
+                "the token lacks the PLAN_READ, PLAN_RUN or QUEUE_ADMIN authority".to_owned(),
+            ));
+        }
+        // the subject as the rerun compares it: the user id's decimal text exactly
+        let user = self
+            .subject
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id >= 1 && id.to_string() == self.subject);
+        Ok(ReadScope::MemberOf(user))
     }
 }
 
@@ -526,5 +574,43 @@ mod tests {
     #[test]
     fn a_ttl_past_the_end_of_time_is_an_error_not_a_panic() {
         assert!(issue_token("s3cret", 13, &[], u64::MAX).is_err());
+    }
+
+    fn caller(subject: &str, authorities: &[&str]) -> Caller {
+        Caller {
+            subject: subject.to_owned(),
+            authorities: authorities.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn reading_needs_plan_read_plan_run_or_queue_admin() {
+        assert_eq!(
+            caller("13", &[PLAN_READ]).authorize_read().unwrap(),
+            ReadScope::MemberOf(Some(13))
+        );
+        assert_eq!(
+            caller("13", &[PLAN_RUN]).authorize_read().unwrap(),
+            ReadScope::MemberOf(Some(13))
+        );
+        assert_eq!(
+            caller("scheduler", &[QUEUE_ADMIN])
+                .authorize_read()
+                .unwrap(),
+            ReadScope::Everything
+        );
+        let denied = caller("13", &["SOMETHING_ELSE"])
+            .authorize_read()
+            .unwrap_err();
+        assert_eq!(denied.code(), 1010);
+    }
+
+    #[test]
+    fn a_subject_that_is_not_a_user_id_reads_nothing_without_queue_admin() {
+        for subject in ["scheduler", "+13", "013", "0", "-4"] {
+            let scope = caller(subject, &[PLAN_READ]).authorize_read().unwrap();
+            assert_eq!(scope, ReadScope::MemberOf(None), "{subject}");
+            assert_eq!(scope.member(), Some(0));
+        }
     }
 }

@@ -15,6 +15,8 @@ pub mod idempotency;
 pub mod models;
 pub mod outbox;
 pub(crate) mod queries;
+pub mod reads;
+pub mod results;
 pub(crate) mod runs;
 pub mod schema;
 

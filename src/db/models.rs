@@ -15,3 +15,13 @@ pub const MESSAGE_RERUN: &str = "scenario.rerun";
 pub const MESSAGE_RUN: &str = "scenario.run";
 /// `dispatches.message_type` (and AMQP `type`) of the event of a finished execution (contract, section 10).
 pub const MESSAGE_EXECUTION_FINISHED: &str = "execution.finished";
+/// `execution_pairs.status` of a pair that passed (terminal).
+pub const STATUS_PASSED: &str = "PASSED";
+/// `execution_pairs.status` of a pair that failed (terminal).
+pub const STATUS_FAILED: &str = "FAILED";
+/// `execution_pairs.status` of a pair that could not run properly (terminal).
+pub const STATUS_ERROR: &str = "ERROR";
+/// `execution_pairs.status` of a pair the runner skipped (terminal).
+pub const STATUS_SKIPPED: &str = "SKIPPED";
+/// `execution_pairs.status` of a pair stopped before its end (terminal).
+pub const STATUS_ABORTED: &str = "ABORTED";

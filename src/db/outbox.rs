@@ -218,3 +218,35 @@ fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<()> {
     .execute(conn)
     .map(drop)
 }
+
+/// An event to publish through the outbox (contract, section 10): one
+/// dispatch row, written in the transaction that produced the event.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    /// The execution the event is about.
+    pub execution_id: i64,
+    /// The AMQP `message_id` (the body's `eventId`).
+    pub message_id: Uuid,
+    /// E.g. `execution.finished.APPIUM`.
+    pub routing_key: &'a str,
+    /// The AMQP `type`, e.g. `execution.finished`; the relay picks the
+    /// exchange by it.
+    pub message_type: &'a str,
+    /// The JSON body, exactly as published.
+    pub body: &'a str,
+}
+
+/// Inserts the dispatch row of `event`, due at once.
+pub fn insert_event(conn: &mut PgConnection, event: &NewEvent<'_>) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT INTO dispatches (message_id, execution_id, routing_key, message_type, body) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(event.message_id)
+    .bind::<BigInt, _>(event.execution_id)
+    .bind::<Text, _>(event.routing_key)
+    .bind::<Text, _>(event.message_type)
+    .bind::<Text, _>(event.body)
+    .execute(conn)
+    .map(drop)
+}

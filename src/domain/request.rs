@@ -19,6 +19,11 @@ use std::fmt;
 pub struct Id(i64);
 
 impl Id {
+    /// `value` as an id, if it is at least 1.
+    pub fn new(value: i64) -> Option<Id> {
+        (value >= 1).then_some(Id(value))
+    }
+
     /// The id as stored in PostgreSQL (`BIGINT`).
     pub fn get(self) -> i64 {
         self.0

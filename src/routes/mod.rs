@@ -1,11 +1,13 @@
 //! HTTP handlers: thin — extract, parse, one service call, respond.
 
+pub mod executions;
 pub mod fallback;
 pub mod health;
 pub mod metrics;
 pub mod rerun;
 pub mod run;
 
+pub use executions::{execution, plan_executions, plan_results};
 pub use fallback::{method_not_allowed, not_found};
 pub use health::{health, live, ready};
 pub use metrics::metrics;

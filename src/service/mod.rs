@@ -1,8 +1,10 @@
-//! Use cases, each in one database transaction: the rerun, and the run of a
-//! whole plan.
+//! Use cases, each in one database transaction: the rerun, the run of a
+//! whole plan, and reading executions and results back.
 
+pub mod reads;
 pub mod rerun;
 pub mod run;
 
+pub use reads::ReadService;
 pub use rerun::{QueuedPair, RerunAccepted, RerunContext, RerunOutcome, RerunService, SkippedPair};
 pub use run::{RunAccepted, RunOutcome};

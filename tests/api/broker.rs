@@ -141,3 +141,20 @@ impl Drop for PrivateBroker {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// [`PrivateBroker::start`] on the blocking pool.
+pub async fn start_private_broker() -> Option<PrivateBroker> {
+    tokio::task::spawn_blocking(PrivateBroker::start)
+        .await
+        .unwrap()
+}
+
+/// [`PrivateBroker::restart`] on the blocking pool; hands the node back.
+pub async fn restart_private_broker(broker: PrivateBroker) -> PrivateBroker {
+    tokio::task::spawn_blocking(move || {
+        broker.restart();
+        broker
+    })
+    .await
+    .unwrap()
+}

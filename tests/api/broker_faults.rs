@@ -7,8 +7,12 @@ use crate::helpers::{
     broker_channel, log_lines_with, message_ids, pair_body, received_ids, spawn_app,
     spawn_app_with, take_from, TestApp, DEMO_PAIRS,
 };
-use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
+use lapin::ExchangeKind;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -244,6 +248,244 @@ async fn a_queue_declared_with_other_arguments_holds_back_only_its_own_routing_k
     );
 }
 
+/// Publishes `results` (JSON bodies) to `<exchange>.results`, as a runner
+/// does (persistent, confirmed).
+async fn publish_results(app: &TestApp, results: &[Value]) {
+    let (connection, channel) = broker_channel().await;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let exchange = app.config.amqp.results_name();
+    for result in results {
+        let properties = lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(uuid::Uuid::new_v4().to_string().into());
+        channel
+            .basic_publish(
+                exchange.as_str().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                result.to_string().as_bytes(),
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// Waits until `/metrics` has the whole sample line `line`.
+async fn wait_metric(app: &TestApp, line: &str) {
+    let started = Instant::now();
+    while !app.metrics().await.lines().any(|l| l == line) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "metrics never showed {line}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_events_exchange_of_another_type_holds_back_only_the_finished_events() {
+    let mut app = spawn_app().await;
+    app.wait_ready(&app.address, 200).await;
+    let (_connection, channel) = broker_channel().await;
+    let events = app.config.amqp.events_name();
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_delete(events.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    channel
+        .exchange_declare(
+            events.as_str().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let tap = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let bind = |exchange: &str, key: &str| {
+        channel.queue_bind(
+            tap.name().clone(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+    };
+    bind(&events, "").await.unwrap();
+    app.restart_with(|_| {}).await;
+    wait_readiness(
+        &app,
+        503,
+        &[&format!("exchange {events} conflicts on type")],
+    )
+    .await;
+
+    let (status, body) = app.rerun(&pair_body(111, 222)).await;
+    assert_eq!(status, 200, "{body}");
+    let delivered = app.consume("APPIUM", 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        received_ids(&delivered),
+        message_ids(&body),
+        "runs still flow"
+    );
+    let queued = &body["data"]["queued"][0];
+    let pair = json!({"messageId": queued["messageId"], "executionId": body["data"]["executionId"],
+                      "scenarioId": 111, "environmentId": 222, "attempt": queued["attempt"]});
+    let mut running = pair.clone();
+    running["status"] = json!("RUNNING");
+    running["at"] = json!("2026-11-30T09:01:00Z");
+    let mut passed = pair;
+    passed["status"] = json!("PASSED");
+    passed["at"] = json!("2026-11-30T09:02:00Z");
+    publish_results(&app, &[running, passed]).await;
+    wait_metric(&app, "plan_queue_executions_finished_total 1").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.pending().await, 1, "the finished event waits");
+    let misrouted = channel
+        .basic_get(tap.name().clone(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap();
+    assert!(
+        misrouted.is_none(),
+        "nothing went to the conflicting exchange"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("plan_queue_topology_conflicts{")
+                && l.contains(r#"kind="exchange""#)
+                && l.contains(&format!(r#"name="{events}""#))
+                && l.contains(r#"argument="type""#)
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
+    // the operator declares the exchange as the contract says
+    channel
+        .exchange_delete(events.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    channel
+        .exchange_declare(
+            events.as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    bind(&events, "execution.finished.#").await.unwrap();
+    let started = Instant::now();
+    let event = loop {
+        if let Some(message) = channel
+            .basic_get(tap.name().clone(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            break message.delivery;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the event never came"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(event.routing_key.as_str(), "execution.finished.APPIUM");
+    app.wait_until_pending(0).await;
+    wait_readiness(&app, 200, &[]).await;
+}
+
+#[tokio::test]
+async fn a_results_queue_declared_with_other_arguments_is_reported_and_still_consumed() {
+    let mut app = spawn_app().await;
+    app.wait_ready(&app.address, 200).await;
+    let (_connection, channel) = broker_channel().await;
+    let results = app.config.amqp.results_name();
+    channel
+        .queue_delete(results.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    // a classic queue, as an earlier deployment left it: bound to the results exchange
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    declare_bound(&channel, &results, durable, &results).await;
+    app.restart_with(|_| {}).await;
+
+    wait_readiness(&app, 503, &[&format!("queue {results} conflicts on")]).await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("plan_queue_topology_conflicts{")
+                && l.contains(r#"kind="queue""#)
+                && l.contains(&format!(r#"name="{results}""#))
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    wait_metric(&app, "plan_queue_results_consumer_connected 1").await;
+    let (status, body) = app.rerun(&pair_body(111, 222)).await;
+    assert_eq!(status, 200, "{body}");
+    let queued = &body["data"]["queued"][0];
+    publish_results(
+        &app,
+        &[
+            json!({"messageId": queued["messageId"], "executionId": body["data"]["executionId"],
+               "scenarioId": 111, "environmentId": 222, "attempt": queued["attempt"],
+               "status": "PASSED", "at": "2026-11-30T09:02:00Z"}),
+        ],
+    )
+    .await;
+    wait_metric(&app, "plan_queue_results_applied_total 1").await;
+}
+
+/// Declares `queue` without arguments and binds it to the fanout `exchange`.
+async fn declare_bound(
+    channel: &lapin::Channel,
+    queue: &str,
+    options: QueueDeclareOptions,
+    exchange: &str,
+) {
+    channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+}
+
 /// Declares `<exchange>.results` and a queue of the test's bound to it on
 /// the broker at `amqp_url`; returns the queue.
 async fn tap_results(amqp_url: &str, exchange: &str) -> String {
@@ -266,24 +508,7 @@ async fn tap_results(amqp_url: &str, exchange: &str) -> String {
         )
         .await
         .unwrap();
-    channel
-        .queue_declare(
-            tap.as_str().into(),
-            Default::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            tap.as_str().into(),
-            results.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    declare_bound(&channel, &tap, Default::default(), &results).await;
     let _ = connection.close(200, "tapped".into()).await;
     tap
 }

@@ -12,7 +12,6 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 const RABBITMQ: &str = "127.0.0.1:5672";
-const POSTGRES: &str = "127.0.0.1:5432";
 
 fn rerun_113() -> Value {
     json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": 113})
@@ -277,14 +276,7 @@ async fn a_message_the_broker_nacks_is_retried() {
 
 #[tokio::test]
 async fn an_unreachable_database_is_503_and_recovers_without_restart() {
-    let proxy = Proxy::start(POSTGRES.parse().unwrap()).await;
-    let mut app = spawn_app().await;
-    let name = app.db_name.clone();
-    app.restart_with(|c| {
-        c.database.url = proxy.postgres_url(&name);
-        c.database.checkout_timeout = Duration::from_millis(500);
-    })
-    .await;
+    let (app, proxy) = crate::proxy::spawn_app_behind_database_proxy().await;
     let (status, body) = app.rerun(&rerun_113()).await;
     assert_eq!(status, 200, "{body}");
 
@@ -459,10 +451,7 @@ async fn sigterm_under_load_stops_cleanly_and_no_200_lacks_its_rows() {
 
 #[tokio::test]
 async fn after_a_broker_restart_confirmed_messages_are_kept_and_the_service_reconnects() {
-    let Some(broker) = tokio::task::spawn_blocking(crate::broker::PrivateBroker::start)
-        .await
-        .unwrap()
-    else {
+    let Some(broker) = crate::broker::start_private_broker().await else {
         return;
     };
     let app = spawn_app_with(|c| c.amqp.url = broker.amqp_url()).await;
@@ -470,12 +459,7 @@ async fn after_a_broker_restart_confirmed_messages_are_kept_and_the_service_reco
     assert_eq!(status, 200, "{before}");
     app.wait_until_pending(0).await; // confirmed by the broker
 
-    let broker = tokio::task::spawn_blocking(move || {
-        broker.restart();
-        broker
-    })
-    .await
-    .unwrap();
+    let broker = crate::broker::restart_private_broker(broker).await;
     let queue = app.config.amqp.queue_name("APPIUM");
     let kept =
         crate::helpers::take_from(&broker.amqp_url(), &queue, 2, Duration::from_secs(10)).await;

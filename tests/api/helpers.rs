@@ -591,6 +591,10 @@ impl Drop for TestApp {
             self.config.amqp.framework_types.clone(),
         );
         let dead_letter = self.config.amqp.dead_letter_name();
+        let (results, events) = (
+            self.config.amqp.results_name(),
+            self.config.amqp.events_name(),
+        );
         // a thread of its own: Drop may run inside the test's runtime
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -610,13 +614,12 @@ impl Drop for TestApp {
                                 )
                                 .await;
                         }
-                        let _ = channel
-                            .queue_delete(
-                                dead_letter.as_str().into(),
-                                QueueDeleteOptions::default(),
-                            )
-                            .await;
-                        for name in [&exchange, &dead_letter] {
+                        for queue in [&dead_letter, &results] {
+                            let _ = channel
+                                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                                .await;
+                        }
+                        for name in [&exchange, &dead_letter, &results, &events] {
                             let _ = channel
                                 .exchange_delete(
                                     name.as_str().into(),

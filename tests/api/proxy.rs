@@ -149,3 +149,18 @@ async fn pump(
         }
     }
 }
+
+/// A server on the demo fixture whose database is reached through a proxy
+/// (started in [`Mode::Forward`]), with a 500 ms checkout timeout so that a
+/// cut database answers quickly.
+pub async fn spawn_app_behind_database_proxy() -> (crate::helpers::TestApp, Proxy) {
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut app = crate::helpers::spawn_app().await;
+    let name = app.db_name.clone();
+    app.restart_with(|c| {
+        c.database.url = proxy.postgres_url(&name);
+        c.database.checkout_timeout = std::time::Duration::from_millis(500);
+    })
+    .await;
+    (app, proxy)
+}

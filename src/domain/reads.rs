@@ -1,0 +1,145 @@
+//! The inputs of the read endpoints (contract, section 11): ids in the path
+//! and the page asked of `GET /plans/{planId}/executions`.
+
+use super::Id;
+use crate::error::ApiError;
+
+/// Executions per page when `limit` is not given (contract, section 11).
+pub const DEFAULT_PAGE_LIMIT: i64 = 20;
+/// Largest `limit` (contract, section 11).
+pub const MAX_PAGE_LIMIT: i64 = 100;
+
+/// An id in a path: decimal digits only, from 1 to 2^63 − 1. `None` for
+/// anything else (a sign, a space, 0, too large), which the read endpoints
+/// answer as an unknown route (404 code 1001, contract section 11).
+pub fn parse_path_id(text: &str) -> Option<Id> {
+    decimal(text).and_then(Id::new)
+}
+
+/// `text` as a non-negative decimal integer without sign or spaces.
+fn decimal(text: &str) -> Option<i64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// One page of a plan's executions, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Executions on the page: 1 to [`MAX_PAGE_LIMIT`].
+    pub limit: i64,
+    /// The page starts after this execution (in newest-first order); it must
+    /// be an execution of the plan, which the read service checks (1001).
+    pub before: Option<Id>,
+}
+
+/// Parses the query string of `GET /plans/{planId}/executions`: `limit`
+/// (1–100, default 20) and `before` (an execution id), each at most once.
+///
+/// Errors: 400 code 1001 naming the parameter for a value out of range or
+/// not a decimal integer, a parameter given twice, or any other parameter
+/// (an ignored parameter would silently answer another page than asked).
+pub fn parse_page_query(query: &str) -> Result<PageRequest, ApiError> {
+    let mut limit = None;
+    let mut before = None;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let slot = match name.as_ref() {
+            "limit" => &mut limit,
+            "before" => &mut before,
+            other => {
+                return Err(ApiError::InvalidRequest(format!(
+                    "unknown query parameter `{other}`, expected `limit` or `before`"
+                )))
+            }
+        };
+        if slot.is_some() {
+            return Err(ApiError::InvalidRequest(format!(
+                "query parameter `{name}` given more than once"
+            )));
+        }
+        *slot = Some(value.into_owned());
+    }
+    let limit = match limit {
+        None => DEFAULT_PAGE_LIMIT,
+        Some(text) => decimal(&text)
+            .filter(|n| (1..=MAX_PAGE_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(format!(
+                    "limit must be an integer from 1 to {MAX_PAGE_LIMIT}, got `{text}`"
+                ))
+            })?,
+    };
+    let before = before
+        .map(|text| {
+            parse_path_id(&text).ok_or_else(|| {
+                ApiError::InvalidRequest(format!(
+                    "before must be an execution id (an integer from 1 to {}), got `{text}`",
+                    i64::MAX
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(PageRequest { limit, before })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_ids_are_positive_decimal_integers() {
+        assert_eq!(parse_path_id("4980").map(Id::get), Some(4980));
+        assert_eq!(parse_path_id("0004980").map(Id::get), Some(4980));
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "+5",
+            " 5",
+            "5 ",
+            "1e3",
+            "4.0",
+            "abc",
+            "9223372036854775808",
+        ] {
+            assert_eq!(parse_path_id(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_path_id("9223372036854775807").map(Id::get),
+            Some(i64::MAX)
+        );
+    }
+
+    #[test]
+    fn a_page_defaults_to_twenty_from_the_newest() {
+        assert_eq!(
+            parse_page_query("").unwrap(),
+            PageRequest {
+                limit: 20,
+                before: None
+            }
+        );
+        let page = parse_page_query("limit=100&before=4980").unwrap();
+        assert_eq!((page.limit, page.before.map(Id::get)), (100, Some(4980)));
+    }
+
+    #[test]
+    fn a_bad_page_query_is_code_1001_naming_the_parameter() {
+        for (query, needle) in [
+            ("limit=0", "limit must be"),
+            ("limit=101", "limit must be"),
+            ("limit=", "limit must be"),
+            ("limit=ten", "limit must be"),
+            ("limit=-1", "limit must be"),
+            ("before=0", "before must be"),
+            ("before=x", "before must be"),
+            ("limit=5&limit=6", "`limit` given more than once"),
+            ("page=2", "unknown query parameter `page`"),
+        ] {
+            let err = parse_page_query(query).unwrap_err();
+            assert_eq!(err.code(), 1001, "{query}");
+            assert!(err.to_string().contains(needle), "{query}: {err}");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! One batch of results in one transaction (contract, sections 9 and 10):
+//! reduce the batch to one update per pair, apply it, tell each result's
+//! outcome, record the executions' progress, and write the
+//! `execution.finished` event of every execution the batch finished.
+
+use super::event::ExecutionFinished;
+use super::message::{Rejection, ResultStatus, RunnerResult, TerminalStatus};
+use crate::db::models::MESSAGE_EXECUTION_FINISHED;
+use crate::db::outbox::{self, NewEvent};
+use crate::db::results::{self, ExecutionProgress, PairKey, PairUpdate, TerminalUpdate};
+use diesel::prelude::*;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// What became of one result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// It changed its pair.
+    Applied,
+    /// Its pair exists but it changed nothing: a duplicate, a result after
+    /// the terminal one, a `RUNNING` of a pair already running.
+    Ignored,
+    /// It names no pair (or the database refused it): reject, no requeue.
+    Rejected(Rejection),
+}
+
+/// The outcomes of a batch (`outcomes[i]` belongs to `results[i]`) and the
+/// events it wrote.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOutcome {
+    pub outcomes: Vec<Outcome>,
+    /// The `execution.finished` events written (for the metrics).
+    pub finished: Vec<ExecutionFinished>,
+}
+
+/// Applies `results` (in arrival order) in one transaction on `conn`.
+///
+/// Errors: any database error; the transaction is rolled back and nothing
+/// of the batch is stored.
+pub fn apply_batch(conn: &mut PgConnection, results: &[RunnerResult]) -> QueryResult<BatchOutcome> {
+    let (updates, effective) = reduce(results);
+    conn.transaction(|conn| {
+        let applied = results::apply(conn, &updates)?;
+        let changed: HashSet<PairKey> = applied.iter().map(|a| a.key).collect();
+        let unchanged: Vec<uuid::Uuid> = updates
+            .iter()
+            .filter(|u| !changed.contains(&u.key))
+            .map(|u| u.key.message_id)
+            .collect();
+        let existing: HashSet<PairKey> = if unchanged.is_empty() {
+            HashSet::new()
+        } else {
+            results::pairs_of_messages(conn, &unchanged)?
+                .into_iter()
+                .collect()
+        };
+        let outcomes = results
+            .iter()
+            .zip(&effective)
+            .map(|(result, effective)| {
+                let key = key_of(result);
+                if changed.contains(&key) {
+                    if *effective {
+                        Outcome::Applied
+                    } else {
+                        Outcome::Ignored
+                    }
+                } else if existing.contains(&key) {
+                    Outcome::Ignored
+                } else {
+                    Outcome::Rejected(Rejection::NoPair)
+                }
+            })
+            .collect();
+        let mut progress: BTreeMap<i64, ExecutionProgress> = BTreeMap::new();
+        for pair in &applied {
+            let entry = progress
+                .entry(pair.key.execution_id)
+                .or_insert(ExecutionProgress {
+                    execution_id: pair.key.execution_id,
+                    closed: 0,
+                    first_start: None,
+                });
+            entry.closed += i32::from(pair.closed);
+            entry.first_start = match (entry.first_start, pair.started_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let progress: Vec<ExecutionProgress> = progress.into_values().collect();
+        let mut finished = Vec::new();
+        if !progress.is_empty() {
+            for execution_id in results::record_progress(conn, &progress)? {
+                finished.push(write_event(conn, execution_id)?);
+            }
+        }
+        Ok(BatchOutcome { outcomes, finished })
+    })
+}
+
+fn key_of(result: &RunnerResult) -> PairKey {
+    PairKey {
+        message_id: result.message_id,
+        execution_id: result.execution_id,
+        scenario_id: result.scenario_id,
+        environment_id: result.environment_id,
+        attempt: result.attempt,
+    }
+}
+
+/// One update per pair named (by `messageId` and the four ids), as if the
+/// results were applied one after another: the first `RUNNING` before any
+/// terminal result, and the first terminal result. Also tells, per result,
+/// whether it takes part in its pair's update.
+fn reduce(results: &[RunnerResult]) -> (Vec<PairUpdate>, Vec<bool>) {
+    let mut updates: Vec<PairUpdate> = Vec::new();
+    let mut index: HashMap<PairKey, usize> = HashMap::new();
+    let mut effective = Vec::with_capacity(results.len());
+    for result in results {
+        let key = key_of(result);
+        let i = *index.entry(key).or_insert_with(|| {
+            updates.push(PairUpdate {
+                key,
+                running_at: None,
+                terminal: None,
+            });
+            updates.len() - 1
+        });
+        let update = &mut updates[i];
+        let takes_part = match result.status {
+            _ if update.terminal.is_some() => false,
+            ResultStatus::Running if update.running_at.is_some() => false,
+            ResultStatus::Running => {
+                update.running_at = Some(result.at);
+                true
+            }
+            ResultStatus::Terminal(status) => {
+                update.terminal = Some(TerminalUpdate {
+                    status: status.as_str(),
+                    finished_at: result.at,
+                    implied_start: result.started_from_duration().unwrap_or(result.at),
+                    duration_ms: result.duration_ms,
+                    report_url: result.report_url.clone(),
+                    detail: result.detail.clone(),
+                });
+                true
+            }
+        };
+        effective.push(takes_part);
+    }
+    (updates, effective)
+}
+
+/// Reads what the event of the finished execution says and writes its
+/// dispatch row.
+fn write_event(conn: &mut PgConnection, execution_id: i64) -> QueryResult<ExecutionFinished> {
+    let execution = results::finished_execution(conn, execution_id)?;
+    let counts = results::status_counts(conn, execution_id)?;
+    let flaky = results::flaky_pairs(
+        conn,
+        execution_id,
+        TerminalStatus::Passed.as_str(),
+        &[
+            TerminalStatus::Failed.as_str(),
+            TerminalStatus::Error.as_str(),
+        ],
+    )?;
+    let event = ExecutionFinished::new(&execution, &counts, &flaky);
+    let body = serde_json::to_string(&event)
+        .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+    outbox::insert_event(
+        conn,
+        &NewEvent {
+            execution_id,
+            message_id: event.event_id,
+            routing_key: &event.routing_key(),
+            message_type: MESSAGE_EXECUTION_FINISHED,
+            body: &body,
+        },
+    )?;
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn result(status: ResultStatus, second: u32) -> RunnerResult {
+        RunnerResult {
+            message_id: uuid::Uuid::nil(),
+            execution_id: 1,
+            scenario_id: 2,
+            environment_id: 3,
+            attempt: 1,
+            status,
+            at: Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, second).unwrap(),
+            duration_ms: None,
+            report_url: None,
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_reduces_to_the_first_running_and_the_first_terminal_result() {
+        let failed = ResultStatus::Terminal(TerminalStatus::Failed);
+        let passed = ResultStatus::Terminal(TerminalStatus::Passed);
+        let batch = [
+            result(ResultStatus::Running, 1),
+            result(ResultStatus::Running, 2),
+            result(failed, 3),
+            result(passed, 4),
+            result(ResultStatus::Running, 5),
+        ];
+        let (updates, effective) = reduce(&batch);
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].running_at, Some(batch[0].at));
+        let terminal = updates[0].terminal.as_ref().unwrap();
+        assert_eq!(
+            (terminal.status, terminal.finished_at),
+            ("FAILED", batch[2].at)
+        );
+        assert_eq!(effective, [true, false, true, false, false]);
+    }
+
+    #[test]
+    fn a_result_with_other_ids_is_another_update() {
+        let mut other = result(ResultStatus::Running, 1);
+        other.attempt = 2;
+        let (updates, _) = reduce(&[result(ResultStatus::Running, 1), other]);
+        assert_eq!(updates.len(), 2);
+    }
+}

@@ -1,0 +1,114 @@
+//! The `execution.finished` event (contract, section 10).
+
+use super::message::TerminalStatus;
+use crate::db::results::{FinishedExecution, ScenarioEnvironment, StatusCount};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// The body of an `execution.finished` event, published to
+/// `<exchange>.events` with routing key `execution.finished.<frameworkType>`
+/// (see `docs/event.schema.json`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionFinished {
+    /// Unique per event; also the AMQP `message_id`.
+    pub event_id: Uuid,
+    pub execution_id: i64,
+    pub plan_id: i64,
+    /// `RUN` or `RERUN`.
+    pub kind: String,
+    /// The source run; a full run's own id.
+    pub source_execution_id: i64,
+    /// The execution's framework type (`UNKNOWN` for a fixture execution
+    /// without one, which no result can finish).
+    pub framework_type: String,
+    pub requested_by: i64,
+    /// RFC 3339, UTC.
+    pub requested_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub counts: Counts,
+    /// The pairs of this execution that are flaky after it (section 6).
+    pub flaky: Vec<FlakyPair>,
+}
+
+/// Pairs per terminal status.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Counts {
+    #[serde(rename = "PASSED")]
+    pub passed: i64,
+    #[serde(rename = "FAILED")]
+    pub failed: i64,
+    #[serde(rename = "ERROR")]
+    pub error: i64,
+    #[serde(rename = "SKIPPED")]
+    pub skipped: i64,
+    #[serde(rename = "ABORTED")]
+    pub aborted: i64,
+}
+
+/// A flaky scenario–environment pair.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FlakyPair {
+    pub scenario_id: i64,
+    pub environment_id: i64,
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+impl ExecutionFinished {
+    /// The event of `execution` with its pairs counted by status and its flaky pairs.
+    pub fn new(
+        execution: &FinishedExecution,
+        counts: &[StatusCount],
+        flaky: &[ScenarioEnvironment],
+    ) -> Self {
+        let mut tally = Counts::default();
+        for count in counts {
+            let status = TerminalStatus::ALL
+                .into_iter()
+                .find(|t| t.as_str() == count.status);
+            let slot = match status {
+                Some(TerminalStatus::Passed) => &mut tally.passed,
+                Some(TerminalStatus::Failed) => &mut tally.failed,
+                Some(TerminalStatus::Error) => &mut tally.error,
+                Some(TerminalStatus::Skipped) => &mut tally.skipped,
+                Some(TerminalStatus::Aborted) => &mut tally.aborted,
+                None => continue,
+            };
+            *slot += count.pairs;
+        }
+        ExecutionFinished {
+            event_id: Uuid::new_v4(),
+            execution_id: execution.execution_id,
+            plan_id: execution.plan_id,
+            kind: execution.kind.clone(),
+            source_execution_id: execution.source_execution_id,
+            framework_type: execution
+                .framework_type
+                .clone()
+                .unwrap_or_else(|| "UNKNOWN".to_owned()),
+            requested_by: execution.requested_by,
+            requested_at: rfc3339(execution.requested_at),
+            started_at: execution.started_at.map(rfc3339),
+            finished_at: execution.finished_at.map(rfc3339),
+            counts: tally,
+            flaky: flaky
+                .iter()
+                .map(|p| FlakyPair {
+                    scenario_id: p.scenario_id,
+                    environment_id: p.environment_id,
+                })
+                .collect(),
+        }
+    }
+
+    /// `execution.finished.<frameworkType>`.
+    pub fn routing_key(&self) -> String {
+        format!("execution.finished.{}", self.framework_type)
+    }
+}

@@ -1,0 +1,165 @@
+//! The read endpoints (contract, section 11): `GET /executions/{executionId}`,
+//! `GET /plans/{planId}/executions`, `GET /plans/{planId}/results`; HEAD too.
+//!
+//! Checks, in order: a path id that is not a positive integer is an unknown
+//! route (404 code 1001); then the token (401 code 1009); the query (400
+//! code 1001); the token's authorities (403 code 1010); then the read, where
+//! a plan or execution the caller may not see answers as an unknown one (404).
+//! The error answers of the OpenAPI document are added by `crate::openapi`.
+
+use crate::app::AppState;
+use crate::auth::ReadScope;
+use crate::domain::{parse_page_query, parse_path_id, Id};
+use crate::error::{ApiError, Envelope};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+/// Path of one execution.
+pub const EXECUTION_PATH: &str = "/executions/{executionId}";
+/// Path of a plan's executions.
+pub const PLAN_EXECUTIONS_PATH: &str = "/plans/{planId}/executions";
+/// Path of a plan's consolidated results.
+pub const PLAN_RESULTS_PATH: &str = "/plans/{planId}/results";
+
+/// The id in the path segment `name`; 404 code 1001 (as an unknown route)
+/// when it is not a positive integer.
+fn path_id(request: &HttpRequest, name: &str) -> Result<Id, ApiError> {
+    request
+        .match_info()
+        .get(name)
+        .and_then(parse_path_id)
+        .ok_or_else(|| ApiError::NotFound(request.path().to_owned()))
+}
+
+/// The caller's read scope: 401 code 1009, 403 code 1010.
+fn read_scope(request: &HttpRequest, state: &AppState) -> Result<ReadScope, ApiError> {
+    state
+        .verifier
+        .authenticate(request.headers())?
+        .authorize_read()
+}
+
+/// An execution with its pairs.
+#[utoipa::path(
+    get,
+    path = "/executions/{executionId}",
+    tag = "read",
+    operation_id = "getExecution",
+    summary = "An execution (a run or a rerun) with the status of each of its pairs",
+    description = "`status` is `QUEUED` while no pair has started or finished, `FINISHED` once \
+every pair is terminal, `RUNNING` otherwise. `counts` has all seven pair statuses. `pairs` are \
+ordered by scenario then environment. Needs `PLAN_RUN`, `PLAN_READ` or `QUEUE_ADMIN`; without \
+`QUEUE_ADMIN` an execution of a project the token's subject is not a member of is 404, as an \
+unknown one.",
+    params(("executionId" = i64, Path, minimum = 1, example = 4980,
+        description = "The execution's id")),
+    responses(
+        (status = 200, description = "The execution",
+            body = Envelope<crate::service::reads::ExecutionDetail>,
+            example = json!({"data": {"executionId": 5012, "planId": 614, "kind": "RERUN",
+                "sourceExecutionId": 4980, "frameworkType": "APPIUM", "requestedBy": 13,
+                "requestedAt": "2026-11-30T09:00:00Z", "startedAt": "2026-11-30T09:02:29Z",
+                "finishedAt": "2026-11-30T09:03:10Z", "status": "FINISHED",
+                "counts": {"QUEUED": 0, "RUNNING": 0, "PASSED": 0, "FAILED": 1, "ERROR": 0,
+                    "SKIPPED": 0, "ABORTED": 0},
+                "pairs": [{"scenarioId": 111, "environmentId": 222, "attempt": 2,
+                    "status": "FAILED", "messageId": "0b6f2f0e-4a0c-4f53-9d0e-3c1f1d2a7b11",
+                    "publishedAt": "2026-11-30T09:00:00.041Z", "startedAt": "2026-11-30T09:02:29Z",
+                    "finishedAt": "2026-11-30T09:03:10Z", "durationMs": 41250,
+                    "reportUrl": "https://reports.example/5012/111/222",
+                    "detail": "Expected basket total 42.00 but was 0.00"}]},
+                "result": {"code": 0, "message": "success"}}))
+    ),
+    security(("bearer" = []))
+)]
+pub async fn execution(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let execution_id = path_id(&request, "executionId")?;
+    let scope = read_scope(&request, &state)?;
+    let detail = state.reads.execution(scope, execution_id).await?;
+    Ok(HttpResponse::Ok().json(Envelope::success(detail)))
+}
+
+/// One page of a plan's executions, newest first.
+#[utoipa::path(
+    get,
+    path = "/plans/{planId}/executions",
+    tag = "read",
+    operation_id = "listPlanExecutions",
+    summary = "A plan's executions, newest first, a page at a time",
+    description = "Executions as `GET /executions/{executionId}` answers them, without `pairs`, \
+ordered by `requestedAt` then `executionId`, both descending. Pass `data.nextBefore` as \
+`before` for the next page; it is null on the last page. Any other query parameter, or one \
+given twice, is 400 code 1001. Needs `PLAN_RUN`, `PLAN_READ` or `QUEUE_ADMIN`; without \
+`QUEUE_ADMIN` a plan of a project the token's subject is not a member of is 404, as an unknown one.",
+    params(
+        ("planId" = i64, Path, minimum = 1, example = 614, description = "The plan's id"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100,
+            description = "Executions per page, 1–100 (default 20)"),
+        ("before" = Option<i64>, Query, minimum = 1,
+            description = "An execution of this plan: the page starts after it (else code 1001)")
+    ),
+    responses(
+        (status = 200, description = "One page",
+            body = Envelope<crate::service::reads::ExecutionPage>,
+            example = json!({"data": {"executions": [{"executionId": 5012, "planId": 614,
+                "kind": "RERUN", "sourceExecutionId": 4980, "frameworkType": "APPIUM",
+                "requestedBy": 13, "requestedAt": "2026-11-30T09:00:00Z", "startedAt": null,
+                "finishedAt": null, "status": "QUEUED",
+                "counts": {"QUEUED": 1, "RUNNING": 0, "PASSED": 0, "FAILED": 0, "ERROR": 0,
+                    "SKIPPED": 0, "ABORTED": 0}}],
+                "nextBefore": 5012},
+                "result": {"code": 0, "message": "success"}}))
+    ),
+    security(("bearer" = []))
+)]
+pub async fn plan_executions(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let plan_id = path_id(&request, "planId")?;
+    let caller = state.verifier.authenticate(request.headers())?;
+    let page = parse_page_query(request.query_string())?;
+    let scope = caller.authorize_read()?;
+    let page = state.reads.plan_executions(scope, plan_id, page).await?;
+    Ok(HttpResponse::Ok().json(Envelope::success(page)))
+}
+
+/// The consolidated results of a plan.
+#[utoipa::path(
+    get,
+    path = "/plans/{planId}/results",
+    tag = "read",
+    operation_id = "getPlanResults",
+    summary = "The consolidated results of a plan: each pair's latest attempt, every attempt, flaky",
+    description = "The pairs of the plan's source run (its most recent full run), each with its \
+latest attempt in the source run's chain (the run and every rerun made from it) as its current \
+status, all its attempts (first to latest) and `flaky`: an earlier attempt `FAILED` or `ERROR` \
+and a later one `PASSED`. `counts` counts the current statuses. Needs `PLAN_RUN`, `PLAN_READ` \
+or `QUEUE_ADMIN`; without `QUEUE_ADMIN` a plan of a project the token's subject is not a member \
+of is 404, as an unknown one.",
+    params(("planId" = i64, Path, minimum = 1, example = 614, description = "The plan's id")),
+    responses(
+        (status = 200, description = "The consolidated results",
+            body = Envelope<crate::service::reads::PlanResults>,
+            example = json!({"data": {"planId": 614, "sourceExecutionId": 4980,
+                "counts": {"QUEUED": 0, "RUNNING": 0, "PASSED": 1, "FAILED": 0, "ERROR": 0,
+                    "SKIPPED": 0, "ABORTED": 0},
+                "pairs": [{"scenarioId": 111, "environmentId": 222, "status": "PASSED",
+                    "attempt": 2, "executionId": 5012, "flaky": true,
+                    "attempts": [{"attempt": 1, "executionId": 4980, "status": "FAILED"},
+                                 {"attempt": 2, "executionId": 5012, "status": "PASSED"}]}]},
+                "result": {"code": 0, "message": "success"}}))
+    ),
+    security(("bearer" = []))
+)]
+pub async fn plan_results(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let plan_id = path_id(&request, "planId")?;
+    let scope = read_scope(&request, &state)?;
+    let results = state.reads.plan_results(scope, plan_id).await?;
+    Ok(HttpResponse::Ok().json(Envelope::success(results)))
+}

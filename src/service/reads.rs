@@ -1,0 +1,502 @@
+//! Reading executions and results back (contract, sections 6 and 11): one
+//! read-only, repeatable-read transaction per answer, so its parts (an
+//! execution and its pairs, a cursor and its page) are one snapshot.
+//!
+//! Rules: an execution is `QUEUED` while none of its pairs started or
+//! finished (`started_at` unset), `FINISHED` once every pair is terminal (no
+//! open pair), `RUNNING` otherwise. The consolidated results of a plan are its
+//! source run's pairs, each at its latest (highest) attempt in the chain; a
+//! pair is flaky when an earlier attempt is `FAILED` or `ERROR` and a later
+//! one `PASSED`.
+
+use crate::auth::ReadScope;
+use crate::db::models::{
+    STATUS_ABORTED, STATUS_ERROR, STATUS_FAILED, STATUS_PASSED, STATUS_QUEUED, STATUS_RUNNING,
+    STATUS_SKIPPED,
+};
+use crate::db::reads::{self, AttemptRow, ExecutionRow, PairRow};
+use crate::db::Db;
+use crate::domain::{Id, PageRequest};
+use crate::error::ApiError;
+use chrono::{DateTime, SecondsFormat, Utc};
+use diesel::pg::PgConnection;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Pairs per status; every key is present, 0 when no pair has it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct StatusCounts {
+    #[serde(rename = "QUEUED")]
+    pub queued: i64,
+    #[serde(rename = "RUNNING")]
+    pub running: i64,
+    #[serde(rename = "PASSED")]
+    pub passed: i64,
+    #[serde(rename = "FAILED")]
+    pub failed: i64,
+    #[serde(rename = "ERROR")]
+    pub error: i64,
+    #[serde(rename = "SKIPPED")]
+    pub skipped: i64,
+    #[serde(rename = "ABORTED")]
+    pub aborted: i64,
+}
+
+impl StatusCounts {
+    /// Adds `n` pairs of `status`; a status outside the seven (the schema's
+    /// CHECK forbids it) is not counted.
+    fn add(&mut self, status: &str, n: i64) {
+        let slot = match status {
+            STATUS_QUEUED => &mut self.queued,
+            STATUS_RUNNING => &mut self.running,
+            STATUS_PASSED => &mut self.passed,
+            STATUS_FAILED => &mut self.failed,
+            STATUS_ERROR => &mut self.error,
+            STATUS_SKIPPED => &mut self.skipped,
+            STATUS_ABORTED => &mut self.aborted,
+            _ => return,
+        };
+        *slot += n;
+    }
+}
+
+/// An execution's status, derived from its pairs (contract, section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ExecutionStatus {
+    /// No pair started or finished yet.
+    Queued,
+    /// Some pair started or finished, some is not terminal yet.
+    Running,
+    /// Every pair is terminal.
+    Finished,
+}
+
+/// An execution without its pairs: an item of `GET /plans/{planId}/executions`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionSummary {
+    pub execution_id: i64,
+    pub plan_id: i64,
+    /// `RUN` (a full run) or `RERUN`.
+    #[schema(example = "RERUN")]
+    pub kind: String,
+    /// The chain's source run; a full run is its own source.
+    pub source_execution_id: i64,
+    /// Null for a run seeded from a fixture.
+    #[schema(example = "APPIUM")]
+    pub framework_type: Option<String>,
+    /// The user who asked for it.
+    pub requested_by: i64,
+    /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
+    pub requested_at: String,
+    /// The first pair's start; null until then.
+    #[schema(format = DateTime)]
+    pub started_at: Option<String>,
+    /// The last pair's end; null until every pair is terminal.
+    #[schema(format = DateTime)]
+    pub finished_at: Option<String>,
+    pub status: ExecutionStatus,
+    /// Its pairs per status.
+    pub counts: StatusCounts,
+}
+
+/// One pair of an execution.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionPair {
+    pub scenario_id: i64,
+    pub environment_id: i64,
+    pub attempt: i32,
+    /// `QUEUED`, `RUNNING`, `PASSED`, `FAILED`, `ERROR`, `SKIPPED` or `ABORTED`.
+    #[schema(example = "FAILED")]
+    pub status: String,
+    /// The `messageId` of its message; null for a run seeded from a fixture.
+    pub message_id: Option<String>,
+    /// When the broker confirmed its message; null until then.
+    #[schema(format = DateTime)]
+    pub published_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub started_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub finished_at: Option<String>,
+    /// As the runner reported it, milliseconds.
+    pub duration_ms: Option<i64>,
+    pub report_url: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// `GET /executions/{executionId}`: an execution with its pairs, ordered by
+/// scenario then environment.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionDetail {
+    #[serde(flatten)]
+    pub execution: ExecutionSummary,
+    pub pairs: Vec<ExecutionPair>,
+}
+
+/// `GET /plans/{planId}/executions`: one page, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionPage {
+    pub executions: Vec<ExecutionSummary>,
+    /// The `before` of the next page; null on the last page.
+    pub next_before: Option<i64>,
+}
+
+/// One attempt of a pair in the source run's chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairAttempt {
+    pub attempt: i32,
+    /// The execution (the source run or a rerun) that holds it.
+    pub execution_id: i64,
+    #[schema(example = "FAILED")]
+    pub status: String,
+}
+
+/// A pair of the consolidated results: its latest attempt and every attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultPair {
+    pub scenario_id: i64,
+    pub environment_id: i64,
+    /// The current status: that of the latest attempt.
+    #[schema(example = "PASSED")]
+    pub status: String,
+    /// The latest attempt.
+    pub attempt: i32,
+    /// The execution that holds the latest attempt.
+    pub execution_id: i64,
+    /// An earlier attempt is `FAILED` or `ERROR` and a later one `PASSED`.
+    pub flaky: bool,
+    /// Every attempt, first to latest.
+    pub attempts: Vec<PairAttempt>,
+}
+
+/// `GET /plans/{planId}/results`: the consolidated results (contract, section 6).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanResults {
+    pub plan_id: i64,
+    /// The plan's most recent full run.
+    pub source_execution_id: i64,
+    /// Pairs per current status.
+    pub counts: StatusCounts,
+    /// Ordered by scenario then environment.
+    pub pairs: Vec<ResultPair>,
+}
+
+/// The read use cases; cheap to clone.
+#[derive(Clone)]
+pub struct ReadService {
+    db: Db,
+}
+
+impl ReadService {
+    pub fn new(db: Db) -> Self {
+        ReadService { db }
+    }
+
+    /// The execution with its pairs.
+    ///
+    /// Errors: 404 code 1017 when it does not exist or `scope` may not see
+    /// it; 503 code 1011 when the database is unreachable.
+    pub async fn execution(
+        &self,
+        scope: ReadScope,
+        execution_id: Id,
+    ) -> Result<ExecutionDetail, ApiError> {
+        let id = execution_id.get();
+        self.snapshot(move |conn| {
+            let row = reads::execution(conn, id, scope.member())?
+                .ok_or(ApiError::ExecutionNotFound(id))?;
+            let pairs = reads::execution_pairs(conn, id)?;
+            Ok(ExecutionDetail {
+                execution: summary(row),
+                pairs: pairs.into_iter().map(pair).collect(),
+            })
+        })
+        .await
+    }
+
+    /// One page of the plan's executions, newest first.
+    ///
+    /// Errors: 404 code 1000 for a plan that does not exist or `scope` may
+    /// not see; 400 code 1001 when `before` is not an execution of the plan;
+    /// 503 code 1011.
+    pub async fn plan_executions(
+        &self,
+        scope: ReadScope,
+        plan_id: Id,
+        page: PageRequest,
+    ) -> Result<ExecutionPage, ApiError> {
+        let plan_id = plan_id.get();
+        self.snapshot(move |conn| {
+            require_plan(conn, plan_id, scope)?;
+            let after = match page.before.map(Id::get) {
+                None => None,
+                Some(before) => Some((
+                    reads::requested_at(conn, plan_id, before)?.ok_or_else(|| {
+                        ApiError::InvalidRequest(format!(
+                            "before: {before} is not an execution of plan {plan_id}"
+                        ))
+                    })?,
+                    before,
+                )),
+            };
+            // one row more than asked tells whether a next page exists
+            let mut rows = reads::executions_page(conn, plan_id, after, page.limit + 1)?;
+            let more = rows.len() as i64 > page.limit;
+            rows.truncate(page.limit as usize);
+            let next_before = more.then(|| rows.last().map(|r| r.execution_id)).flatten();
+            Ok(ExecutionPage {
+                executions: rows.into_iter().map(summary).collect(),
+                next_before,
+            })
+        })
+        .await
+    }
+
+    /// The plan's consolidated results.
+    ///
+    /// Errors: 404 code 1000 for a plan that does not exist or `scope` may
+    /// not see; 400 code 1004 when it never ran; 503 code 1011.
+    pub async fn plan_results(
+        &self,
+        scope: ReadScope,
+        plan_id: Id,
+    ) -> Result<PlanResults, ApiError> {
+        let plan_id = plan_id.get();
+        self.snapshot(move |conn| {
+            require_plan(conn, plan_id, scope)?;
+            let source =
+                reads::source_run(conn, plan_id)?.ok_or(ApiError::NoExecutedResults(plan_id))?;
+            let pairs = consolidate(reads::chain_attempts(conn, source)?);
+            let mut counts = StatusCounts::default();
+            for p in &pairs {
+                counts.add(&p.status, 1);
+            }
+            Ok(PlanResults {
+                plan_id,
+                source_execution_id: source,
+                counts,
+                pairs,
+            })
+        })
+        .await
+    }
+
+    /// Runs `read` on the blocking pool in a read-only, repeatable-read
+    /// transaction: one snapshot (run again on a fresh connection when the
+    /// database changed under the first, see `db::connection`).
+    async fn snapshot<T: Send + 'static>(
+        &self,
+        mut read: impl FnMut(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.db
+            .run(move |conn| {
+                conn.build_transaction()
+                    .read_only()
+                    .repeatable_read()
+                    .run(&mut read)
+            })
+            .await
+    }
+}
+
+/// 404 code 1000 unless the plan exists and `scope` may see it.
+fn require_plan(conn: &mut PgConnection, plan_id: i64, scope: ReadScope) -> Result<(), ApiError> {
+    if reads::plan_visible(conn, plan_id, scope.member())? {
+        Ok(())
+    } else {
+        Err(ApiError::PlanNotFoundToRead)
+    }
+}
+
+/// RFC 3339 in UTC with `Z`, fractions of a second only when there are some.
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// An execution's status from its columns (see the module's rules).
+fn status_of(started_at: Option<DateTime<Utc>>, open_pairs: i32) -> ExecutionStatus {
+    match (started_at, open_pairs) {
+        (None, _) => ExecutionStatus::Queued,
+        (Some(_), 0) => ExecutionStatus::Finished,
+        (Some(_), _) => ExecutionStatus::Running,
+    }
+}
+
+fn summary(row: ExecutionRow) -> ExecutionSummary {
+    let c = row.counts;
+    let counts = StatusCounts {
+        queued: c.queued,
+        running: c.running,
+        passed: c.passed,
+        failed: c.failed,
+        error: c.error,
+        skipped: c.skipped,
+        aborted: c.aborted,
+    };
+    ExecutionSummary {
+        execution_id: row.execution_id,
+        plan_id: row.plan_id,
+        kind: row.kind,
+        source_execution_id: row.source_execution_id,
+        framework_type: row.framework_type,
+        requested_by: row.requested_by,
+        requested_at: rfc3339(row.requested_at),
+        started_at: row.started_at.map(rfc3339),
+        finished_at: row.finished_at.map(rfc3339),
+        status: status_of(row.started_at, row.open_pairs),
+        counts,
+    }
+}
+
+fn pair(row: PairRow) -> ExecutionPair {
+    ExecutionPair {
+        scenario_id: row.scenario_id,
+        environment_id: row.environment_id,
+        attempt: row.attempt,
+        status: row.status,
+        message_id: row.message_id.map(|m| m.to_string()),
+        published_at: row.published_at.map(rfc3339),
+        started_at: row.started_at.map(rfc3339),
+        finished_at: row.finished_at.map(rfc3339),
+        duration_ms: row.duration_ms,
+        report_url: row.report_url,
+        detail: row.detail,
+    }
+}
+
+/// Groups a chain's attempts (ordered by scenario, environment, attempt
+/// descending) into the consolidated pairs, ordered by scenario then
+/// environment, each with its attempts first to latest.
+fn consolidate(rows: Vec<AttemptRow>) -> Vec<ResultPair> {
+    let mut pairs: Vec<ResultPair> = Vec::new();
+    for row in rows {
+        let attempt = PairAttempt {
+            attempt: row.attempt,
+            execution_id: row.execution_id,
+            status: row.status,
+        };
+        match pairs.last_mut() {
+            Some(p)
+                if (p.scenario_id, p.environment_id) == (row.scenario_id, row.environment_id) =>
+            {
+                p.attempts.push(attempt)
+            }
+            _ => pairs.push(ResultPair {
+                scenario_id: row.scenario_id,
+                environment_id: row.environment_id,
+                status: attempt.status.clone(),
+                attempt: attempt.attempt,
+                execution_id: attempt.execution_id,
+                flaky: false,
+                attempts: vec![attempt],
+            }),
+        }
+    }
+    for p in &mut pairs {
+        p.attempts.reverse();
+        p.flaky = is_flaky(&p.attempts);
+    }
+    pairs
+}
+
+/// An earlier attempt `FAILED` or `ERROR` and a later one `PASSED`
+/// (contract, section 6); `attempts` first to latest.
+fn is_flaky(attempts: &[PairAttempt]) -> bool {
+    let mut failed = false;
+    for a in attempts {
+        match a.status.as_str() {
+            STATUS_FAILED | STATUS_ERROR => failed = true,
+            STATUS_PASSED if failed => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(scenario_id: i64, environment_id: i64, attempt: i32, status: &str) -> AttemptRow {
+        AttemptRow {
+            scenario_id,
+            environment_id,
+            attempt,
+            execution_id: 5000 + attempt as i64,
+            status: status.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_latest_attempt_gives_the_current_status() {
+        let pairs = consolidate(vec![
+            row(111, 222, 3, "QUEUED"),
+            row(111, 222, 2, "PASSED"),
+            row(111, 222, 1, "FAILED"),
+            row(112, 222, 1, "PASSED"),
+        ]);
+        assert_eq!(pairs.len(), 2);
+        let first = &pairs[0];
+        assert_eq!((first.status.as_str(), first.attempt), ("QUEUED", 3));
+        assert_eq!(first.execution_id, 5003);
+        let order: Vec<i32> = first.attempts.iter().map(|a| a.attempt).collect();
+        assert_eq!(order, [1, 2, 3]);
+        assert!(
+            first.flaky,
+            "failed then passed stays flaky after a later attempt"
+        );
+        assert!(!pairs[1].flaky);
+    }
+
+    #[test]
+    fn flaky_is_a_failure_or_error_followed_by_a_pass() {
+        let flaky = |statuses: &[&str]| {
+            let attempts: Vec<PairAttempt> = statuses
+                .iter()
+                .enumerate()
+                .map(|(i, s)| PairAttempt {
+                    attempt: i as i32 + 1,
+                    execution_id: 1,
+                    status: s.to_string(),
+                })
+                .collect();
+            is_flaky(&attempts)
+        };
+        assert!(flaky(&["FAILED", "PASSED"]));
+        assert!(flaky(&["ERROR", "ABORTED", "PASSED"]));
+        assert!(!flaky(&["PASSED", "FAILED"]));
+        assert!(!flaky(&["ABORTED", "PASSED"]));
+        assert!(!flaky(&["SKIPPED", "PASSED"]));
+        assert!(!flaky(&["FAILED", "RUNNING"]));
+        assert!(!flaky(&["PASSED"]));
+    }
+
+    #[test]
+    fn an_execution_is_queued_then_running_then_finished() {
+        let now = Some(Utc::now());
+        assert_eq!(status_of(None, 3), ExecutionStatus::Queued);
+        assert_eq!(status_of(now, 2), ExecutionStatus::Running);
+        assert_eq!(status_of(now, 0), ExecutionStatus::Finished);
+    }
+
+    #[test]
+    fn counts_have_every_status_key() {
+        let mut counts = StatusCounts::default();
+        counts.add("FAILED", 2);
+        counts.add("RUNNING", 1);
+        let json = serde_json::to_value(&counts).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"QUEUED": 0, "RUNNING": 1, "PASSED": 0, "FAILED": 2,
+                               "ERROR": 0, "SKIPPED": 0, "ABORTED": 0})
+        );
+    }
+}
