@@ -15,6 +15,8 @@
 //! | `plan_queue_db_pool_connections_in_use` | gauge | | request pool connections checked out |
 //! | `plan_queue_db_pool_waiting` | gauge | | requests waiting for a connection |
 //! | `plan_queue_broker_connected` | gauge | | 1 while the relay holds a RabbitMQ connection, else 0 |
+//! | `plan_queue_broker_blocked` | gauge | | 1 while the broker blocks that connection (flow control: memory or disk alarm), else 0 |
+//! | `plan_queue_topology_conflicts` | gauge | `kind`, `name`, `argument` | 1 per queue, exchange or binding the broker refused to declare as configured (e.g. `argument="x-dead-letter-exchange"`) |
 //! | `plan_queue_results_applied_total` | counter | | runners' results that changed their pair (contract, section 9) |
 //! | `plan_queue_results_ignored_total` | counter | | results of an existing pair that changed nothing (duplicate, after the terminal one) |
 //! | `plan_queue_results_rejected_total` | counter | `reason` | results rejected without requeue (dead-lettered): `too_large`, `not_json`, `invalid`, `no_pair`, `refused_by_database` |
@@ -23,10 +25,11 @@
 //! | `plan_queue_flaky_pairs_found_total` | counter | | flaky pairs listed by those events |
 //! | `plan_queue_results_consumer_connected` | gauge | | 1 while the results consumer holds a RabbitMQ connection, else 0 |
 
+use crate::amqp::TopologyConflict;
 use anyhow::Context;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Outcome of one relay publish, the `outcome` label of `plan_queue_publishes_total`.
@@ -76,6 +79,9 @@ pub struct Metrics {
     pub db_pool_waiting: IntGauge,
     /// 1 while the relay holds a broker connection (set at scrape time).
     pub broker_connected: IntGauge,
+    /// 1 while the broker blocks the relay's connection (set at scrape time).
+    pub broker_blocked: IntGauge,
+    topology_conflicts: IntGaugeVec,
     results_applied: IntCounter,
     results_ignored: IntCounter,
     results_rejected: IntCounterVec,
@@ -117,6 +123,14 @@ impl Metrics {
             "Age of the oldest unpublished dispatch row, seconds; 0 when none.",
         )?;
         registry.register(Box::new(dispatch_oldest_age.clone()))?;
+        let topology_conflicts = IntGaugeVec::new(
+            Opts::new(
+                "plan_queue_topology_conflicts",
+                "1 per queue, exchange or binding RabbitMQ refused to declare as configured, by the differing argument.",
+            ),
+            &["kind", "name", "argument"],
+        )?;
+        registry.register(Box::new(topology_conflicts.clone()))?;
         let plain_counter = |name: &str, help: &str| -> anyhow::Result<IntCounter> {
             let metric = IntCounter::new(name, help)?;
             registry.register(Box::new(metric.clone()))?;
@@ -202,6 +216,11 @@ impl Metrics {
                 "plan_queue_broker_connected",
                 "1 while the relay holds a RabbitMQ connection, else 0.",
             )?,
+            broker_blocked: int_gauge(
+                "plan_queue_broker_blocked",
+                "1 while RabbitMQ blocks the relay's connection (memory or disk alarm), else 0.",
+            )?,
+            topology_conflicts,
             registry,
         })
     }
@@ -239,6 +258,16 @@ impl Metrics {
     /// Counts one relay publish by its outcome.
     pub fn publish(&self, outcome: PublishOutcome) {
         self.publishes.with_label_values(&[outcome.label()]).inc();
+    }
+
+    /// Shows exactly `conflicts` (set at scrape time; resolved ones vanish).
+    pub fn set_topology_conflicts(&self, conflicts: &[TopologyConflict]) {
+        self.topology_conflicts.reset();
+        for c in conflicts {
+            self.topology_conflicts
+                .with_label_values(&[c.kind.as_str(), c.name.as_str(), c.argument.as_str()])
+                .set(1);
+        }
     }
 
     /// Counts one result that changed its pair, `lag_seconds` after its `at`.

@@ -88,7 +88,9 @@ pub fn backlog(conn: &mut PgConnection) -> QueryResult<OutboxBacklog> {
     .get_result(conn)
 }
 
-/// Claims up to `size` due rows for `lease`, oldest first, ordered by id.
+/// Claims up to `size` due rows for `lease`, oldest first, ordered by id,
+/// skipping the rows of the `held_back` routing keys (whose queue the broker
+/// refused to declare as configured: they wait, they are not failed).
 ///
 /// The due ids are collected once (`= ANY (ARRAY(...))`, an init plan) and
 /// then looked up by primary key: written as `id IN (subquery)`, PostgreSQL
@@ -99,6 +101,7 @@ pub fn claim(
     conn: &mut PgConnection,
     size: i64,
     lease: Duration,
+    held_back: &[String],
 ) -> QueryResult<Vec<ClaimedDispatch>> {
     let mut rows: Vec<ClaimedDispatch> = diesel::sql_query(
         "UPDATE dispatches SET locked_until = now() + make_interval(secs => $1), \
@@ -106,14 +109,29 @@ pub fn claim(
           WHERE id = ANY (ARRAY(SELECT id FROM dispatches \
                         WHERE published_at IS NULL AND next_attempt_at <= now() \
                           AND (locked_until IS NULL OR locked_until < now()) \
+                          AND routing_key <> ALL ($3) \
                         ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)) \
           RETURNING id, message_id, routing_key, message_type, body, correlation_id",
     )
     .bind::<Double, _>(lease.as_secs_f64())
     .bind::<BigInt, _>(size)
+    .bind::<Array<Text>, _>(held_back)
     .load(conn)?;
     rows.sort_unstable_by_key(|r| r.id);
     Ok(rows)
+}
+
+/// Renews the lease of rows this relay still holds (`ids`) to `lease` from
+/// now: while the broker blocks the connection their publish may wait longer
+/// than a lease, and no other relay may take them meanwhile.
+pub fn extend_lease(conn: &mut PgConnection, ids: &[i64], lease: Duration) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE dispatches SET locked_until = now() + make_interval(secs => $2) \
+          WHERE id = ANY($1) AND published_at IS NULL",
+    )
+    .bind::<Array<BigInt>, _>(ids)
+    .bind::<Double, _>(lease.as_secs_f64())
+    .execute(conn)
 }
 
 /// Records what became of each claimed row (`settlements[i]` belongs to

@@ -23,32 +23,37 @@
 //! database changed under (killed, read-only after a failover) is discarded
 //! and the statement run again on a fresh one; a round that still fails is
 //! logged and retried after `RELAY_POLL_MS`.
+//!
+//! Broker faults that are not outages (issue 13): while the broker blocks the
+//! connection (flow control: a memory or disk alarm) the relay claims
+//! nothing, waits for the batch in flight without counting the blocked time
+//! and keeps its lease, and never opens a second connection
+//! ([`crate::amqp::link`]). A part of the topology the broker refuses to
+//! declare (a queue declared elsewhere with other arguments) holds back only
+//! the routing keys it serves: their rows stay pending and are not claimed,
+//! and the declaration is retried every poll, so an operator's fix lets them
+//! flow within seconds ([`crate::amqp::topology`]).
 
 pub mod upkeep;
 
-use crate::amqp::{PublishFailure, Publisher};
+use crate::amqp::{
+    declare_each, BrokerConnection, BrokerStatus, Link, PublishFailure, Publisher, TopologyConflict,
+};
 use crate::config::{AmqpConfig, RelayConfig};
 use crate::db::outbox::{self, ClaimedDispatch, Settlement};
 use crate::db::{staleness, with_connection, PgPool};
 use crate::metrics::{Metrics, PublishOutcome};
 use anyhow::Context;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
-/// Shared view of the relay for readiness and metrics.
-#[derive(Default)]
-pub struct RelayStatus {
-    broker_connected: AtomicBool,
-}
+/// Shared view of the relay's broker connection for readiness and metrics:
+/// connected, blocked by the broker's flow control, topology conflicts.
+pub type RelayStatus = BrokerStatus;
 
-impl RelayStatus {
-    /// True while the relay holds an open broker connection.
-    pub fn broker_connected(&self) -> bool {
-        self.broker_connected.load(Ordering::Relaxed)
-    }
-}
+/// The connection name the broker shows for the relay.
+const CONNECTION_NAME: &str = "plan-queue relay";
 
 /// The outbox relay of one service instance.
 pub struct Relay {
@@ -90,61 +95,99 @@ impl Relay {
     }
 
     /// Publishes every due dispatch row now, round after round on a
-    /// connection of its own, until a claim finds nothing; returns the rows
-    /// claimed. The relay's work without its loop: for tests, which run one
-    /// relay pass instead of sleeping (zero-to-production's
-    /// `dispatch_all_pending_emails`, crates.io's `run_pending_background_jobs`).
+    /// connection of its own (topology declared first), until a claim finds
+    /// nothing; returns the rows claimed. The relay's work without its loop:
+    /// for tests, which run one relay pass instead of sleeping
+    /// (zero-to-production's `dispatch_all_pending_emails`, crates.io's
+    /// `run_pending_background_jobs`).
     ///
     /// Errors: the broker cannot be reached, a connection failed mid-way, or
     /// the database failed (rows not confirmed are released for a retry).
     pub async fn publish_pending(&mut self) -> anyhow::Result<usize> {
-        let publisher = Publisher::connect(&self.amqp).await?;
+        let mut broker = BrokerConnection::new(
+            &self.amqp.url,
+            "plan-queue relay pass",
+            self.amqp.publish_timeout,
+            Arc::new(BrokerStatus::default()),
+        );
+        let link = broker.open().await?;
+        self.declare(&link).await?;
+        let publisher = Publisher::open(link, &self.amqp).await?;
         let mut claimed = 0;
         let mut prefetched = None;
-        loop {
-            let round = self.round(&publisher, prefetched.take()).await?;
+        let passed = loop {
+            let round = match self.round(&publisher, prefetched.take()).await {
+                Ok(round) => round,
+                Err(e) => break Err(e),
+            };
             claimed += round.claimed;
-            anyhow::ensure!(
-                !round.connection_failed,
-                "the broker connection failed during a relay pass"
-            );
+            if round.connection_failed {
+                self.release(round.next).await;
+                break Err(anyhow::anyhow!(
+                    "the broker connection failed during a relay pass"
+                ));
+            }
             prefetched = round.next;
             if round.claimed == 0 && prefetched.is_none() {
-                break;
+                break Ok(claimed);
             }
-        }
-        publisher.close().await;
-        Ok(claimed)
+        };
+        broker.close("relay pass done").await;
+        passed
     }
 
-    /// Runs until shutdown: connect (with back-off), claim, publish, mark.
-    /// At shutdown the batch in flight is finished (its confirms awaited) and
-    /// one last round publishes what the final requests committed.
+    /// Runs until shutdown: connect (with back-off; the failed connection
+    /// closed first), declare the topology, then claim, publish, mark; hold
+    /// off while the broker blocks the connection. At shutdown the batch in
+    /// flight is finished (its confirms awaited, unless the broker blocks)
+    /// and one last round publishes what the final requests committed.
     pub async fn run(mut self) {
+        let mut broker = BrokerConnection::new(
+            &self.amqp.url,
+            CONNECTION_NAME,
+            self.amqp.publish_timeout,
+            self.status.clone(),
+        );
         let mut publisher: Option<Publisher> = None;
         let mut reconnect_delay = FIRST_RECONNECT_DELAY;
+        let mut declared_at = Instant::now();
         // a batch claimed while the previous one was being published
         let mut prefetched: Option<Vec<ClaimedDispatch>> = None;
         while !*self.shutdown.borrow() {
             if publisher.as_ref().is_none_or(|p| !p.is_open()) {
-                self.status.broker_connected.store(false, Ordering::Relaxed);
-                publisher = self.connect().await;
+                drop(publisher.take());
+                self.release(prefetched.take()).await;
+                publisher = self.connect(&mut broker).await;
                 if publisher.is_none() {
                     self.sleep(reconnect_delay).await;
                     reconnect_delay = (reconnect_delay * 2).min(MAX_RECONNECT_DELAY);
                     continue;
                 }
+                declared_at = Instant::now();
                 reconnect_delay = FIRST_RECONNECT_DELAY;
             }
             let Some(current) = publisher.as_ref() else {
                 continue;
             };
+            if current.link().is_blocked() {
+                self.release(prefetched.take()).await;
+                self.hold_while_blocked(current.link()).await;
+                continue;
+            }
+            if !self.status.conflicts().is_empty()
+                && declared_at.elapsed() >= self.config.poll_interval
+            {
+                self.redeclare(current.link()).await;
+                declared_at = Instant::now();
+            }
             match self.round(current, prefetched.take()).await {
                 Ok(round) => {
                     prefetched = round.next;
                     if round.connection_failed {
+                        // its state is unknown: closed before the next one opens
                         publisher = None;
                         self.release(prefetched.take()).await;
+                        broker.close("publish failed or timed out").await;
                     }
                     if round.claimed < self.config.batch_size as usize && prefetched.is_none() {
                         self.idle().await;
@@ -156,22 +199,20 @@ impl Relay {
                 }
             }
         }
-        match publisher.filter(Publisher::is_open) {
-            Some(p) => {
-                match self.round(&p, prefetched.take()).await {
-                    Ok(round) => self.release(round.next).await,
-                    Err(e) => log::warn!("relay: last round at shutdown failed: {}", Failure(&e)),
-                }
-                p.close().await;
-            }
+        match publisher.filter(|p| p.is_open() && !p.link().is_blocked()) {
+            Some(p) => match self.round(&p, prefetched.take()).await {
+                Ok(round) => self.release(round.next).await,
+                Err(e) => log::warn!("relay: last round at shutdown failed: {}", Failure(&e)),
+            },
             None => self.release(prefetched.take()).await,
         }
-        self.status.broker_connected.store(false, Ordering::Relaxed);
+        broker.close("plan-queue shutting down").await;
         log::info!("relay stopped");
     }
 
     /// Gives claimed rows back unpublished (lease cleared), so that they need
-    /// not wait for the lease to expire: after a connection failure or at shutdown.
+    /// not wait for the lease to expire: after a connection failure, when the
+    /// broker blocks the connection, or at shutdown.
     async fn release(&self, rows: Option<Vec<ClaimedDispatch>>) {
         let Some(rows) = rows.filter(|r| !r.is_empty()) else {
             return;
@@ -183,7 +224,7 @@ impl Relay {
                 outbox::release(
                     conn,
                     &ids,
-                    "not published: the relay lost its broker connection or stopped",
+                    "not published: the relay lost or paused its broker connection, or stopped",
                 )
                 .context("releasing dispatch rows")
             })
@@ -196,12 +237,21 @@ impl Relay {
         }
     }
 
-    /// One connection attempt, abandoned at shutdown.
-    async fn connect(&mut self) -> Option<Publisher> {
-        let attempt = Publisher::connect(&self.amqp);
+    /// One connection attempt (the previous connection closed first), the
+    /// topology declared part by part, a publisher channel opened; abandoned
+    /// at shutdown.
+    async fn connect(&self, broker: &mut BrokerConnection) -> Option<Publisher> {
+        let mut shutdown = self.shutdown.clone();
+        let attempt = async {
+            let link = broker.open().await?;
+            self.declare(&link).await?;
+            let publisher = Publisher::open(link, &self.amqp).await?;
+            broker.set_ready();
+            anyhow::Ok(publisher)
+        };
         let result = tokio::select! {
             result = attempt => result,
-            _ = self.shutdown.changed() => return None,
+            _ = shutdown.changed() => return None,
         };
         match result {
             Ok(connected) => {
@@ -209,13 +259,45 @@ impl Relay {
                     "relay connected to RabbitMQ, exchange {}",
                     self.amqp.exchange
                 );
-                self.status.broker_connected.store(true, Ordering::Relaxed);
                 Some(connected)
             }
             Err(e) => {
                 log::warn!("relay: RabbitMQ unreachable, will retry: {e:#}");
+                broker.close("connecting failed").await;
                 None
             }
+        }
+    }
+
+    /// Declares every part of the topology on its own; records (and logs
+    /// when they change) the parts the broker refused. Errors: the connection
+    /// failed or the declarations timed out.
+    async fn declare(&self, link: &Link) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let conflicts = declare_each(link, &self.amqp, self.amqp.publish_timeout).await?;
+        log::debug!("relay: topology declared in {:?}", started.elapsed());
+        let before = self.status.conflicts();
+        log_conflict_changes(&before, &conflicts);
+        self.status.set_conflicts(conflicts);
+        Ok(())
+    }
+
+    /// Declares the topology again while some part of it is refused, so an
+    /// operator's fix is picked up within a poll interval.
+    async fn redeclare(&self, link: &Link) {
+        if let Err(e) = self.declare(link).await {
+            log::warn!("relay: declaring the topology again failed: {e:#}");
+        }
+    }
+
+    /// Waits while the broker blocks the connection: until it unblocks, a
+    /// poll interval passes (to notice a connection that died), or shutdown.
+    async fn hold_while_blocked(&mut self, link: &Link) {
+        let poll = self.config.poll_interval;
+        tokio::select! {
+            _ = link.unblocked() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = self.shutdown.changed() => {}
         }
     }
 
@@ -227,7 +309,7 @@ impl Relay {
         publisher: &Publisher,
         prefetched: Option<Vec<ClaimedDispatch>>,
     ) -> anyhow::Result<RoundResult> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let batch = match prefetched {
             Some(batch) => batch,
             None => self.claim().await?,
@@ -236,7 +318,8 @@ impl Relay {
             return Ok(RoundResult::default());
         }
         let claimed_at = started.elapsed();
-        let publish = publisher.publish_batch(&batch, self.amqp.publish_timeout);
+        let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
+        let publish = self.publish(publisher, &batch, &ids);
         let (results, next) = if batch.len() >= self.config.batch_size as usize {
             let (results, next) = tokio::join!(publish, self.claim());
             (results, Some(next))
@@ -255,7 +338,6 @@ impl Relay {
         }
         log_results(&batch, &results);
         let claimed = batch.len();
-        let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
         let settlements: Vec<Settlement> = results.iter().map(settlement).collect();
         let pool = self.pool.clone();
         let marked = blocking(move || {
@@ -264,13 +346,18 @@ impl Relay {
             })
         })
         .await;
-        let next = match (marked, next) {
+        let mut next = match (marked, next) {
             (Ok(()), next) => next.transpose()?,
             (Err(e), next) => {
                 self.release(next.and_then(Result::ok)).await;
                 return Err(e);
             }
         };
+        if confirmed_at >= self.config.lease / 2 {
+            // claimed before a long wait (the broker blocked): its lease may
+            // be running out, so it is given back and claimed afresh
+            self.release(next.take()).await;
+        }
         log::debug!(
             "relay: batch of {claimed}: claimed in {claimed_at:?}, confirmed after {confirmed_at:?}, marked after {:?}",
             started.elapsed()
@@ -282,12 +369,63 @@ impl Relay {
         })
     }
 
-    /// Claims the next batch of due rows on the blocking pool.
+    /// Publishes `batch` and keeps the lease of its rows (`ids`) while the
+    /// confirms are awaited, which may be long while the broker blocks the
+    /// connection; gives up (every row a connection failure, so released)
+    /// when the relay stops while the broker blocks.
+    async fn publish(
+        &self,
+        publisher: &Publisher,
+        batch: &[ClaimedDispatch],
+        ids: &[i64],
+    ) -> Vec<Result<(), PublishFailure>> {
+        let mut shutdown = self.shutdown.clone();
+        let stopping_while_blocked = async {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            publisher.link().blocked().await;
+        };
+        let keep_lease = async {
+            loop {
+                tokio::time::sleep(self.config.lease / 3).await;
+                self.extend_lease(ids).await;
+            }
+        };
+        tokio::select! {
+            results = publisher.publish_batch(batch, self.amqp.publish_timeout) => results,
+            _ = stopping_while_blocked => {
+                let failure = PublishFailure::Connection(
+                    "the relay stopped while the broker blocked publishing".to_owned(),
+                );
+                vec![Err(failure); batch.len()]
+            }
+            _ = keep_lease => Vec::new(),
+        }
+    }
+
+    /// Renews the lease of rows still being published.
+    async fn extend_lease(&self, ids: &[i64]) {
+        let (pool, ids, lease) = (self.pool.clone(), ids.to_vec(), self.config.lease);
+        let extended = blocking(move || {
+            with_connection(&pool, pool.connection_timeout(), |conn| {
+                outbox::extend_lease(conn, &ids, lease).context("extending the lease")
+            })
+        });
+        if let Err(e) = extended.await {
+            log::warn!(
+                "relay: renewing the lease of rows in flight failed: {}",
+                Failure(&e)
+            );
+        }
+    }
+
+    /// Claims the next batch of due rows on the blocking pool, skipping the
+    /// routing keys a topology conflict holds back.
     async fn claim(&self) -> anyhow::Result<Vec<ClaimedDispatch>> {
         let (pool, size, lease) = (self.pool.clone(), self.config.batch_size, self.config.lease);
+        let held_back = held_back(&self.status.conflicts());
         blocking(move || {
             with_connection(&pool, pool.connection_timeout(), |conn| {
-                outbox::claim(conn, size, lease).context("claiming dispatch rows")
+                outbox::claim(conn, size, lease, &held_back).context("claiming dispatch rows")
             })
         })
         .await
@@ -308,6 +446,46 @@ impl Relay {
             _ = tokio::time::sleep(delay) => {}
             _ = self.shutdown.changed() => {}
         }
+    }
+}
+
+/// The routing keys whose rows wait for a topology conflict to be resolved.
+fn held_back(conflicts: &[TopologyConflict]) -> Vec<String> {
+    let mut keys: Vec<String> = conflicts
+        .iter()
+        .flat_map(|c| c.held_back.iter().cloned())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// One line per conflict that appeared (warn) or was resolved (info).
+fn log_conflict_changes(before: &[TopologyConflict], after: &[TopologyConflict]) {
+    for conflict in after.iter().filter(|c| !before.contains(c)) {
+        let held = if conflict.held_back.is_empty() {
+            "nothing held back".to_owned()
+        } else {
+            format!(
+                "dispatch rows of routing key(s) {} held back until it is fixed",
+                conflict.held_back.join(", ")
+            )
+        };
+        log::warn!(
+            "relay: RabbitMQ refused to declare {} {} as configured ({}): {}; {held}; the rest of the topology is in use",
+            conflict.kind,
+            conflict.name,
+            conflict.argument,
+            conflict.reason,
+        );
+    }
+    for conflict in before.iter().filter(|c| !after.contains(c)) {
+        log::info!(
+            "relay: {} {} is declared as configured now; routing key(s) {} flow again",
+            conflict.kind,
+            conflict.name,
+            conflict.held_back.join(", "),
+        );
     }
 }
 

@@ -16,7 +16,9 @@
 //! retried with a back-off (not requeued: a requeue would count towards the
 //! queue's delivery limit and dead-letter good results); if the broker
 //! connection drops meanwhile, the broker delivers the results again. The
-//! consumer reconnects to the broker with a back-off, like the relay. Results
+//! consumer holds one broker connection at a time ([`BrokerConnection`]: the
+//! old one closed before the next, set-up waits not counting time the broker
+//! blocks it) and reconnects with a back-off, like the relay. Results
 //! are idempotent, so a result applied and then delivered again (a lost ack)
 //! changes nothing. Diesel runs on the blocking pool with the consumer's own
 //! small pool; commits are synchronous (an acknowledged result is durable).
@@ -25,7 +27,7 @@ pub mod apply;
 pub mod event;
 pub mod message;
 
-use crate::amqp::declare_results_topology;
+use crate::amqp::{declare_results_each, BrokerConnection, BrokerStatus};
 use crate::config::{AmqpConfig, ResultsConfig};
 use crate::db::{staleness, PgPool};
 use crate::metrics::Metrics;
@@ -36,7 +38,7 @@ use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{Channel, Consumer};
 use message::{Rejection, RunnerResult};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +46,8 @@ use tokio::sync::{watch, Notify};
 
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// The connection name the broker shows for the results consumer.
+const CONNECTION_NAME: &str = "plan-queue results consumer";
 
 /// The results consumer of one service instance.
 pub struct ResultsConsumer {
@@ -53,11 +57,11 @@ pub struct ResultsConsumer {
     relay_wakeup: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
+    broker: BrokerConnection,
 }
 
-/// A broker connection with a consuming channel.
+/// A consuming channel on the consumer's broker connection.
 struct Session {
-    connection: Connection,
     channel: Channel,
     consumer: Consumer,
 }
@@ -89,7 +93,14 @@ impl ResultsConsumer {
         shutdown: watch::Receiver<bool>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let broker = BrokerConnection::new(
+            &amqp.url,
+            CONNECTION_NAME,
+            amqp.publish_timeout,
+            Arc::new(BrokerStatus::default()),
+        );
         ResultsConsumer {
+            broker,
             amqp,
             config,
             pool,
@@ -118,73 +129,88 @@ impl ResultsConsumer {
                 }
             }
             self.metrics.results_consumer_connected.set(0);
-            let _ = session
-                .connection
-                .close(200, "plan-queue results consumer stopping".into())
+            self.broker
+                .close("plan-queue results consumer: session ended")
                 .await;
         }
         log::info!("results consumer stopped");
     }
 
     /// One connection attempt: declare the results topology, set the
-    /// prefetch, start consuming. `None` (logged) when the broker is
-    /// unreachable or shutdown came first.
+    /// prefetch, start consuming, each step within `PUBLISH_TIMEOUT_MS`
+    /// (blocked time not counted). `None` (logged, the connection closed)
+    /// when the broker is unreachable or shutdown came first.
     async fn connect(&mut self) -> Option<Session> {
         let mut shutdown = self.shutdown.clone();
-        let attempt = tokio::time::timeout(self.amqp.publish_timeout, self.open());
         let result = tokio::select! {
-            result = attempt => result,
-            _ = shutdown.changed() => return None,
+            result = self.open() => Some(result),
+            _ = shutdown.changed() => None,
+        };
+        let Some(result) = result else {
+            self.broker
+                .close("plan-queue results consumer stopping")
+                .await;
+            return None;
         };
         match result {
-            Ok(Ok(session)) => {
+            Ok(session) => {
                 log::info!(
                     "results consumer connected to RabbitMQ, queue {}",
                     self.amqp.results_name()
                 );
                 Some(session)
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 log::warn!("results consumer: RabbitMQ unreachable, will retry: {e:#}");
-                None
-            }
-            Err(_) => {
-                log::warn!("results consumer: connecting to RabbitMQ timed out, will retry");
+                self.broker.close("connecting failed").await;
                 None
             }
         }
     }
 
-    async fn open(&self) -> anyhow::Result<Session> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name("plan-queue results consumer".into());
-        let connection = Connection::connect(&self.amqp.url, properties)
-            .await
-            .context("cannot connect to RabbitMQ")?;
-        let channel = connection
-            .create_channel()
-            .await
-            .context("opening a channel")?;
-        declare_results_topology(&channel, &self.amqp).await?;
-        channel
-            .basic_qos(self.config.prefetch, BasicQosOptions::default())
-            .await
-            .context("setting the prefetch")?;
+    /// Opens the connection, declares the results exchange, queue and
+    /// binding (a refusal is logged and the queue consumed as it is; the
+    /// relay reports it in readiness), then consumes.
+    async fn open(&mut self) -> anyhow::Result<Session> {
+        let timeout = self.amqp.publish_timeout;
+        let link = self.broker.open().await?;
+        for conflict in declare_results_each(&link, &self.amqp, timeout).await? {
+            log::warn!(
+                "results consumer: RabbitMQ refused {} {} as configured ({}), consuming it as it is: {}",
+                conflict.kind,
+                conflict.name,
+                conflict.argument,
+                conflict.reason
+            );
+        }
         let queue = self.amqp.results_name();
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "plan-queue-results".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
+        let prefetch = self.config.prefetch;
+        let connection = link.connection();
+        let (channel, consumer) = link
+            .within(timeout, async {
+                let channel = connection
+                    .create_channel()
+                    .await
+                    .context("opening a channel")?;
+                channel
+                    .basic_qos(prefetch, BasicQosOptions::default())
+                    .await
+                    .context("setting the prefetch")?;
+                let consumer = channel
+                    .basic_consume(
+                        queue.as_str().into(),
+                        "plan-queue-results".into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .with_context(|| format!("consuming {queue}"))?;
+                anyhow::Ok((channel, consumer))
+            })
             .await
-            .with_context(|| format!("consuming {queue}"))?;
-        Ok(Session {
-            connection,
-            channel,
-            consumer,
-        })
+            .map_err(|_| anyhow::anyhow!("starting to consume the results timed out"))??;
+        self.broker.set_ready();
+        Ok(Session { channel, consumer })
     }
 
     /// Waits for a delivery, then takes those that follow within

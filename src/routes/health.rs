@@ -1,6 +1,7 @@
 //! Probes: `GET /health` (contract: 200 once requests are accepted),
 //! `GET /health/live` and `GET /health/ready`.
 
+use crate::amqp::TopologyConflict;
 use crate::app::AppState;
 use crate::error::{ApiResult, Envelope};
 use actix_web::{web, HttpResponse};
@@ -48,16 +49,52 @@ pub struct Readiness {
     pub writable: bool,
     /// The relay holds a RabbitMQ connection.
     pub broker: bool,
+    /// The broker's reason while it blocks the relay's connection (flow
+    /// control: a memory or disk alarm), e.g. `low on memory`; `None` if not.
+    pub broker_blocked: Option<String>,
+    /// Parts of the topology the broker refused to declare as configured,
+    /// with the routing keys they hold back; empty when none.
+    pub topology_conflicts: Vec<TopologyConflict>,
     /// Age of the oldest unpublished dispatch row, milliseconds; `None` if none.
     pub oldest_pending_ms: Option<i64>,
     /// Unpublished dispatch rows.
     pub pending: i64,
 }
 
+impl Readiness {
+    /// The failing parts, in the order the message names them; empty when
+    /// ready. `threshold_ms` is `PENDING_AGE_THRESHOLD_MS`.
+    fn failing(&self, threshold_ms: i64) -> Vec<String> {
+        let mut failing = Vec::new();
+        if !self.database {
+            failing.push("database".to_owned());
+        } else if !self.writable {
+            failing.push("database read-only".to_owned());
+        }
+        if !self.broker {
+            failing.push("broker".to_owned());
+        } else if self.broker_blocked.is_some() {
+            failing.push("broker blocked".to_owned());
+        }
+        for conflict in &self.topology_conflicts {
+            failing.push(format!(
+                "{} {} conflicts on {}",
+                conflict.kind, conflict.name, conflict.argument
+            ));
+        }
+        if self.oldest_pending_ms.is_some_and(|age| age > threshold_ms) {
+            failing.push("outbox backlog".to_owned());
+        }
+        failing
+    }
+}
+
 /// Readiness: 200 when the database answers and accepts writes, the relay
-/// holds a broker connection and no dispatch row has been pending longer
+/// holds a broker connection the broker does not block, the whole topology
+/// is declared as configured and no dispatch row has been pending longer
 /// than `PENDING_AGE_THRESHOLD_MS`; otherwise 503 with code 1011 naming the
-/// failing parts. Reruns are accepted either way (and answer 503 code 1011
+/// failing parts (`queue <name> conflicts on <argument>` for a topology
+/// conflict). Reruns are accepted either way (and answer 503 code 1011
 /// themselves while the database is read-only).
 #[utoipa::path(
     get,
@@ -67,7 +104,8 @@ pub struct Readiness {
         (status = 200, description = "Database reachable, broker connected, outbox not behind",
             body = Envelope<Readiness>),
         (status = 503, description = "Code 1011; the message names the failing parts \
-            (`database`, `database read-only`, `broker`, `outbox backlog`)", body = Envelope<Readiness>,
+            (`database`, `database read-only`, `broker`, `broker blocked`, \
+            `<kind> <name> conflicts on <argument>`, `outbox backlog`)", body = Envelope<Readiness>,
             headers(("Retry-After" = String, description = "Seconds to wait")))
     )
 )]
@@ -77,25 +115,12 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         database: outbox.is_ok() && writable.is_ok(),
         writable: writable.unwrap_or(false),
         broker: state.relay_status.broker_connected(),
+        broker_blocked: state.relay_status.broker_blocked(),
+        topology_conflicts: state.relay_status.conflicts(),
         oldest_pending_ms: outbox.as_ref().ok().and_then(|b| b.oldest_ms),
         pending: outbox.as_ref().map(|b| b.pending).unwrap_or(0),
     };
-    let threshold = state.config.relay.pending_age_threshold.as_millis() as i64;
-    let mut failing = Vec::new();
-    if !readiness.database {
-        failing.push("database");
-    } else if !readiness.writable {
-        failing.push("database read-only");
-    }
-    if !readiness.broker {
-        failing.push("broker");
-    }
-    if readiness
-        .oldest_pending_ms
-        .is_some_and(|age| age > threshold)
-    {
-        failing.push("outbox backlog");
-    }
+    let failing = readiness.failing(state.config.relay.pending_age_threshold.as_millis() as i64);
     if failing.is_empty() {
         return HttpResponse::Ok().json(Envelope::success(readiness));
     }

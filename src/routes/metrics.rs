@@ -32,6 +32,10 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     metrics
         .broker_connected
         .set(i64::from(state.relay_status.broker_connected()));
+    metrics
+        .broker_blocked
+        .set(i64::from(state.relay_status.broker_blocked().is_some()));
+    metrics.set_topology_conflicts(&state.relay_status.conflicts());
     Ok(HttpResponse::Ok()
         .content_type(prometheus::TEXT_FORMAT)
         .body(metrics.render()?))

@@ -20,8 +20,12 @@
 //!
 //! A message whose body is not a run message is rejected without requeue
 //! (dead-lettered). The runner reconnects with back-off when the connection
-//! drops; unacknowledged messages are delivered again.
+//! drops, closing the old connection first; unacknowledged messages are
+//! delivered again. While the broker blocks the connection (a memory or disk
+//! alarm) a result waits for its confirm without the blocked time counting
+//! toward `PUBLISH_TIMEOUT_MS` ([`crate::amqp::link`]).
 
+use crate::amqp::{BrokerConnection, BrokerStatus, Link};
 use crate::config::AmqpConfig;
 use crate::domain::RerunMessage;
 use anyhow::Context;
@@ -32,7 +36,7 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation};
 use serde::Serialize;
 use std::collections::{HashSet, VecDeque};
 use std::process::Stdio;
@@ -149,9 +153,15 @@ pub async fn run(amqp: AmqpConfig, options: RunnerOptions) -> anyhow::Result<()>
         ..options
     });
     let reported = Arc::new(Mutex::new(Reported::default()));
+    let mut broker = BrokerConnection::new(
+        &amqp.url,
+        "plan-queue runner",
+        amqp.publish_timeout,
+        Arc::new(BrokerStatus::default()),
+    );
     let mut delay = Duration::from_millis(100);
     loop {
-        let session = consume(&amqp, &options, &reported);
+        let session = consume(&amqp, &options, &reported, &mut broker);
         tokio::select! {
             result = session => {
                 match result {
@@ -160,10 +170,12 @@ pub async fn run(amqp: AmqpConfig, options: RunnerOptions) -> anyhow::Result<()>
                 }
             }
             _ = shutdown_signal() => {
+                broker.close("plan-queue runner stopping").await;
                 log::info!("runner stopped; unacknowledged messages will be delivered again");
                 return Ok(());
             }
         }
+        broker.close("the runner's session ended").await;
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(MAX_RECONNECT_DELAY);
     }
@@ -186,21 +198,15 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// One connection: consume until it fails.
+/// One connection (the previous one closed first): consume until it fails.
 async fn consume(
     amqp: &AmqpConfig,
     options: &Arc<RunnerOptions>,
     reported: &Arc<Mutex<Reported>>,
+    broker: &mut BrokerConnection,
 ) -> anyhow::Result<()> {
-    let properties =
-        ConnectionProperties::default().with_connection_name("plan-queue runner".into());
-    let connection = tokio::time::timeout(
-        amqp.publish_timeout,
-        Connection::connect(&amqp.url, properties),
-    )
-    .await
-    .context("connecting to RabbitMQ timed out")?
-    .context("cannot connect to RabbitMQ")?;
+    let link = broker.open().await?;
+    let connection = link.connection();
     let results = results_exchange(&amqp.exchange);
     let publisher = connection.create_channel().await?;
     publisher
@@ -232,6 +238,7 @@ async fn consume(
         )
         .await
         .with_context(|| format!("consuming {queue}"))?;
+    broker.set_ready();
     log::info!("runner: consuming {queue}, results to {results}");
     let limit = Arc::new(tokio::sync::Semaphore::new(usize::from(
         options.concurrency,
@@ -240,6 +247,7 @@ async fn consume(
         let delivery = delivery.context("the consumer failed")?;
         let permit = limit.clone().acquire_owned().await?;
         let job = Job {
+            link: link.clone(),
             publisher: publisher.clone(),
             results: results.clone(),
             options: options.clone(),
@@ -262,6 +270,7 @@ pub fn results_exchange(exchange: &str) -> String {
 }
 
 struct Job {
+    link: Link,
     publisher: Channel,
     results: String,
     options: Arc<RunnerOptions>,
@@ -315,7 +324,8 @@ impl Job {
         Ok(())
     }
 
-    /// Publishes `result` (persistent, mandatory) and waits for its confirm.
+    /// Publishes `result` (persistent, mandatory) and waits for its confirm,
+    /// at most the publish timeout while the broker does not block the connection.
     async fn publish(&self, result: &ResultMessage) -> anyhow::Result<()> {
         let body = serde_json::to_vec(result)?;
         let id = uuid::Uuid::new_v4().to_string();
@@ -325,24 +335,26 @@ impl Job {
             .with_type(RESULT_TYPE.into())
             .with_message_id(id.as_str().into())
             .with_app_id("plan-queue runner".into());
-        let confirm = tokio::time::timeout(self.timeout, async {
-            self.publisher
-                .basic_publish(
-                    self.results.as_str().into(),
-                    "".into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &body,
-                    properties,
-                )
-                .await?
-                .await
-        })
-        .await
-        .context("publishing a result timed out")?
-        .context("publishing a result failed")?;
+        let confirm = self
+            .link
+            .within(self.timeout, async {
+                self.publisher
+                    .basic_publish(
+                        self.results.as_str().into(),
+                        "".into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..Default::default()
+                        },
+                        &body,
+                        properties,
+                    )
+                    .await?
+                    .await
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("publishing a result timed out"))?
+            .context("publishing a result failed")?;
         match confirm {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {

@@ -99,6 +99,40 @@ impl PrivateBroker {
     }
 }
 
+impl PrivateBroker {
+    /// `rabbitmqctl set_vm_memory_high_watermark <fraction>`: a tiny fraction
+    /// raises the memory alarm (publishing connections are blocked), 0.4
+    /// (the default) clears it again.
+    pub fn set_memory_watermark(&self, fraction: &str) {
+        let status = Command::new("rabbitmqctl")
+            .args([
+                "-q",
+                "-n",
+                &self.node,
+                "set_vm_memory_high_watermark",
+                fraction,
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "rabbitmqctl set_vm_memory_high_watermark");
+    }
+
+    /// The AMQP connections the node holds now whose client-given
+    /// connection name contains `name` (`""`: all), blocked ones included.
+    pub fn connections(&self, name: &str) -> usize {
+        let output = Command::new("rabbitmqctl")
+            .args(["-q", "-n", &self.node, "list_connections"])
+            .args(["--no-table-headers", "state", "client_properties"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "rabbitmqctl list_connections");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| !line.trim().is_empty() && line.contains(name))
+            .count()
+    }
+}
+
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
         let _ = Command::new("rabbitmqctl")

@@ -424,7 +424,7 @@ pub async fn take_from(
     count: usize,
     within: Duration,
 ) -> Vec<Received> {
-    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
+    let mut connection = Connection::connect(amqp_url, ConnectionProperties::default())
         .await
         .expect("test consumer connects");
     let mut channel = connection.create_channel().await.unwrap();
@@ -454,7 +454,17 @@ pub async fn take_from(
             // the broker closed the channel, so open another and wait
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                channel = connection.create_channel().await.unwrap();
+                channel = match connection.create_channel().await {
+                    Ok(channel) => channel,
+                    // lapin now and then fails the whole connection when the
+                    // broker closes a channel: connect again
+                    Err(_) => {
+                        connection = Connection::connect(amqp_url, ConnectionProperties::default())
+                            .await
+                            .expect("test consumer connects again");
+                        connection.create_channel().await.unwrap()
+                    }
+                };
             }
         }
     }

@@ -2,6 +2,7 @@
 //! RabbitMQ: a private database and exchange per test.
 
 mod broker;
+mod broker_faults;
 mod cli;
 mod database_changes;
 mod delivery;

@@ -1,0 +1,283 @@
+//! One broker connection per component, aware of flow control.
+//!
+//! RabbitMQ answers a memory or disk alarm by blocking the connections that
+//! publish (`connection.blocked`, then `connection.unblocked` when the alarm
+//! clears; <https://www.rabbitmq.com/docs/connection-blocked>). A blocked
+//! connection is alive: lapin keeps its frames until the unblock and sends
+//! them then. Treating it as dead (time out, open another connection,
+//! publish again) piles up blocked connections and duplicates. So:
+//!
+//! - [`BrokerConnection`] holds at most one connection: it closes the old one
+//!   (a bounded wait) before it opens a new one, and never replaces a
+//!   connection only because it is blocked;
+//! - [`Link::is_blocked`] and [`Link::unblocked`] let a publisher stop
+//!   claiming work while blocked and resume after;
+//! - [`Link::within`] is a timeout that does not count the blocked time;
+//! - [`BrokerStatus`] shows connected, blocked and topology conflicts to
+//!   readiness and metrics.
+//!
+//! Every component (the relay, the results consumer, the runner) owns one
+//! [`BrokerConnection`] and its own [`BrokerStatus`].
+
+use super::topology::TopologyConflict;
+use anyhow::Context;
+use futures_util::StreamExt;
+use lapin::{Connection, ConnectionProperties, Event};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+/// How long closing a connection may take before it is abandoned (a blocked
+/// or silent broker never answers `connection.close`).
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// What one component's broker connection looks like now, for readiness
+/// and metrics. Written by [`BrokerConnection`] and its [`Link`]; the
+/// topology conflicts by whoever declares the topology.
+#[derive(Default, Debug)]
+pub struct BrokerStatus {
+    connected: AtomicBool,
+    blocked: Mutex<Option<String>>,
+    conflicts: Mutex<Vec<TopologyConflict>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl BrokerStatus {
+    /// True while the component holds an open broker connection.
+    pub fn broker_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// The broker's reason (e.g. `low on memory`) while it blocks the
+    /// connection (`connection.blocked`), else `None`.
+    pub fn broker_blocked(&self) -> Option<String> {
+        lock(&self.blocked).clone()
+    }
+
+    /// The parts of the topology the broker refused to declare as configured.
+    pub fn conflicts(&self) -> Vec<TopologyConflict> {
+        lock(&self.conflicts).clone()
+    }
+
+    /// Replaces the known topology conflicts (after a declaration round).
+    pub fn set_conflicts(&self, conflicts: Vec<TopologyConflict>) {
+        *lock(&self.conflicts) = conflicts;
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+        if !connected {
+            *lock(&self.blocked) = None;
+        }
+    }
+
+    fn set_blocked(&self, reason: Option<String>) {
+        *lock(&self.blocked) = reason;
+    }
+}
+
+/// The budget of [`Link::within`] ran out while the connection was not blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+struct LinkInner {
+    connection: Connection,
+    blocked: watch::Receiver<bool>,
+    /// Dropped with the link: ends the task that follows the connection's events.
+    _stop_events: oneshot::Sender<()>,
+}
+
+/// An open broker connection and its flow-control state; cheap to clone
+/// (channels of a publisher keep a clone to time their waits).
+#[derive(Clone)]
+pub struct Link(Arc<LinkInner>);
+
+impl Link {
+    /// The lapin connection, to open channels on.
+    pub fn connection(&self) -> &Connection {
+        &self.0.connection
+    }
+
+    /// True while the connection is open (blocked or not).
+    pub fn is_open(&self) -> bool {
+        self.0.connection.status().connected()
+    }
+
+    /// True between the broker's `connection.blocked` and `connection.unblocked`.
+    pub fn is_blocked(&self) -> bool {
+        *self.0.blocked.borrow()
+    }
+
+    /// Returns once the connection is not blocked (at once if it is not).
+    pub async fn unblocked(&self) {
+        let mut blocked = self.0.blocked.clone();
+        // an error means the connection is gone: nothing blocks any more
+        let _ = blocked.wait_for(|b| !*b).await;
+    }
+
+    /// Returns once the broker blocks the connection; never while it stays
+    /// unblocked (or is gone).
+    pub async fn blocked(&self) {
+        let mut blocked = self.0.blocked.clone();
+        if blocked.wait_for(|b| *b).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Awaits `work`, but gives up with [`Elapsed`] once `budget` has passed
+    /// while the connection was not blocked: time spent blocked by the
+    /// broker's flow control does not count (resolution: the blocked and
+    /// unblocked events as they arrive).
+    pub async fn within<F: Future>(&self, budget: Duration, work: F) -> Result<F::Output, Elapsed> {
+        tokio::pin!(work);
+        let mut blocked = self.0.blocked.clone();
+        let mut left = budget;
+        loop {
+            let is_blocked = *blocked.borrow_and_update();
+            let started = Instant::now();
+            tokio::select! {
+                output = &mut work => return Ok(output),
+                _ = tokio::time::sleep(left), if !is_blocked => return Err(Elapsed),
+                changed = blocked.changed() => {
+                    if !is_blocked {
+                        left = left.saturating_sub(started.elapsed());
+                    }
+                    if changed.is_err() {
+                        // the events are over (connection gone): plain timeout
+                        return tokio::time::timeout(left, work).await.map_err(|_| Elapsed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the connection politely, waiting at most [`CLOSE_WAIT`]; a
+    /// connection that cannot answer (blocked, silent) is abandoned and
+    /// dropped.
+    pub async fn close(&self, reason: &str) {
+        if !self.is_open() {
+            return;
+        }
+        let close = self.0.connection.close(200, reason.into());
+        match tokio::time::timeout(CLOSE_WAIT, close).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::debug!("closing the broker connection: {e}"),
+            Err(_) => log::warn!("the broker did not confirm closing the connection within {CLOSE_WAIT:?}; abandoned"),
+        }
+    }
+}
+
+/// At most one broker connection of one component: [`open`](Self::open)
+/// returns the current connection while it is open (blocked or not) and
+/// otherwise closes it before opening the next; [`BrokerStatus`] follows
+/// ([`set_ready`](Self::set_ready) once the component's set-up succeeded).
+///
+/// Use: `let link = broker.open().await?;` then set up channels on
+/// `link.connection()` and call `broker.set_ready()`; before each unit of
+/// work, hold off while `link.is_blocked()` (`link.unblocked().await`); wrap
+/// every wait for the broker in `link.within(timeout, …)`; after a timeout
+/// call `broker.close(…)` before the next `open`.
+pub struct BrokerConnection {
+    url: String,
+    name: String,
+    timeout: Duration,
+    status: Arc<BrokerStatus>,
+    current: Option<Link>,
+}
+
+impl BrokerConnection {
+    /// `url` is the broker, `name` the connection name the broker shows
+    /// (e.g. `plan-queue relay`), `timeout` bounds each connection attempt;
+    /// `status` is this component's view for readiness and metrics.
+    pub fn new(url: &str, name: &str, timeout: Duration, status: Arc<BrokerStatus>) -> Self {
+        BrokerConnection {
+            url: url.to_owned(),
+            name: name.to_owned(),
+            timeout,
+            status,
+            current: None,
+        }
+    }
+
+    /// The open connection, if any.
+    pub fn current(&self) -> Option<&Link> {
+        self.current.as_ref().filter(|link| link.is_open())
+    }
+
+    /// The current connection while it is open; otherwise the old one is
+    /// closed first and a new one opened within the timeout. Errors: the
+    /// broker is unreachable or refused the connection.
+    pub async fn open(&mut self) -> anyhow::Result<Link> {
+        if let Some(link) = self.current() {
+            return Ok(link.clone());
+        }
+        self.close("replaced: the connection failed").await;
+        let properties =
+            ConnectionProperties::default().with_connection_name(self.name.as_str().into());
+        let connection =
+            tokio::time::timeout(self.timeout, Connection::connect(&self.url, properties))
+                .await
+                .context("connecting to RabbitMQ timed out")?
+                .context("cannot connect to RabbitMQ")?;
+        let link = follow_events(connection, self.status.clone());
+        self.current = Some(link.clone());
+        Ok(link)
+    }
+
+    /// Shows the connection as connected (readiness, metrics) once the
+    /// component's own set-up on it (topology, channels) succeeded.
+    pub fn set_ready(&self) {
+        self.status.set_connected(self.current().is_some());
+    }
+
+    /// Closes the current connection (bounded by [`CLOSE_WAIT`]) so that
+    /// the next [`open`](Self::open) starts afresh: after a timeout that
+    /// leaves the connection's state unknown, and at shutdown.
+    pub async fn close(&mut self, reason: &str) {
+        if let Some(link) = self.current.take() {
+            link.close(reason).await;
+        }
+        self.status.set_connected(false);
+    }
+}
+
+/// Wraps `connection` in a [`Link`] whose blocked state follows the
+/// connection's events; a task logs and records each change in `status`
+/// until the link is dropped or the connection's events end.
+fn follow_events(connection: Connection, status: Arc<BrokerStatus>) -> Link {
+    let (blocked_tx, blocked) = watch::channel(connection.status().blocked());
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let mut events = connection.events_listener();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                event = events.next() => event,
+                _ = &mut stopped => None,
+            };
+            match event {
+                Some(Event::ConnectionBlocked(reason)) => {
+                    log::warn!("RabbitMQ blocked the connection ({reason}): publishing waits until it unblocks");
+                    status.set_blocked(Some(reason));
+                    blocked_tx.send_replace(true);
+                }
+                Some(Event::ConnectionUnblocked) => {
+                    log::info!("RabbitMQ unblocked the connection: publishing resumes");
+                    status.set_blocked(None);
+                    blocked_tx.send_replace(false);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    });
+    Link(Arc::new(LinkInner {
+        connection,
+        blocked,
+        _stop_events: stop,
+    }))
+}
