@@ -6,9 +6,11 @@
 //! migrations and a seed.
 //!
 //! The template stays on the server as a cache for the next run; a change of
-//! a migration or of the fixture makes a new one (older ones can be dropped
-//! with `DROP DATABASE plan_queue_template_…`). Test processes running at
-//! the same time build it once, under an advisory lock.
+//! a migration or of the fixture makes a new one, and the builder drops the
+//! templates of other contents that no running test process uses (each
+//! process holds a shared advisory lock on its template's hash for as long
+//! as it runs). Test processes running at the same time build it once, under
+//! an exclusive advisory lock.
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -22,6 +24,13 @@ fn template(server: &str) -> &'static str {
     static TEMPLATE: OnceLock<String> = OnceLock::new();
     TEMPLATE.get_or_init(|| build_template(server))
 }
+
+/// The prefix of every template's name; the rest is its content hash in hex.
+const TEMPLATE_PREFIX: &str = "plan_queue_template_";
+
+/// The connection that holds this process's shared lock on its template
+/// (kept open, and so the lock held, until the process exits).
+static IN_USE: std::sync::Mutex<Option<PgConnection>> = std::sync::Mutex::new(None);
 
 /// A hash of every file of `migrations/` and of the demo fixture.
 fn content_hash() -> u64 {
@@ -46,7 +55,13 @@ fn content_hash() -> u64 {
 }
 
 fn build_template(server: &str) -> String {
-    let name = format!("plan_queue_template_{:016x}", content_hash());
+    let hash = content_hash();
+    let name = format!("{TEMPLATE_PREFIX}{hash:016x}");
+    let mut holder = plan_queue::db::connect(&format!("{server}/postgres")).expect("admin");
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock_shared({})", hash as i64))
+        .expect("template in-use lock");
+    *IN_USE.lock().unwrap_or_else(|e| e.into_inner()) = Some(holder);
     let mut admin = plan_queue::db::connect(&format!("{server}/postgres")).expect("admin");
     admin
         .batch_execute("SELECT pg_advisory_lock(hashtext('plan_queue_test_template'))")
@@ -70,11 +85,57 @@ fn build_template(server: &str) -> String {
                  ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS false"
             ))
             .expect("publish the template");
+        drop_unused_templates(&mut admin, &name);
     }
     admin
         .batch_execute("SELECT pg_advisory_unlock(hashtext('plan_queue_test_template'))")
         .expect("template unlock");
     name
+}
+
+/// Drops the templates other than `current` that no test process holds
+/// (their hash's advisory lock can be taken exclusively). Best effort.
+fn drop_unused_templates(admin: &mut PgConnection, current: &str) {
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        datname: String,
+    }
+    let Ok(names) = diesel::sql_query(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'plan\\_queue\\_template\\_%'",
+    )
+    .load::<Name>(admin) else {
+        return;
+    };
+    for Name { datname } in names {
+        let Some(hash) = datname
+            .strip_prefix(TEMPLATE_PREFIX)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        else {
+            continue;
+        };
+        if datname == current {
+            continue;
+        }
+        #[derive(QueryableByName)]
+        struct Free {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            free: bool,
+        }
+        let free = diesel::sql_query(format!(
+            "SELECT pg_try_advisory_lock({}) AS free",
+            hash as i64
+        ))
+        .get_result::<Free>(admin)
+        .map(|f| f.free)
+        .unwrap_or(false);
+        if free {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{datname}\"; SELECT pg_advisory_unlock({})",
+                hash as i64
+            ));
+        }
+    }
 }
 
 fn database_exists(conn: &mut PgConnection, name: &str) -> bool {
