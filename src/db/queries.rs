@@ -46,9 +46,10 @@ pub struct Validate {
 }
 static_query_id!(Validate, ValidateId);
 
-/// What [`Validate`] found.
-#[derive(QueryableByName, Debug)]
-pub struct Validation {
+/// Who may act on a plan, as the validation statements of a run and a rerun
+/// read it: the columns `plan_found`, `user_active` and `member`.
+#[derive(QueryableByName, Debug, Clone, Copy)]
+pub struct Access {
     /// The plan exists.
     #[diesel(sql_type = Bool)]
     pub plan_found: bool,
@@ -58,6 +59,13 @@ pub struct Validation {
     /// The user is a member of the plan's project.
     #[diesel(sql_type = Bool)]
     pub member: bool,
+}
+
+/// What [`Validate`] found.
+#[derive(QueryableByName, Debug)]
+pub struct Validation {
+    #[diesel(embed)]
+    pub access: Access,
     /// The plan's latest full run (locked), if it ever ran.
     #[diesel(sql_type = Nullable<BigInt>)]
     pub source_execution_id: Option<i64>,

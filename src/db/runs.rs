@@ -14,15 +14,8 @@ use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
 /// What [`validate_run`] found.
 #[derive(QueryableByName, Debug)]
 pub struct RunValidation {
-    /// The plan exists.
-    #[diesel(sql_type = Bool)]
-    pub plan_found: bool,
-    /// The user exists and is active.
-    #[diesel(sql_type = Bool)]
-    pub user_active: bool,
-    /// The user is a member of the plan's project.
-    #[diesel(sql_type = Bool)]
-    pub member: bool,
+    #[diesel(embed)]
+    pub access: super::queries::Access,
     /// The plan's own framework type (fixture field, section 13), as stored.
     #[diesel(sql_type = Nullable<Text>)]
     pub plan_framework_type: Option<String>,

@@ -307,18 +307,7 @@ fn validate(conn: &mut PgConnection, request: &RerunRequest) -> Result<Checked, 
         allocate: !request.dry_run,
     }
     .get_result(conn)?;
-    if !found.plan_found {
-        return Err(ApiError::PlanNotFound);
-    }
-    if !found.user_active {
-        return Err(ApiError::UserNotFound);
-    }
-    if !found.member {
-        return Err(ApiError::AccessDenied(format!(
-            "user {} is not a member of the project of plan {}",
-            request.user_id, request.plan_id
-        )));
-    }
+    super::check_access(found.access, request.plan_id, request.user_id)?;
     let source_execution_id = found
         .source_execution_id
         .ok_or(ApiError::NoExecutedResults(request.plan_id))?;

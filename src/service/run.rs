@@ -189,18 +189,7 @@ fn validate(
     request: &RunRequest,
 ) -> Result<runs::RunValidation, ApiError> {
     let found = runs::validate_run(conn, request.plan_id, request.user_id, !request.dry_run)?;
-    if !found.plan_found {
-        return Err(ApiError::PlanNotFound);
-    }
-    if !found.user_active {
-        return Err(ApiError::UserNotFound);
-    }
-    if !found.member {
-        return Err(ApiError::AccessDenied(format!(
-            "user {} is not a member of the project of plan {}",
-            request.user_id, request.plan_id
-        )));
-    }
+    super::check_access(found.access, request.plan_id, request.user_id)?;
     Ok(found)
 }
 
