@@ -213,40 +213,6 @@ struct FinishedRow {
     finished: bool,
 }
 
-/// What the `execution.finished` event of an execution says (contract,
-/// section 10), read in the transaction that finished it.
-#[derive(QueryableByName, Debug, Clone)]
-pub struct FinishedExecution {
-    #[diesel(sql_type = BigInt)]
-    pub execution_id: i64,
-    #[diesel(sql_type = BigInt)]
-    pub plan_id: i64,
-    #[diesel(sql_type = Text)]
-    pub kind: String,
-    /// The source run; a full run's own id.
-    #[diesel(sql_type = BigInt)]
-    pub source_execution_id: i64,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub framework_type: Option<String>,
-    #[diesel(sql_type = BigInt)]
-    pub requested_by: i64,
-    #[diesel(sql_type = Timestamptz)]
-    pub requested_at: DateTime<Utc>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub started_at: Option<DateTime<Utc>>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-/// Pairs of an execution with one status.
-#[derive(QueryableByName, Debug, Clone, PartialEq)]
-pub struct StatusCount {
-    #[diesel(sql_type = Text)]
-    pub status: String,
-    #[diesel(sql_type = BigInt)]
-    pub pairs: i64,
-}
-
 /// A scenario on an environment.
 #[derive(QueryableByName, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScenarioEnvironment {
@@ -254,30 +220,6 @@ pub struct ScenarioEnvironment {
     pub scenario_id: i64,
     #[diesel(sql_type = BigInt)]
     pub environment_id: i64,
-}
-
-/// The execution `execution_id` as its event names it.
-pub fn finished_execution(
-    conn: &mut PgConnection,
-    execution_id: i64,
-) -> QueryResult<FinishedExecution> {
-    diesel::sql_query(
-        "SELECT id AS execution_id, plan_id, kind, coalesce(source_execution_id, id) AS source_execution_id, \
-                framework_type, requested_by, requested_at, started_at, finished_at \
-           FROM executions WHERE id = $1",
-    )
-    .bind::<BigInt, _>(execution_id)
-    .get_result(conn)
-}
-
-/// The execution's pairs counted by status.
-pub fn status_counts(conn: &mut PgConnection, execution_id: i64) -> QueryResult<Vec<StatusCount>> {
-    diesel::sql_query(
-        "SELECT status, count(*) AS pairs FROM execution_pairs \
-          WHERE execution_id = $1 GROUP BY status",
-    )
-    .bind::<BigInt, _>(execution_id)
-    .load(conn)
 }
 
 /// The execution's pairs that are flaky after it (contract, section 6): this

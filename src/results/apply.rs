@@ -7,6 +7,7 @@ use super::event::ExecutionFinished;
 use super::message::{Rejection, ResultStatus, RunnerResult, TerminalStatus};
 use crate::db::models::MESSAGE_EXECUTION_FINISHED;
 use crate::db::outbox::{self, NewEvent};
+use crate::db::reads;
 use crate::db::results::{self, ExecutionProgress, PairKey, PairUpdate, TerminalUpdate};
 use diesel::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -153,8 +154,8 @@ fn reduce(results: &[RunnerResult]) -> (Vec<PairUpdate>, Vec<bool>) {
 /// Reads what the event of the finished execution says and writes its
 /// dispatch row.
 fn write_event(conn: &mut PgConnection, execution_id: i64) -> QueryResult<ExecutionFinished> {
-    let execution = results::finished_execution(conn, execution_id)?;
-    let counts = results::status_counts(conn, execution_id)?;
+    let execution =
+        reads::execution(conn, execution_id, None)?.ok_or(diesel::result::Error::NotFound)?;
     let flaky = results::flaky_pairs(
         conn,
         execution_id,
@@ -164,7 +165,7 @@ fn write_event(conn: &mut PgConnection, execution_id: i64) -> QueryResult<Execut
             TerminalStatus::Error.as_str(),
         ],
     )?;
-    let event = ExecutionFinished::new(&execution, &counts, &flaky);
+    let event = ExecutionFinished::new(&execution, &flaky);
     let body = serde_json::to_string(&event)
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
     outbox::insert_event(

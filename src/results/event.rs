@@ -1,7 +1,7 @@
 //! The `execution.finished` event (contract, section 10).
 
-use super::message::TerminalStatus;
-use crate::db::results::{FinishedExecution, ScenarioEnvironment, StatusCount};
+use crate::db::reads::ExecutionRow;
+use crate::db::results::ScenarioEnvironment;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -61,27 +61,17 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 }
 
 impl ExecutionFinished {
-    /// The event of `execution` with its pairs counted by status and its flaky pairs.
-    pub fn new(
-        execution: &FinishedExecution,
-        counts: &[StatusCount],
-        flaky: &[ScenarioEnvironment],
-    ) -> Self {
-        let mut tally = Counts::default();
-        for count in counts {
-            let status = TerminalStatus::ALL
-                .into_iter()
-                .find(|t| t.as_str() == count.status);
-            let slot = match status {
-                Some(TerminalStatus::Passed) => &mut tally.passed,
-                Some(TerminalStatus::Failed) => &mut tally.failed,
-                Some(TerminalStatus::Error) => &mut tally.error,
-                Some(TerminalStatus::Skipped) => &mut tally.skipped,
-                Some(TerminalStatus::Aborted) => &mut tally.aborted,
-                None => continue,
-            };
-            *slot += count.pairs;
-        }
+    /// The event of `execution` (read with its pairs counted by status) and
+    /// its flaky pairs.
+    pub fn new(execution: &ExecutionRow, flaky: &[ScenarioEnvironment]) -> Self {
+        let counts = &execution.counts;
+        let tally = Counts {
+            passed: counts.passed,
+            failed: counts.failed,
+            error: counts.error,
+            skipped: counts.skipped,
+            aborted: counts.aborted,
+        };
         ExecutionFinished {
             event_id: Uuid::new_v4(),
             execution_id: execution.execution_id,
