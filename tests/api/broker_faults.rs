@@ -296,23 +296,7 @@ async fn an_events_exchange_of_another_type_holds_back_only_the_finished_events(
     app.wait_ready(&app.address, 200).await;
     let (_connection, channel) = broker_channel().await;
     let events = app.config.amqp.events_name();
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_delete(events.as_str().into(), Default::default())
-        .await
-        .unwrap();
-    channel
-        .exchange_declare(
-            events.as_str().into(),
-            ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    redeclare_exchange(&channel, &events, ExchangeKind::Fanout).await;
     let tap = channel
         .queue_declare(
             "".into(),
@@ -384,19 +368,7 @@ async fn an_events_exchange_of_another_type_holds_back_only_the_finished_events(
     );
 
     // the operator declares the exchange as the contract says
-    channel
-        .exchange_delete(events.as_str().into(), Default::default())
-        .await
-        .unwrap();
-    channel
-        .exchange_declare(
-            events.as_str().into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    redeclare_exchange(&channel, &events, ExchangeKind::Topic).await;
     bind(&events, "execution.finished.#").await.unwrap();
     let started = Instant::now();
     let event = loop {
@@ -565,4 +537,25 @@ async fn a_runner_blocked_by_a_memory_alarm_reports_its_result_after_it_on_one_c
     let left = take_from(&broker.amqp_url(), &queue, 1, Duration::from_millis(500)).await;
     assert!(left.is_empty(), "the run message was acknowledged");
     stop(broker).await;
+}
+
+/// Deletes exchange `name` and declares it again, durable, of `kind`: what an
+/// operator does to change an exchange's type under the service.
+async fn redeclare_exchange(channel: &lapin::Channel, name: &str, kind: ExchangeKind) {
+    channel
+        .exchange_delete(name.into(), Default::default())
+        .await
+        .unwrap();
+    channel
+        .exchange_declare(
+            name.into(),
+            kind,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
 }
