@@ -10,8 +10,7 @@
 //! - the consolidated results: the plan's latest full run by
 //!   `executions_latest_run_idx`, then its chain by `execution_pairs_chain_idx`
 //!   (source run, scenario, environment, attempt DESC, covering execution
-//!   and status since migration 7), in index order: an index-only scan,
-//!   each pair's attempts aggregated into one row.
+//!   and status since migration 7), in index order: an index-only scan.
 //!
 //! Visibility (code 1010's read rule): `member` `Some(user)` limits every
 //! answer to plans of projects that user is a member of; `None` (QUEUE_ADMIN)
@@ -23,7 +22,7 @@ use super::models::{
 };
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz, Uuid};
+use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamptz, Uuid};
 use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
 
 /// An execution with the counts of its pairs per status.
@@ -266,42 +265,32 @@ pub fn source_run(conn: &mut PgConnection, plan_id: i64) -> QueryResult<Option<i
     .map(|s| s.map(|s| s.id))
 }
 
-/// One pair of a source run's chain with all its attempts, first to latest:
-/// the three arrays have one element per attempt, in the same order.
+/// One attempt of a pair in a source run's chain.
 #[derive(QueryableByName, Debug, Clone)]
-pub struct ChainPairRow {
+pub struct AttemptRow {
     #[diesel(sql_type = BigInt)]
     pub scenario_id: i64,
     #[diesel(sql_type = BigInt)]
     pub environment_id: i64,
-    /// Attempt numbers, ascending.
-    #[diesel(sql_type = Array<Integer>)]
-    pub attempts: Vec<i32>,
-    /// The execution holding each attempt.
-    #[diesel(sql_type = Array<BigInt>)]
-    pub execution_ids: Vec<i64>,
-    /// The status of each attempt.
-    #[diesel(sql_type = Array<Text>)]
-    pub statuses: Vec<String>,
+    #[diesel(sql_type = Integer)]
+    pub attempt: i32,
+    #[diesel(sql_type = BigInt)]
+    pub execution_id: i64,
+    #[diesel(sql_type = Text)]
+    pub status: String,
 }
 
-/// Every pair of the source run's chain (the run and each rerun made from
-/// it), ordered by scenario then environment, each with its attempts
-/// aggregated in SQL (one row per pair, not per attempt: 1 000 rows instead
-/// of 50 000 for 1 000 pairs × 50 attempts). The scan stays index-only on
-/// `execution_pairs_chain_idx`, grouped in its order.
-pub fn chain_pairs(
+/// Every attempt of every pair of the source run's chain (the run and each
+/// rerun made from it), ordered by scenario, environment, then attempt
+/// descending (the order of `execution_pairs_chain_idx`).
+pub fn chain_attempts(
     conn: &mut PgConnection,
     source_execution_id: i64,
-) -> QueryResult<Vec<ChainPairRow>> {
+) -> QueryResult<Vec<AttemptRow>> {
     diesel::sql_query(
-        "SELECT scenario_id, environment_id, \
-                array_agg(attempt ORDER BY attempt) AS attempts, \
-                array_agg(execution_id ORDER BY attempt) AS execution_ids, \
-                array_agg(status ORDER BY attempt) AS statuses \
+        "SELECT scenario_id, environment_id, attempt, execution_id, status \
            FROM execution_pairs WHERE source_execution_id = $1 \
-          GROUP BY scenario_id, environment_id \
-          ORDER BY scenario_id, environment_id",
+          ORDER BY scenario_id, environment_id, attempt DESC",
     )
     .bind::<BigInt, _>(source_execution_id)
     .load(conn)

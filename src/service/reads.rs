@@ -14,7 +14,7 @@ use crate::db::models::{
     STATUS_ABORTED, STATUS_ERROR, STATUS_FAILED, STATUS_PASSED, STATUS_QUEUED, STATUS_RUNNING,
     STATUS_SKIPPED,
 };
-use crate::db::reads::{self, ChainPairRow, ExecutionRow, PairRow};
+use crate::db::reads::{self, AttemptRow, ExecutionRow, PairRow};
 use crate::db::Db;
 use crate::domain::{Id, PageRequest};
 use crate::error::ApiError;
@@ -274,7 +274,7 @@ impl ReadService {
             require_plan(conn, plan_id, scope)?;
             let source =
                 reads::source_run(conn, plan_id)?.ok_or(ApiError::NoExecutedResults(plan_id))?;
-            let pairs = consolidate(reads::chain_pairs(conn, source)?);
+            let pairs = consolidate(reads::chain_attempts(conn, source)?);
             let mut counts = StatusCounts::default();
             for p in &pairs {
                 counts.add(&p.status, 1);
@@ -372,35 +372,39 @@ fn pair(row: PairRow) -> ExecutionPair {
     }
 }
 
-/// The consolidated pairs of a chain (one row per pair, ordered by scenario
-/// then environment, attempts first to latest): each at its latest attempt.
-/// A row without attempts (never produced by the query) is skipped.
-fn consolidate(rows: Vec<ChainPairRow>) -> Vec<ResultPair> {
-    rows.into_iter()
-        .filter_map(|row| {
-            let attempts: Vec<PairAttempt> = row
-                .attempts
-                .into_iter()
-                .zip(row.execution_ids)
-                .zip(row.statuses)
-                .map(|((attempt, execution_id), status)| PairAttempt {
-                    attempt,
-                    execution_id,
-                    status,
-                })
-                .collect();
-            let latest = attempts.last()?.clone();
-            Some(ResultPair {
+/// Groups a chain's attempts (ordered by scenario, environment, attempt
+/// descending) into the consolidated pairs, ordered by scenario then
+/// environment, each with its attempts first to latest.
+fn consolidate(rows: Vec<AttemptRow>) -> Vec<ResultPair> {
+    let mut pairs: Vec<ResultPair> = Vec::new();
+    for row in rows {
+        let attempt = PairAttempt {
+            attempt: row.attempt,
+            execution_id: row.execution_id,
+            status: row.status,
+        };
+        match pairs.last_mut() {
+            Some(p)
+                if (p.scenario_id, p.environment_id) == (row.scenario_id, row.environment_id) =>
+            {
+                p.attempts.push(attempt)
+            }
+            _ => pairs.push(ResultPair {
                 scenario_id: row.scenario_id,
                 environment_id: row.environment_id,
-                status: latest.status,
-                attempt: latest.attempt,
-                execution_id: latest.execution_id,
-                flaky: is_flaky(&attempts),
-                attempts,
-            })
-        })
-        .collect()
+                status: attempt.status.clone(),
+                attempt: attempt.attempt,
+                execution_id: attempt.execution_id,
+                flaky: false,
+                attempts: vec![attempt],
+            }),
+        }
+    }
+    for p in &mut pairs {
+        p.attempts.reverse();
+        p.flaky = is_flaky(&p.attempts);
+    }
+    pairs
 }
 
 /// An earlier attempt `FAILED` or `ERROR` and a later one `PASSED`
@@ -421,22 +425,23 @@ fn is_flaky(attempts: &[PairAttempt]) -> bool {
 mod tests {
     use super::*;
 
-    fn chain_pair(scenario_id: i64, environment_id: i64, statuses: &[&str]) -> ChainPairRow {
-        let attempts: Vec<i32> = (1..=statuses.len() as i32).collect();
-        ChainPairRow {
+    fn row(scenario_id: i64, environment_id: i64, attempt: i32, status: &str) -> AttemptRow {
+        AttemptRow {
             scenario_id,
             environment_id,
-            execution_ids: attempts.iter().map(|a| 5000 + *a as i64).collect(),
-            attempts,
-            statuses: statuses.iter().map(|s| s.to_string()).collect(),
+            attempt,
+            execution_id: 5000 + attempt as i64,
+            status: status.to_owned(),
         }
     }
 
     #[test]
     fn the_latest_attempt_gives_the_current_status() {
         let pairs = consolidate(vec![
-            chain_pair(111, 222, &["FAILED", "PASSED", "QUEUED"]),
-            chain_pair(112, 222, &["PASSED"]),
+            row(111, 222, 3, "QUEUED"),
+            row(111, 222, 2, "PASSED"),
+            row(111, 222, 1, "FAILED"),
+            row(112, 222, 1, "PASSED"),
         ]);
         assert_eq!(pairs.len(), 2);
         let first = &pairs[0];
