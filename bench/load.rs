@@ -14,6 +14,10 @@
 //!   coordinated omission does not hide queueing).
 //! - `single`: one request for every pair of the big plan (1000 pairs):
 //!   time to the 200 and until all its messages are consumed.
+//! - `get`: `GET --path P` (relative to the service, e.g.
+//!   `/plans/501/results`) at a fixed `--rate R` per second for `--secs T`,
+//!   open loop like `open`; prints its latency percentiles. It does not
+//!   consume the framework queue, so it can run beside an `open` load.
 //!
 //! Output: `result <name> <value>` lines for `run.sh`. Environment:
 //! `BENCH_URL`, `BENCH_TOKEN`, `AMQP_URL`, `BENCH_QUEUE`.
@@ -36,18 +40,20 @@ struct Args {
     connections: usize,
     rate: f64,
     secs: f64,
+    path: String,
 }
 
 fn parse_args() -> Args {
     let mut argv = std::env::args().skip(1);
     let mut args = Args {
-        mode: argv.next().expect("mode: closed | open | single"),
+        mode: argv.next().expect("mode: closed | open | single | get"),
         plans: 500,
         scenarios: 15,
         pairs: 2,
         connections: 16,
         rate: 100.0,
         secs: 5.0,
+        path: "/health".to_owned(),
     };
     while let Some(flag) = argv.next() {
         let value = argv.next().expect("flag value");
@@ -58,6 +64,7 @@ fn parse_args() -> Args {
             "--connections" => args.connections = value.parse().expect("--connections"),
             "--rate" => args.rate = value.parse().expect("--rate"),
             "--secs" => args.secs = value.parse().expect("--secs"),
+            "--path" => args.path = value,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -227,6 +234,31 @@ impl Client {
     }
 }
 
+impl Client {
+    /// `GET path` against the service `BENCH_URL` names; true on a 200
+    /// whose body was read in full.
+    async fn get(&self, path: &str) -> bool {
+        let base = self.url.trim_end_matches("/queue/rerun");
+        match self
+            .http
+            .get(format!("{base}{path}"))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+        {
+            Ok(response) if response.status().is_success() => response.bytes().await.is_ok(),
+            Ok(response) => {
+                eprintln!("bench: GET {path}: {}", response.status());
+                false
+            }
+            Err(e) => {
+                eprintln!("bench: GET {path}: {e}");
+                false
+            }
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -370,9 +402,51 @@ async fn single(args: Args, client: Arc<Client>, tracker: Arc<Tracker>) {
     );
 }
 
+/// Open-loop reads: latency from each request's scheduled start.
+async fn get(args: Args, client: Arc<Client>) {
+    let total = (args.rate * args.secs).round() as u64;
+    let interval = Duration::from_secs_f64(1.0 / args.rate);
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::with_capacity(total as usize);
+    let path = Arc::new(args.path);
+    for i in 0..total {
+        let scheduled = start + interval * i as u32;
+        tokio::time::sleep_until(scheduled).await;
+        let (client, latencies, errors, path) = (
+            client.clone(),
+            latencies.clone(),
+            errors.clone(),
+            path.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let scheduled = scheduled.into_std();
+            if client.get(&path).await {
+                latencies.lock().unwrap().push(scheduled.elapsed());
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("request task");
+    }
+    let mut latencies = latencies.lock().unwrap().clone();
+    latencies.sort_unstable();
+    println!("result requests {}", latencies.len());
+    println!("result errors {}", errors.load(Ordering::Relaxed));
+    for (name, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("max", 100.0)] {
+        println!("result latency_{name}_ms {:.2}", percentile(&latencies, p));
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = parse_args();
+    if args.mode == "get" {
+        return get(args, Arc::new(Client::new())).await;
+    }
     let tracker = Arc::new(Tracker::default());
     let _consumer = start_consumer(tracker.clone()).await;
     let client = Arc::new(Client::new());

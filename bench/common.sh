@@ -1,0 +1,24 @@
+# Shell helpers shared by bench/run.sh and bench/loop.sh (sourced).
+log() { echo "bench: $*" >&2; }
+result() { awk -v k="$1" '$1 == "result" && $2 == k { print $3 }' "$2"; }
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+# CPU ticks used so far by each live process: "pid name ticks" (kernel
+# workers, which rename themselves with their work item, as one "kworker").
+cpu_ticks() {
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{
+    match($0, /\(.*\)/); comm = substr($0, RSTART + 1, RLENGTH - 2)
+    if (comm ~ /^kworker/) comm = "kworker"
+    split(substr($0, RSTART + RLENGTH + 1), f, " "); print $1, comm, f[12] + f[13]
+  }'
+}
+# Where the cores went between two cpu_ticks snapshots, per process name:
+# "name share%" of wall time x cores (a process born in between counts whole).
+cpu_split() { # before after seconds
+  awk -v secs="$3" -v hz="$(getconf CLK_TCK)" -v cores="$(nproc)" '
+    NR == FNR { before[$1] = $3; next }
+    { d = $3 - before[$1]; if (d > 0) used[$2] += d }
+    END { for (c in used) printf "%s %.0f\n", c, 100 * used[c] / hz / secs / cores }' "$1" "$2" \
+  | sort -k2 -nr | head -6 | awk '{ printf "%s%s %s%%", (NR > 1 ? ", " : ""), $1, $2 }'
+}
