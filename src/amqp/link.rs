@@ -202,6 +202,8 @@ pub struct BrokerConnection {
     urls: Vec<String>,
     /// Index in `urls` of the node to try first.
     next: usize,
+    /// The last connection dropped: the next `open` starts at the next node.
+    dropped: bool,
     name: String,
     timeout: Duration,
     status: Arc<BrokerStatus>,
@@ -217,6 +219,7 @@ impl BrokerConnection {
         BrokerConnection {
             urls: split_urls(urls),
             next: 0,
+            dropped: false,
             name: name.to_owned(),
             timeout,
             status,
@@ -237,9 +240,8 @@ impl BrokerConnection {
         if let Some(link) = self.current() {
             return Ok(link.clone());
         }
-        let dropped = self.current.is_some();
         self.close("replaced: the connection failed").await;
-        if dropped && self.urls.len() > 1 {
+        if std::mem::take(&mut self.dropped) && self.urls.len() > 1 {
             self.next = (self.next + 1) % self.urls.len();
         }
         let mut last_error = anyhow::anyhow!("AMQP_URL names no broker");
@@ -288,6 +290,7 @@ impl BrokerConnection {
     /// leaves the connection's state unknown, and at shutdown.
     pub async fn close(&mut self, reason: &str) {
         if let Some(link) = self.current.take() {
+            self.dropped |= !link.is_open();
             link.close(reason).await;
         }
         self.status.set_connected(false);
