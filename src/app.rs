@@ -3,6 +3,7 @@
 //!
 //! Routes import this module, never `crate::startup` (which only wires).
 
+use crate::amqp::BrokerStatus;
 use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::db::outbox::{self, OutboxBacklog};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub reads: ReadService,
     pub db: Db,
     pub relay_status: Arc<RelayStatus>,
+    /// The results consumer's broker connection (the node it uses).
+    pub results_status: Arc<BrokerStatus>,
     /// Refuses new runs and reruns past `OUTBOX_MAX_PENDING`.
     pub outbox_gate: Arc<OutboxGate>,
     pub metrics: Arc<Metrics>,

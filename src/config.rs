@@ -107,7 +107,9 @@ pub struct DatabaseConfig {
 #[derive(Clone, Args)]
 #[command(next_help_heading = "AMQP")]
 pub struct AmqpConfig {
-    /// The RabbitMQ broker (contract).
+    /// The RabbitMQ broker (contract), or several nodes of one cluster,
+    /// comma-separated: each component connects to the first that answers
+    /// and moves to the next when its connection drops.
     #[arg(
         id = "amqp_url",
         long = "amqp-url",
@@ -135,6 +137,15 @@ pub struct AmqpConfig {
     /// Deliveries of a message to runners before it is dead-lettered.
     #[arg(long = "delivery-limit", env = "DELIVERY_LIMIT", default_value_t = 5)]
     pub delivery_limit: u32,
+    /// Replicas of each quorum queue when it is first declared
+    /// (`x-quorum-initial-group-size`, 1-7); RabbitMQ caps it at the
+    /// cluster's size. Existing queues keep theirs.
+    #[arg(
+        long = "quorum-group-size",
+        env = "QUORUM_GROUP_SIZE",
+        default_value_t = 3
+    )]
+    pub quorum_group_size: u32,
     /// Wait for the broker's publisher confirms of one batch, ms.
     #[arg(long = "publish-timeout-ms", env = "PUBLISH_TIMEOUT_MS", default_value = "5000", value_parser = millis)]
     pub publish_timeout: Duration,
@@ -427,6 +438,21 @@ impl AmqpConfig {
 /// day, counts of at least one.
 fn check_ranges(config: &Config) -> anyhow::Result<()> {
     const DAY: Duration = Duration::from_secs(86_400);
+    let urls = crate::amqp::split_urls(&config.amqp.url);
+    if urls.is_empty() {
+        bail!("AMQP_URL must name at least one broker (amqp://user:password@host:port/vhost)");
+    }
+    for url in &urls {
+        if url.parse::<lapin::uri::AMQPUri>().is_err() {
+            bail!(
+                "AMQP_URL must be amqp:// or amqps:// URLs, comma-separated; {} is not one",
+                crate::amqp::node_of(url)
+            );
+        }
+    }
+    if !(1..=7).contains(&config.amqp.quorum_group_size) {
+        bail!("QUORUM_GROUP_SIZE must be between 1 and 7");
+    }
     let exchange = &config.amqp.exchange;
     if exchange.len() > 200
         || !exchange
@@ -657,6 +683,33 @@ mod tests {
         }
         let long = "x".repeat(201);
         assert!(with(&[("AMQP_EXCHANGE", &long)]).is_err());
+    }
+
+    #[test]
+    fn amqp_url_takes_one_broker_or_several_and_never_shows_a_password_when_refusing_one() {
+        let one = "amqp://guest:guest@127.0.0.1:5672/%2f";
+        assert_eq!(with(&[("AMQP_URL", one)]).unwrap().amqp.url, one);
+        let several = format!("{one}, amqp://u:p@rabbit-2:5673/%2f,amqps://rabbit-3/vh");
+        let config = with(&[("AMQP_URL", &several)]).unwrap();
+        let nodes: Vec<String> = crate::amqp::split_urls(&config.amqp.url)
+            .iter()
+            .map(|url| crate::amqp::node_of(url))
+            .collect();
+        assert_eq!(nodes, ["127.0.0.1:5672", "rabbit-2:5673", "rabbit-3:5671"]);
+        for bad in [
+            " , ".to_owned(),
+            format!("{one},http://u:secret@rabbit:5672/"),
+            format!("{one},amqp://u:secret@rabbit:notaport/"),
+        ] {
+            let Err(err) = with(&[("AMQP_URL", &bad)]) else {
+                panic!("AMQP_URL {bad:?} was accepted");
+            };
+            let err = err.to_string();
+            assert!(err.contains("AMQP_URL") && !err.contains("secret"), "{err}");
+        }
+        assert_eq!(with(&[]).unwrap().amqp.quorum_group_size, 3);
+        assert!(with(&[("QUORUM_GROUP_SIZE", "0")]).is_err());
+        assert!(with(&[("QUORUM_GROUP_SIZE", "8")]).is_err());
     }
 
     #[test]

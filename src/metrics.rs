@@ -16,6 +16,7 @@
 //! | `plan_queue_db_pool_waiting` | gauge | | requests waiting for a connection |
 //! | `plan_queue_broker_connected` | gauge | | 1 while the relay holds a RabbitMQ connection, else 0 |
 //! | `plan_queue_broker_blocked` | gauge | | 1 while the broker blocks that connection (flow control: memory or disk alarm), else 0 |
+//! | `plan_queue_broker_node` | gauge | `connection`, `node` | 1 per connection (`relay`, `results`) and the RabbitMQ node (`host:port` from `AMQP_URL`) it uses now; absent while it has none |
 //! | `plan_queue_topology_conflicts` | gauge | `kind`, `name`, `argument` | 1 per queue, exchange or binding the broker refused to declare as configured (e.g. `argument="x-dead-letter-exchange"`) |
 //! | `plan_queue_results_applied_total` | counter | | runners' results that changed their pair (contract, section 9) |
 //! | `plan_queue_results_ignored_total` | counter | | results of an existing pair that changed nothing (duplicate, after the terminal one) |
@@ -82,6 +83,7 @@ pub struct Metrics {
     /// 1 while the broker blocks the relay's connection (set at scrape time).
     pub broker_blocked: IntGauge,
     topology_conflicts: IntGaugeVec,
+    broker_node: IntGaugeVec,
     results_applied: IntCounter,
     results_ignored: IntCounter,
     results_rejected: IntCounterVec,
@@ -131,6 +133,14 @@ impl Metrics {
             &["kind", "name", "argument"],
         )?;
         registry.register(Box::new(topology_conflicts.clone()))?;
+        let broker_node = IntGaugeVec::new(
+            Opts::new(
+                "plan_queue_broker_node",
+                "1 per broker connection (relay, results) and the RabbitMQ node (host:port) it uses now.",
+            ),
+            &["connection", "node"],
+        )?;
+        registry.register(Box::new(broker_node.clone()))?;
         let plain_counter = |name: &str, help: &str| -> anyhow::Result<IntCounter> {
             let metric = IntCounter::new(name, help)?;
             registry.register(Box::new(metric.clone()))?;
@@ -221,6 +231,7 @@ impl Metrics {
                 "1 while RabbitMQ blocks the relay's connection (memory or disk alarm), else 0.",
             )?,
             topology_conflicts,
+            broker_node,
             registry,
         })
     }
@@ -267,6 +278,19 @@ impl Metrics {
             self.topology_conflicts
                 .with_label_values(&[c.kind.as_str(), c.name.as_str(), c.argument.as_str()])
                 .set(1);
+        }
+    }
+
+    /// Replaces the `plan_queue_broker_node` series: one per connection
+    /// name that has a node (`host:port`), none for those without.
+    pub fn set_broker_nodes(&self, nodes: &[(&str, Option<String>)]) {
+        self.broker_node.reset();
+        for (connection, node) in nodes {
+            if let Some(node) = node {
+                self.broker_node
+                    .with_label_values(&[connection, node.as_str()])
+                    .set(1);
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 //! expiry) and runs them. The state lives in `crate::app`, the middleware in
 //! `crate::middleware`; this file runs no SQL.
 
+use crate::amqp::BrokerStatus;
 use crate::app::AppState;
 use crate::auth::TokenVerifier;
 use crate::config::Config;
@@ -102,6 +103,7 @@ impl Application {
         let wakeup = Arc::new(Notify::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let relay_status = Arc::new(RelayStatus::default());
+        let results_status = Arc::new(BrokerStatus::default());
         let outbox_gate = OutboxGate::new(config.relay.max_pending);
         let upkeep = Upkeep {
             pool: build_relay_pool(
@@ -140,6 +142,7 @@ impl Application {
             wakeup.clone(),
             shutdown_rx,
             metrics.clone(),
+            results_status.clone(),
         );
         let state = web::Data::new(AppState {
             service: RerunService::new(
@@ -154,6 +157,7 @@ impl Application {
             verifier,
             db: db.clone(),
             relay_status,
+            results_status,
             outbox_gate,
             metrics,
         });

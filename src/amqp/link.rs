@@ -18,6 +18,14 @@
 //!
 //! Every component (the relay, the results consumer, the runner) owns one
 //! [`BrokerConnection`] and its own [`BrokerStatus`].
+//!
+//! Several brokers: `AMQP_URL` may list several nodes of one cluster,
+//! comma-separated. [`BrokerConnection::open`] tries them in order from the
+//! node it last used and keeps the first that answers; when that connection
+//! drops, the next attempt starts at the following node, so a component
+//! moves off a dead node at once (the caller's back-off applies between
+//! rounds in which no node answered). The node in use (`host:port`, never
+//! the credentials) is logged and shown in [`BrokerStatus::broker_node`].
 
 use super::topology::TopologyConflict;
 use anyhow::Context;
@@ -39,6 +47,7 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 #[derive(Default, Debug)]
 pub struct BrokerStatus {
     connected: AtomicBool,
+    node: Mutex<Option<String>>,
     blocked: Mutex<Option<String>>,
     conflicts: Mutex<Vec<TopologyConflict>>,
 }
@@ -51,6 +60,12 @@ impl BrokerStatus {
     /// True while the component holds an open broker connection.
     pub fn broker_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    /// The node (`host:port`) of the open connection, `None` while there is
+    /// none.
+    pub fn broker_node(&self) -> Option<String> {
+        lock(&self.node).clone()
     }
 
     /// The broker's reason (e.g. `low on memory`) while it blocks the
@@ -73,6 +88,7 @@ impl BrokerStatus {
         self.connected.store(connected, Ordering::Relaxed);
         if !connected {
             *lock(&self.blocked) = None;
+            *lock(&self.node) = None;
         }
     }
 
@@ -183,7 +199,11 @@ impl Link {
 /// every wait for the broker in `link.within(timeout, …)`; after a timeout
 /// call `broker.close(…)` before the next `open`.
 pub struct BrokerConnection {
-    url: String,
+    urls: Vec<String>,
+    /// Index in `urls` of the node to try first.
+    next: usize,
+    /// The last connection dropped: the next `open` starts at the next node.
+    dropped: bool,
     name: String,
     timeout: Duration,
     status: Arc<BrokerStatus>,
@@ -191,12 +211,15 @@ pub struct BrokerConnection {
 }
 
 impl BrokerConnection {
-    /// `url` is the broker, `name` the connection name the broker shows
-    /// (e.g. `plan-queue relay`), `timeout` bounds each connection attempt;
+    /// `urls` is `AMQP_URL`: one broker URL or several, comma-separated
+    /// (tried in order); `name` the connection name the broker shows (e.g.
+    /// `plan-queue relay`), `timeout` bounds each connection attempt;
     /// `status` is this component's view for readiness and metrics.
-    pub fn new(url: &str, name: &str, timeout: Duration, status: Arc<BrokerStatus>) -> Self {
+    pub fn new(urls: &str, name: &str, timeout: Duration, status: Arc<BrokerStatus>) -> Self {
         BrokerConnection {
-            url: url.to_owned(),
+            urls: split_urls(urls),
+            next: 0,
+            dropped: false,
             name: name.to_owned(),
             timeout,
             status,
@@ -210,23 +233,50 @@ impl BrokerConnection {
     }
 
     /// The current connection while it is open; otherwise the old one is
-    /// closed first and a new one opened within the timeout. Errors: the
-    /// broker is unreachable or refused the connection.
+    /// closed first and a new one opened, each node tried in turn (from the
+    /// one after the node whose connection dropped) within the timeout.
+    /// Errors: no node answered or accepted the connection (the last error).
     pub async fn open(&mut self) -> anyhow::Result<Link> {
         if let Some(link) = self.current() {
             return Ok(link.clone());
         }
         self.close("replaced: the connection failed").await;
+        if std::mem::take(&mut self.dropped) && self.urls.len() > 1 {
+            self.next = (self.next + 1) % self.urls.len();
+        }
+        let mut last_error = anyhow::anyhow!("AMQP_URL names no broker");
+        for step in 0..self.urls.len() {
+            let index = (self.next + step) % self.urls.len();
+            let url = &self.urls[index];
+            let node = node_of(url);
+            match self.connect(url).await {
+                Ok(connection) => {
+                    log::info!("{}: connected to RabbitMQ node {node}", self.name);
+                    let link = follow_events(connection, self.status.clone());
+                    self.next = index;
+                    self.current = Some(link.clone());
+                    *lock(&self.status.node) = Some(node);
+                    return Ok(link);
+                }
+                Err(e) => {
+                    if self.urls.len() > 1 {
+                        log::warn!("{}: RabbitMQ node {node} did not answer: {e:#}", self.name);
+                    }
+                    last_error = e.context(format!("RabbitMQ node {node}"));
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    /// One connection attempt to `url`, bounded by the timeout.
+    async fn connect(&self, url: &str) -> anyhow::Result<Connection> {
         let properties =
             ConnectionProperties::default().with_connection_name(self.name.as_str().into());
-        let connection =
-            tokio::time::timeout(self.timeout, Connection::connect(&self.url, properties))
-                .await
-                .context("connecting to RabbitMQ timed out")?
-                .context("cannot connect to RabbitMQ")?;
-        let link = follow_events(connection, self.status.clone());
-        self.current = Some(link.clone());
-        Ok(link)
+        tokio::time::timeout(self.timeout, Connection::connect(url, properties))
+            .await
+            .context("connecting to RabbitMQ timed out")?
+            .context("cannot connect to RabbitMQ")
     }
 
     /// Shows the connection as connected (readiness, metrics) once the
@@ -240,9 +290,33 @@ impl BrokerConnection {
     /// leaves the connection's state unknown, and at shutdown.
     pub async fn close(&mut self, reason: &str) {
         if let Some(link) = self.current.take() {
+            self.dropped |= !link.is_open();
             link.close(reason).await;
         }
         self.status.set_connected(false);
+    }
+}
+
+/// The broker URLs of `AMQP_URL`: split at commas, trimmed, empty parts
+/// dropped.
+pub fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `host:port` of a broker URL, for logs, readiness and metrics (never the
+/// credentials); the URL without its user info when it does not parse.
+pub fn node_of(url: &str) -> String {
+    match url.parse::<lapin::uri::AMQPUri>() {
+        Ok(uri) => format!("{}:{}", uri.authority.host, uri.authority.port),
+        Err(_) => {
+            let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            rest.split('/').next().unwrap_or_default().to_owned()
+        }
     }
 }
 

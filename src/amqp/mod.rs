@@ -6,7 +6,7 @@
 pub mod link;
 pub mod topology;
 
-pub use link::{BrokerConnection, BrokerStatus, Link};
+pub use link::{node_of, split_urls, BrokerConnection, BrokerStatus, Link};
 pub use topology::{declare_each, declare_results_each, declare_topology, TopologyConflict};
 
 use crate::config::AmqpConfig;

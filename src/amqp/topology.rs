@@ -17,6 +17,11 @@
 //! channel after each refusal) and reports each refusal as a
 //! [`TopologyConflict`] naming the routing keys it holds back, so the rest
 //! of the topology works.
+//!
+//! One exception: `x-quorum-initial-group-size` (`QUORUM_GROUP_SIZE`) only
+//! matters when a queue is created, yet RabbitMQ refuses a re-declaration
+//! with another value. A queue refused for that alone is declared again
+//! with the value it has, so it keeps its replicas and is not a conflict.
 
 use super::Link;
 use crate::config::AmqpConfig;
@@ -157,7 +162,7 @@ fn parts(config: &AmqpConfig) -> Vec<(Part, Vec<String>)> {
         (
             Part::Queue {
                 name: dead_letter.clone(),
-                arguments: quorum_arguments(None, 0),
+                arguments: quorum_arguments(config, None),
             },
             Vec::new(),
         ),
@@ -176,7 +181,7 @@ fn parts(config: &AmqpConfig) -> Vec<(Part, Vec<String>)> {
         parts.push((
             Part::Queue {
                 name: queue.clone(),
-                arguments: quorum_arguments(Some(&dead_letter), config.delivery_limit),
+                arguments: quorum_arguments(config, Some(&dead_letter)),
             },
             key.clone(),
         ));
@@ -220,10 +225,7 @@ fn results_parts(config: &AmqpConfig) -> Vec<(Part, Vec<String>)> {
         (
             Part::Queue {
                 name: results.clone(),
-                arguments: quorum_arguments(
-                    Some(&config.dead_letter_name()),
-                    config.delivery_limit,
-                ),
+                arguments: quorum_arguments(config, Some(&config.dead_letter_name())),
             },
             Vec::new(),
         ),
@@ -282,32 +284,88 @@ async fn declare_parts(
 ) -> anyhow::Result<Vec<TopologyConflict>> {
     let mut conflicts: Vec<TopologyConflict> = Vec::new();
     let mut channel: Option<Channel> = None;
-    for (part, held_back) in parts {
+    for (mut part, held_back) in parts {
         if matches!(part, Part::Bind { .. }) && conflicts.iter().any(|c| c.name == part.name()) {
             continue;
         }
-        let open = match channel.take().filter(|c| c.status().connected()) {
-            Some(open) => open,
-            None => link
-                .within(timeout, link.connection().create_channel())
+        let mut kept_group_size = false;
+        loop {
+            let open = match channel.take().filter(|c| c.status().connected()) {
+                Some(open) => open,
+                None => link
+                    .within(timeout, link.connection().create_channel())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("opening a channel timed out"))?
+                    .context("opening a channel to declare the topology")?,
+            };
+            let declared = link
+                .within(timeout, part.declare(&open))
                 .await
-                .map_err(|_| anyhow::anyhow!("opening a channel timed out"))?
-                .context("opening a channel to declare the topology")?,
-        };
-        let declared = link
-            .within(timeout, part.declare(&open))
-            .await
-            .map_err(|_| anyhow::anyhow!("declaring {} {} timed out", part.kind(), part.name()))?;
-        match declared {
-            Ok(()) => channel = Some(open),
-            Err(e) => {
-                let refusal = channel_error(&e)
-                    .with_context(|| format!("declaring {} {}: {e}", part.kind(), part.name()))?;
-                conflicts.push(conflict(&part, refusal, held_back));
+                .map_err(|_| {
+                    anyhow::anyhow!("declaring {} {} timed out", part.kind(), part.name())
+                })?;
+            let e = match declared {
+                Ok(()) => {
+                    channel = Some(open);
+                    break;
+                }
+                Err(e) => e,
+            };
+            let refusal = channel_error(&e)
+                .with_context(|| format!("declaring {} {}: {e}", part.kind(), part.name()))?;
+            match with_existing_group_size(&part, refusal) {
+                Some(existing) if !kept_group_size => {
+                    log::info!(
+                        "queue {} exists with another {GROUP_SIZE}; it keeps its size \
+                         (change it with rabbitmq-queues grow / add_member)",
+                        part.name()
+                    );
+                    part = existing;
+                    kept_group_size = true;
+                }
+                _ => {
+                    conflicts.push(conflict(&part, refusal, held_back));
+                    break;
+                }
             }
         }
     }
     Ok(conflicts)
+}
+
+/// The queue argument of the initial replica count.
+const GROUP_SIZE: &str = "x-quorum-initial-group-size";
+
+/// When the broker refused queue `part` only because the queue exists with
+/// another `x-quorum-initial-group-size` (`… received '3' but current is
+/// '1'`, or `current is none` for a queue declared without it), the same
+/// declaration with the existing value, so every other argument is still
+/// checked: the group size only applies when a queue is created, so an
+/// existing queue keeps its replicas (RabbitMQ 3.10 checks the argument on
+/// re-declaration all the same). `None` for any other refusal.
+fn with_existing_group_size(part: &Part, refusal: &AMQPError) -> Option<Part> {
+    let Part::Queue { name, arguments } = part else {
+        return None;
+    };
+    let reason = refusal.get_message().as_str();
+    if !reason.contains(&format!("inequivalent arg '{GROUP_SIZE}'")) {
+        return None;
+    }
+    let current = reason.rsplit_once("but current is ")?.1.trim();
+    let mut kept = FieldTable::default();
+    for (key, value) in arguments.inner() {
+        if key.as_str() != GROUP_SIZE {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    if current != "none" {
+        let size: i64 = current.trim_matches('\'').parse().ok()?;
+        kept.insert(GROUP_SIZE.into(), AMQPValue::LongLongInt(size));
+    }
+    Some(Part::Queue {
+        name: name.clone(),
+        arguments: kept,
+    })
 }
 
 /// The broker's channel-level refusal in `error`, or an error when the
@@ -335,13 +393,20 @@ fn conflict(part: &Part, refusal: &AMQPError, held_back: Vec<String>) -> Topolog
     }
 }
 
-/// `x-queue-type: quorum`, and when `dead_letter` is given, the dead-letter
-/// exchange and `x-delivery-limit` (deliveries before a message is dead-lettered).
-fn quorum_arguments(dead_letter: Option<&str>, delivery_limit: u32) -> FieldTable {
+/// `x-queue-type: quorum` with `x-quorum-initial-group-size`
+/// (`QUORUM_GROUP_SIZE`: replicas when the queue is created; RabbitMQ caps
+/// it at the cluster's size), and when `dead_letter` is given, the
+/// dead-letter exchange and `x-delivery-limit` (`DELIVERY_LIMIT`: deliveries
+/// before a message is dead-lettered).
+fn quorum_arguments(config: &AmqpConfig, dead_letter: Option<&str>) -> FieldTable {
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-queue-type".into(),
         AMQPValue::LongString("quorum".into()),
+    );
+    arguments.insert(
+        GROUP_SIZE.into(),
+        AMQPValue::LongLongInt(i64::from(config.quorum_group_size)),
     );
     if let Some(exchange) = dead_letter {
         arguments.insert(
@@ -350,7 +415,7 @@ fn quorum_arguments(dead_letter: Option<&str>, delivery_limit: u32) -> FieldTabl
         );
         arguments.insert(
             "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(i64::from(delivery_limit)),
+            AMQPValue::LongLongInt(i64::from(config.delivery_limit)),
         );
     }
     arguments
@@ -360,6 +425,51 @@ fn quorum_arguments(dead_letter: Option<&str>, delivery_limit: u32) -> FieldTabl
 mod tests {
     use super::*;
     use lapin::protocol::AMQPSoftError;
+
+    fn queue_with_group_size(size: Option<i64>) -> Part {
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(5));
+        if let Some(size) = size {
+            arguments.insert(GROUP_SIZE.into(), AMQPValue::LongLongInt(size));
+        }
+        Part::Queue {
+            name: "x.JUNIT".to_owned(),
+            arguments,
+        }
+    }
+
+    fn arguments(part: &Part) -> Vec<(String, AMQPValue)> {
+        let Part::Queue { arguments, .. } = part else {
+            panic!("not a queue");
+        };
+        let mut list: Vec<_> = arguments
+            .inner()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
+    #[test]
+    fn a_queue_refused_only_for_its_group_size_is_declared_again_with_the_size_it_has() {
+        let refusal = |current: &str| {
+            AMQPError::new(
+                AMQPSoftError::PRECONDITIONFAILED.into(),
+                format!("PRECONDITION_FAILED - inequivalent arg 'x-quorum-initial-group-size' for queue 'x.JUNIT' in vhost '/': received '3' but current is {current}").into(),
+            )
+        };
+        let part = queue_with_group_size(Some(3));
+        let kept = with_existing_group_size(&part, &refusal("'1'")).unwrap();
+        assert_eq!(arguments(&kept), arguments(&queue_with_group_size(Some(1))));
+        let kept = with_existing_group_size(&part, &refusal("none")).unwrap();
+        assert_eq!(arguments(&kept), arguments(&queue_with_group_size(None)));
+        let other = AMQPError::new(
+            AMQPSoftError::PRECONDITIONFAILED.into(),
+            "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'x.JUNIT' in vhost '/': received '5' but current is '2'".into(),
+        );
+        assert!(with_existing_group_size(&part, &other).is_none());
+    }
 
     #[test]
     fn a_refusal_names_the_inequivalent_argument_or_else_the_error() {

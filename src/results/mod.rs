@@ -84,7 +84,8 @@ impl ResultsConsumer {
     /// `amqp` names the broker and topology, `config` the prefetch and batch;
     /// `pool` is the consumer's own small pool; `relay_wakeup` is notified
     /// after a commit that wrote `execution.finished` events; it stops when
-    /// `shutdown` turns true; results are counted in `metrics`.
+    /// `shutdown` turns true; results are counted in `metrics`; `status`
+    /// shows its connection (the node it uses) to readiness and metrics.
     pub fn new(
         amqp: AmqpConfig,
         config: ResultsConfig,
@@ -92,13 +93,10 @@ impl ResultsConsumer {
         relay_wakeup: Arc<Notify>,
         shutdown: watch::Receiver<bool>,
         metrics: Arc<Metrics>,
+        status: Arc<BrokerStatus>,
     ) -> Self {
-        let broker = BrokerConnection::new(
-            &amqp.url,
-            CONNECTION_NAME,
-            amqp.publish_timeout,
-            Arc::new(BrokerStatus::default()),
-        );
+        let broker =
+            BrokerConnection::new(&amqp.url, CONNECTION_NAME, amqp.publish_timeout, status);
         ResultsConsumer {
             broker,
             amqp,

@@ -49,6 +49,14 @@ pub struct Readiness {
     pub writable: bool,
     /// The relay holds a RabbitMQ connection.
     pub broker: bool,
+    /// The RabbitMQ node (`host:port`) the relay is connected to, one of
+    /// `AMQP_URL`'s; `None` while it has no connection.
+    #[schema(example = "rabbit-1:5672")]
+    pub broker_node: Option<String>,
+    /// The RabbitMQ node (`host:port`) the results consumer is connected
+    /// to; `None` while it has no connection.
+    #[schema(example = "rabbit-2:5672")]
+    pub results_broker_node: Option<String>,
     /// The broker's reason while it blocks the relay's connection (flow
     /// control: a memory or disk alarm), e.g. `low on memory`; `None` if not.
     pub broker_blocked: Option<String>,
@@ -115,6 +123,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         database: outbox.is_ok() && writable.is_ok(),
         writable: writable.unwrap_or(false),
         broker: state.relay_status.broker_connected(),
+        broker_node: state.relay_status.broker_node(),
+        results_broker_node: state.results_status.broker_node(),
         broker_blocked: state.relay_status.broker_blocked(),
         topology_conflicts: state.relay_status.conflicts(),
         oldest_pending_ms: outbox.as_ref().ok().and_then(|b| b.oldest_ms),

@@ -36,6 +36,10 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         .broker_blocked
         .set(i64::from(state.relay_status.broker_blocked().is_some()));
     metrics.set_topology_conflicts(&state.relay_status.conflicts());
+    metrics.set_broker_nodes(&[
+        ("relay", state.relay_status.broker_node()),
+        ("results", state.results_status.broker_node()),
+    ]);
     Ok(HttpResponse::Ok()
         .content_type(prometheus::TEXT_FORMAT)
         .body(metrics.render()?))

@@ -133,6 +133,20 @@ impl PrivateBroker {
     }
 }
 
+impl PrivateBroker {
+    /// `rabbitmqctl list_queues name arguments` of the node: one line per
+    /// queue, its name then its declared arguments.
+    pub fn queue_arguments(&self) -> String {
+        let output = Command::new("rabbitmqctl")
+            .args(["-q", "-n", &self.node, "list_queues"])
+            .args(["--no-table-headers", "name", "arguments"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "rabbitmqctl list_queues");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
         let _ = Command::new("rabbitmqctl")

@@ -380,7 +380,10 @@ async fn two_instances_on_one_database_publish_every_row_exactly_once() {
 async fn sigterm_under_load_stops_cleanly_and_no_200_lacks_its_rows() {
     let mut app = spawn_app().await;
     app.stop().await;
-    let (child, url) = app.spawn_binary(&[]).await;
+    // 400 reruns of one pair: above the default limit of 50 attempts
+    let (child, url) = app
+        .spawn_binary(&[("MAX_ATTEMPTS", "1000".to_owned())])
+        .await;
     let pid = child.id();
     let load = {
         let client = app.client.clone();

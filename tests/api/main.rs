@@ -3,6 +3,7 @@
 
 mod broker;
 mod broker_faults;
+mod broker_nodes;
 mod cli;
 mod database_changes;
 mod delivery;
