@@ -1,7 +1,8 @@
 """Deletes the exchanges and queues `plan-queue serve` declared for one
-exchange name: the queues `<exchange>.<TYPE>` of the given framework types and
-`<exchange>.dead-letter`, then the exchanges `<exchange>` and
-`<exchange>.dead-letter`. Missing ones are fine.
+exchange name: the queues `<exchange>.<TYPE>` of the given framework types,
+`<exchange>.dead-letter` and `<exchange>.results`, then the exchanges
+`<exchange>`, `<exchange>.dead-letter`, `<exchange>.results` and
+`<exchange>.events`. Missing ones are fine.
 
 Usage: python cleanup_amqp.py AMQP_URL EXCHANGE TYPE[,TYPE...]
 """
@@ -27,9 +28,16 @@ def delete(connection, kind, name):
 def main(url, exchange, types):
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
-        for queue in [f"{exchange}.{t}" for t in types] + [f"{exchange}.dead-letter"]:
+        queues = [f"{exchange}.{t}" for t in types]
+        queues += [f"{exchange}.dead-letter", f"{exchange}.results"]
+        for queue in queues:
             delete(connection, "queue", queue)
-        for name in (exchange, f"{exchange}.dead-letter"):
+        for name in (
+            exchange,
+            f"{exchange}.dead-letter",
+            f"{exchange}.results",
+            f"{exchange}.events",
+        ):
             delete(connection, "exchange", name)
     finally:
         connection.close()
