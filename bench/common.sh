@@ -1,4 +1,22 @@
 # Shell helpers shared by bench/run.sh and bench/loop.sh (sourced).
+
+# The benchmark service's environment: its own database and exchange, a
+# port, MAX_ATTEMPTS lifted (the load reruns the same pairs thousands of
+# times), and the release binaries (under CARGO_TARGET_DIR when set).
+PORT=${BENCH_PORT:-18080}
+DB_SERVER=${BENCH_DATABASE_SERVER:-postgres://postgres@127.0.0.1:5432}
+export DATABASE_URL="$DB_SERVER/plan_queue_bench"
+export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+export AMQP_EXCHANGE=bench-runs
+export BENCH_QUEUE=bench-runs.APPIUM
+export JWT_SECRET=bench-only-secret
+export MAX_ATTEMPTS=2000000000
+export BIND_ADDR=127.0.0.1:$PORT
+export RUST_LOG=${RUST_LOG:-warn}
+export BENCH_URL=http://127.0.0.1:$PORT/queue/rerun
+BIN=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/plan-queue}
+EXAMPLES=${CARGO_TARGET_DIR:-target}/release/examples
+
 log() { echo "bench: $*" >&2; }
 result() { awk -v k="$1" '$1 == "result" && $2 == k { print $3 }' "$2"; }
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }

@@ -30,26 +30,12 @@ PG_SECS=${PG_SECS:-5}
 READ_SECS=${READ_SECS:-30}
 RESULTS_READ_RATE=${RESULTS_READ_RATE:-5}
 EXECUTION_READ_RATE=${EXECUTION_READ_RATE:-10}
-PORT=${BENCH_PORT:-18080}
-DB_SERVER=${BENCH_DATABASE_SERVER:-postgres://postgres@127.0.0.1:5432}
-export DATABASE_URL="$DB_SERVER/plan_queue_bench"
-export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
-export AMQP_EXCHANGE=bench-runs
-export BENCH_QUEUE=bench-runs.APPIUM
-export JWT_SECRET=bench-only-secret
-export MAX_ATTEMPTS=2000000000
-export BIND_ADDR=127.0.0.1:$PORT
-export RUST_LOG=${RUST_LOG:-warn}
-export BENCH_URL=http://127.0.0.1:$PORT/queue/rerun
-BIN=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/plan-queue}
-EXAMPLES=${CARGO_TARGET_DIR:-target}/release/examples
+# shellcheck source=bench/common.sh
+. bench/common.sh
 OUT=$(mktemp -d)
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL")
 BIG=$((PLANS + 1))
 PAIRS=$((RERUNS * 1000))
-
-# shellcheck source=bench/common.sh
-. bench/common.sh
 
 SERVICE_PID=
 stop_service() {

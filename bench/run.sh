@@ -34,27 +34,14 @@ if ((SMOKE)); then
   BENCH_SECS=1 SOAK_SECS=1 PG_SECS=1 PLANS=20 PG_CLIENTS="4" LOAD_CONNECTIONS="4"
   BROKER_WINDOWS="64" BROKER_SECS=1
 fi
-PORT=${BENCH_PORT:-18080}
-DB_SERVER=${BENCH_DATABASE_SERVER:-postgres://postgres@127.0.0.1:5432}
-export DATABASE_URL="$DB_SERVER/plan_queue_bench"
-export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
-export AMQP_EXCHANGE=bench-runs
-export BENCH_QUEUE=bench-runs.APPIUM
-export JWT_SECRET=bench-only-secret
-# the load reruns the same pairs thousands of times: lift the 50-attempt cap
-export MAX_ATTEMPTS=2000000000
-export BIND_ADDR=127.0.0.1:$PORT
-export RUST_LOG=${RUST_LOG:-warn}
-export BENCH_URL=http://127.0.0.1:$PORT/queue/rerun
-BIN=${BENCH_BIN:-target/release/plan-queue}
-LOAD=target/release/examples/bench-load
-BROKER=target/release/examples/bench-broker
+# shellcheck source=bench/common.sh
+. bench/common.sh
+LOAD=$EXAMPLES/bench-load
+BROKER=$EXAMPLES/bench-broker
 OUT=$(mktemp -d)
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL")
 declare -A R
 
-# shellcheck source=bench/common.sh
-. bench/common.sh
 reset_db() { "${PSQL[@]}" -f bench/reset.sql >/dev/null; }
 
 SERVICE_PID=

@@ -201,17 +201,7 @@ async fn a_queue_declared_with_other_arguments_holds_back_only_its_own_routing_k
         !message.contains("broker,"),
         "not reported as an outage: {message}"
     );
-    let metrics = app.metrics().await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("plan_queue_topology_conflicts{")
-                && l.contains(r#"kind="queue""#)
-                && l.contains(&format!(r#"name="{junit}""#))
-                && l.contains(r#"argument="x-dead-letter-exchange""#)
-                && l.ends_with(" 1")),
-        "{metrics}"
-    );
+    assert_conflict_metric(&app, "queue", &junit, Some("x-dead-letter-exchange")).await;
     assert!(
         log_lines_with(&junit)
             .iter()
@@ -355,17 +345,7 @@ async fn an_events_exchange_of_another_type_holds_back_only_the_finished_events(
         misrouted.is_none(),
         "nothing went to the conflicting exchange"
     );
-    let metrics = app.metrics().await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("plan_queue_topology_conflicts{")
-                && l.contains(r#"kind="exchange""#)
-                && l.contains(&format!(r#"name="{events}""#))
-                && l.contains(r#"argument="type""#)
-                && l.ends_with(" 1")),
-        "{metrics}"
-    );
+    assert_conflict_metric(&app, "exchange", &events, Some("type")).await;
 
     // the operator declares the exchange as the contract says
     redeclare_exchange(&channel, &events, ExchangeKind::Topic).await;
@@ -409,16 +389,7 @@ async fn a_results_queue_declared_with_other_arguments_is_reported_and_still_con
     app.restart_with(|_| {}).await;
 
     wait_readiness(&app, 503, &[&format!("queue {results} conflicts on")]).await;
-    let metrics = app.metrics().await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("plan_queue_topology_conflicts{")
-                && l.contains(r#"kind="queue""#)
-                && l.contains(&format!(r#"name="{results}""#))
-                && l.ends_with(" 1")),
-        "{metrics}"
-    );
+    assert_conflict_metric(&app, "queue", &results, None).await;
     wait_metric(&app, "plan_queue_results_consumer_connected 1").await;
     let (status, body) = app.rerun(&pair_body(111, 222)).await;
     assert_eq!(status, 200, "{body}");
@@ -558,4 +529,20 @@ async fn redeclare_exchange(channel: &lapin::Channel, name: &str, kind: Exchange
         )
         .await
         .unwrap();
+}
+
+/// `/metrics` shows one topology conflict of `kind` (`queue`, `exchange`) on
+/// `name`, on `argument` when given.
+async fn assert_conflict_metric(app: &TestApp, kind: &str, name: &str, argument: Option<&str>) {
+    let metrics = app.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("plan_queue_topology_conflicts{")
+                && l.contains(&format!(r#"kind="{kind}""#))
+                && l.contains(&format!(r#"name="{name}""#))
+                && argument.is_none_or(|a| l.contains(&format!(r#"argument="{a}""#)))
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
 }
