@@ -40,3 +40,16 @@ cpu_split() { # before after seconds
     END { for (c in used) printf "%s %.0f\n", c, 100 * used[c] / hz / secs / cores }' "$1" "$2" \
   | sort -k2 -nr | head -6 | awk '{ printf "%s%s %s%%", (NR > 1 ? ", " : ""), $1, $2 }'
 }
+# CPU milliseconds per request between two cpu_ticks snapshots, all processes,
+# then the four biggest by name: "total X ms: postgres a, ... ms".
+cpu_ms() { # before after requests
+  awk -v n="$3" -v hz="$(getconf CLK_TCK)" '
+    NR == FNR { before[$1] = $3; next }
+    { d = $3 - before[$1]; if (d > 0) { used[$2] += d; total += d } }
+    END {
+      if (n <= 0) { print "n/a"; exit }
+      printf "total %.2f ms", 1000 * total / hz / n
+      for (c in used) printf "\n%s %.2f", c, 1000 * used[c] / hz / n
+    }' "$1" "$2" \
+  | { read -r first; sorted=$(sort -k2 -nr | head -4 | awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }'); echo "$first: $sorted ms"; }
+}

@@ -1,7 +1,7 @@
 //! Bench load driver for `POST /queue/rerun`, run by `bench/run.sh`.
 //!
-//! Spreads requests over the seeded bench plans (`bench/seed.sql`) so that
-//! the per-plan row lock of the source run does not serialise them, and
+//! Spreads requests over the seeded bench plans (`bench/seed.sql`), or over
+//! the pairs of one plan (`--target`), and
 //! consumes the framework queue itself, so a request counts only when every
 //! one of its messages has been consumed.
 //!
@@ -18,6 +18,13 @@
 //!   `/plans/501/results`) at a fixed `--rate R` per second for `--secs T`,
 //!   open loop like `open`; prints its latency percentiles. It does not
 //!   consume the framework queue, so it can run beside an `open` load.
+//!
+//! Which pairs a rerun names (`--target`, for `closed` and `open`):
+//! - `spread` (default): a random plan of the `--plans`, `--pairs / 2`
+//!   distinct scenarios of it on environments 1 and 2;
+//! - `one-plan`: the big plan only (1 000 pairs), each request the next
+//!   `--pairs` pairs in turn, so concurrent requests name disjoint pairs;
+//! - `same-pair`: the big plan's first `--pairs` pairs, every time.
 //!
 //! Output: `result <name> <value>` lines for `run.sh`. Environment:
 //! `BENCH_URL`, `BENCH_TOKEN`, `AMQP_URL`, `BENCH_QUEUE`.
@@ -41,6 +48,15 @@ struct Args {
     rate: f64,
     secs: f64,
     path: String,
+    target: Target,
+}
+
+/// Which pairs the reruns name (see the module doc).
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    Spread,
+    OnePlan,
+    SamePair,
 }
 
 fn parse_args() -> Args {
@@ -54,6 +70,7 @@ fn parse_args() -> Args {
         rate: 100.0,
         secs: 5.0,
         path: "/health".to_owned(),
+        target: Target::Spread,
     };
     while let Some(flag) = argv.next() {
         let value = argv.next().expect("flag value");
@@ -65,6 +82,14 @@ fn parse_args() -> Args {
             "--rate" => args.rate = value.parse().expect("--rate"),
             "--secs" => args.secs = value.parse().expect("--secs"),
             "--path" => args.path = value,
+            "--target" => {
+                args.target = match value.as_str() {
+                    "spread" => Target::Spread,
+                    "one-plan" => Target::OnePlan,
+                    "same-pair" => Target::SamePair,
+                    other => panic!("--target spread | one-plan | same-pair, not {other}"),
+                }
+            }
             other => panic!("unknown flag {other}"),
         }
     }
@@ -151,9 +176,42 @@ impl Rng {
     }
 }
 
+/// Requests made so far with `--target one-plan`: the next one takes the
+/// pairs after theirs.
+static TURN: AtomicU64 = AtomicU64::new(0);
+
+/// A request body for `args.target`.
+fn body(args: &Args, rng: &mut Rng) -> String {
+    match args.target {
+        Target::Spread => spread_body(args, rng),
+        Target::OnePlan => {
+            let turn = TURN.fetch_add(1, Ordering::Relaxed);
+            big_plan_body(args, turn * args.pairs)
+        }
+        Target::SamePair => big_plan_body(args, 0),
+    }
+}
+
+/// `args.pairs` pairs of the big plan (100 scenarios x 10 environments),
+/// from the `first`-th pair on (modulo 1 000), by scenario then environment.
+fn big_plan_body(args: &Args, first: u64) -> String {
+    let plan = args.plans + 1;
+    let pairs: Vec<String> = (first..first + args.pairs)
+        .map(|n| {
+            let n = n % 1000;
+            let (s, e) = (plan * 1000 + 1 + n / 10, 1 + n % 10);
+            format!(r#"{{"scenarioId":{s},"environmentId":{e}}}"#)
+        })
+        .collect();
+    format!(
+        r#"{{"planId":{plan},"userId":1,"frameworkType":"APPIUM","scenarioEnvironmentPairs":[{}]}}"#,
+        pairs.join(",")
+    )
+}
+
 /// A request body: a random plan, `pairs / 2` distinct scenarios of it on
 /// both environments 1 and 2.
-fn body(args: &Args, rng: &mut Rng) -> String {
+fn spread_body(args: &Args, rng: &mut Rng) -> String {
     let plan = 1 + rng.below(args.plans);
     let wanted = (args.pairs / 2) as usize;
     let mut scenarios: Vec<u64> = Vec::with_capacity(wanted);

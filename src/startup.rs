@@ -151,6 +151,7 @@ impl Application {
                 config.limits.clone(),
                 &config.amqp.framework_types,
                 config.idempotency.retention,
+                &config.amqp.exchange,
             ),
             reads: ReadService::new(db.clone()),
             config: config.clone(),

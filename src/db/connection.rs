@@ -340,11 +340,45 @@ where
     with_pooled(pool, timeout, |conn| work(conn))
 }
 
+/// [`with_connection`] for `work` that recognises its own committed effect
+/// when run again (the rerun's and the run's call, which find the first
+/// message id they were given, see `queue_rerun`): after a lost connection it
+/// runs once more on a fresh one even when the first statement may have
+/// committed. For the statement sent outside a transaction, where a lost
+/// connection cannot tell "never ran" from "committed".
+///
+/// Errors: as [`with_connection`].
+pub fn with_connection_replayable<T, E>(
+    pool: &PgPool,
+    timeout: Duration,
+    mut work: impl FnMut(&mut PgConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<DbUnavailable>,
+{
+    run_pooled(pool, timeout, true, |conn| work(conn))
+}
+
 /// [`with_connection`], handing `work` the pooled connection itself (so that
 /// it can [`DbConnection::discard`] it).
 pub(super) fn with_pooled<T, E>(
     pool: &PgPool,
     timeout: Duration,
+    work: impl FnMut(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<DbUnavailable>,
+{
+    run_pooled(pool, timeout, false, work)
+}
+
+/// Runs `work`, and once more on a fresh connection when its connection
+/// turned out stale, unless something may have committed and `replayable`
+/// is false.
+fn run_pooled<T, E>(
+    pool: &PgPool,
+    timeout: Duration,
+    replayable: bool,
     mut work: impl FnMut(&mut DbConnection) -> Result<T, E>,
 ) -> Result<T, E>
 where
@@ -364,7 +398,7 @@ where
     };
     let why = Cause(&stale);
     drop(conn);
-    if maybe_committed {
+    if maybe_committed && !replayable {
         log::warn!("database connection discarded ({why}); not run again: it may have committed");
         return Err(error);
     }

@@ -17,7 +17,6 @@ pub mod outbox;
 pub(crate) mod queries;
 pub mod reads;
 pub mod results;
-pub(crate) mod runs;
 pub mod schema;
 pub mod seed;
 
@@ -174,6 +173,24 @@ impl Db {
     {
         self.blocking(move |pool, timeout| with_connection(pool, timeout, work))
             .await
+    }
+
+    /// [`Db::run`] for `work` that recognises its own committed effect when
+    /// run again ([`connection::with_connection_replayable`]): after a lost
+    /// connection it runs once more even if the first try may have
+    /// committed.
+    ///
+    /// Errors: as [`Db::run`].
+    pub async fn run_replayable<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnMut(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbUnavailable> + From<anyhow::Error> + Send + 'static,
+    {
+        self.blocking(move |pool, timeout| {
+            connection::with_connection_replayable(pool, timeout, work)
+        })
+        .await
     }
 
     /// Whether the database accepts writes: the session is not read-only

@@ -1,5 +1,7 @@
 //! The values the schema's `CHECK` constraints allow, named once: SQL text
-//! and Rust code use these constants, never the bare strings.
+//! and Rust code use these constants, never the bare strings. The schema
+//! itself spells them out: the `CHECK` constraints, and the server functions
+//! `queue_rerun` and `queue_run` (migration 9), which write them.
 
 /// `executions.kind` of a full run of a plan.
 pub const KIND_RUN: &str = "RUN";

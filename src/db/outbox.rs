@@ -1,7 +1,8 @@
 //! The transactional outbox: every query on the `dispatches` table.
 //!
 //! A dispatch row is one message to publish, written in the same statement
-//! and transaction as the execution it belongs to ([`push_insert_dispatches`]),
+//! as the execution it belongs to (the server functions `queue_rerun` and
+//! `queue_run` of migration 9; [`insert_event`] for an event),
 //! claimed by a relay for a lease ([`claim`], `FOR UPDATE SKIP LOCKED`, so
 //! several service instances share one database without publishing a row
 //! twice), then marked published or released for a retry ([`settle`],
@@ -10,9 +11,7 @@
 //! exact bytes that go on the wire, so a re-publish is byte-identical.
 
 use super::schema::dispatches;
-use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::AstPass;
 use diesel::sql_types::{Array, BigInt, Double, Nullable, Text};
 use std::time::Duration;
 use uuid::Uuid;
@@ -52,32 +51,6 @@ pub enum Settlement {
     RetryLater(String),
 }
 
-/// Pushes the part of a write statement that inserts one dispatch row per
-/// message: `INSERT INTO dispatches … SELECT … FROM <from>, unnest(message
-/// ids, bodies)`, where `<from>` names a common table expression of the
-/// enclosing statement with the columns `id` (the execution), `routing_key`,
-/// `message_type` and `correlation_id`. The two slices are parallel, so the SQL text is the
-/// same for any number of messages.
-pub fn push_insert_dispatches<'b>(
-    out: &mut AstPass<'_, 'b, Pg>,
-    from: &'static str,
-    message_ids: &'b [Uuid],
-    bodies: &'b [String],
-) -> QueryResult<()> {
-    out.push_sql(
-        "INSERT INTO dispatches (message_id, execution_id, routing_key, message_type, body, \
-                                 correlation_id) \
-         SELECT t.m, r.id, r.routing_key, r.message_type, t.b, r.correlation_id FROM ",
-    );
-    out.push_sql(from);
-    out.push_sql(" r, unnest(");
-    out.push_bind_param::<Array<diesel::sql_types::Uuid>, _>(message_ids)?;
-    out.push_sql("::uuid[], ");
-    out.push_bind_param::<Array<Text>, _>(bodies)?;
-    out.push_sql("::text[]) AS t(m, b)");
-    Ok(())
-}
-
 /// Counts the unpublished rows and the age of the oldest (readiness, metrics).
 pub fn backlog(conn: &mut PgConnection) -> QueryResult<OutboxBacklog> {
     diesel::sql_query(
@@ -88,8 +61,9 @@ pub fn backlog(conn: &mut PgConnection) -> QueryResult<OutboxBacklog> {
     .get_result(conn)
 }
 
-/// Claims up to `size` due rows for `lease`, oldest first, ordered by id,
-/// skipping the rows of the `held_back` routing keys (whose queue the broker
+/// Claims up to `size` due rows of `exchange` (the instance's
+/// `AMQP_EXCHANGE`; other exchanges' rows belong to other instances) for
+/// `lease`, oldest first, ordered by id, skipping the rows of the `held_back` routing keys (whose queue the broker
 /// refused to declare as configured: they wait, they are not failed).
 ///
 /// The due ids are collected once (`= ANY (ARRAY(...))`, an init plan) and
@@ -99,6 +73,7 @@ pub fn backlog(conn: &mut PgConnection) -> QueryResult<OutboxBacklog> {
 /// claim took seconds (bench/BENCHMARKS.md).
 pub fn claim(
     conn: &mut PgConnection,
+    exchange: &str,
     size: i64,
     lease: Duration,
     held_back: &[String],
@@ -107,7 +82,7 @@ pub fn claim(
         "UPDATE dispatches SET locked_until = now() + make_interval(secs => $1), \
                 attempts = attempts + 1 \
           WHERE id = ANY (ARRAY(SELECT id FROM dispatches \
-                        WHERE published_at IS NULL AND next_attempt_at <= now() \
+                        WHERE exchange = $4 AND published_at IS NULL AND next_attempt_at <= now() \
                           AND (locked_until IS NULL OR locked_until < now()) \
                           AND routing_key <> ALL ($3) \
                         ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)) \
@@ -116,9 +91,21 @@ pub fn claim(
     .bind::<Double, _>(lease.as_secs_f64())
     .bind::<BigInt, _>(size)
     .bind::<Array<Text>, _>(held_back)
+    .bind::<Text, _>(exchange)
     .load(conn)?;
     rows.sort_unstable_by_key(|r| r.id);
     Ok(rows)
+}
+
+/// Records `exchange` on the unpublished rows that record none (written
+/// before migration 9, when one database served one exchange); returns how
+/// many. A relay calls it once, before its first claim.
+pub fn adopt_unowned(conn: &mut PgConnection, exchange: &str) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE dispatches SET exchange = $1 WHERE exchange IS NULL AND published_at IS NULL",
+    )
+    .bind::<Text, _>(exchange)
+    .execute(conn)
 }
 
 /// Renews the lease of rows this relay still holds (`ids`) to `lease` from
@@ -234,19 +221,24 @@ pub struct NewEvent<'a> {
     pub message_type: &'a str,
     /// The JSON body, exactly as published.
     pub body: &'a str,
+    /// `AMQP_EXCHANGE` of the instance writing it: its relay publishes the
+    /// row (to that exchange's `.events`).
+    pub exchange: &'a str,
 }
 
 /// Inserts the dispatch row of `event`, due at once.
 pub fn insert_event(conn: &mut PgConnection, event: &NewEvent<'_>) -> QueryResult<()> {
     diesel::sql_query(
-        "INSERT INTO dispatches (message_id, execution_id, routing_key, message_type, body) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO dispatches (message_id, execution_id, routing_key, message_type, body, \
+                                 exchange) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind::<diesel::sql_types::Uuid, _>(event.message_id)
     .bind::<BigInt, _>(event.execution_id)
     .bind::<Text, _>(event.routing_key)
     .bind::<Text, _>(event.message_type)
     .bind::<Text, _>(event.body)
+    .bind::<Text, _>(event.exchange)
     .execute(conn)
     .map(drop)
 }

@@ -1,24 +1,16 @@
-//! The rerun transaction's statements as prepared statements: one round trip
-//! each, with constant SQL text so that diesel caches them per connection
-//! (a static `QueryId`) and PostgreSQL parses and plans each only once.
+//! The calls of the rerun and of the run: one statement each, the server
+//! functions `queue_rerun` and `queue_run` (migration 9), which check a
+//! request in the contract's order and write it, so that each is one round
+//! trip and one commit (issue 11). Constant SQL text, so diesel caches each
+//! prepared statement per connection (a static `QueryId`).
 //!
-//! `bench/rerun-2pair.pgbench` replays the same statements; keep the two in
+//! `bench/rerun-2pair.pgbench` replays the rerun's call; keep the two in
 //! step (see `bench/BENCHMARKS.md`).
 
-use super::models::{KIND_RUN, STATUS_QUEUED, STATUS_RUNNING};
-use super::outbox::push_insert_dispatches;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};
 use diesel::{QueryResult, QueryableByName, RunQueryDsl};
-
-/// Pushes `'<value>'`: a constant of our own as an SQL literal (a partial
-/// index's predicate only matches a literal, never a parameter).
-fn push_literal(out: &mut AstPass<'_, '_, Pg>, value: &'static str) {
-    out.push_sql("'");
-    out.push_sql(value);
-    out.push_sql("'");
-}
 
 /// Implements `QueryId` with a static id, so diesel caches the prepared statement.
 macro_rules! static_query_id {
@@ -33,289 +25,249 @@ macro_rules! static_query_id {
     };
 }
 
-/// Checks plan, user and membership, locks the plan's latest full run
-/// (`FOR NO KEY UPDATE`, so reruns of one source run number their attempts
-/// one after another) and, when `allocate`, reserves the id of the rerun.
+/// What the calls of a rerun and a run write besides the request: the last
+/// five arguments of `queue_rerun` and `queue_run`.
+pub struct WriteContext<'a> {
+    pub requested_at: chrono::DateTime<chrono::Utc>,
+    /// `requested_at` as the message's `requestedAt` (RFC 3339, seconds).
+    pub requested_at_text: String,
+    /// `X-Request-Id`, the AMQP `correlation_id` of the messages.
+    pub correlation_id: Option<&'a str>,
+    /// The exchange the dispatch rows record (`AMQP_EXCHANGE`).
+    pub exchange: &'a str,
+    /// The message id of the first queued pair, kept by the caller: the same
+    /// call made again after a lost connection answers what the first wrote
+    /// if it committed ([`crate::db::Db::run_replayable`]).
+    pub first_message_id: uuid::Uuid,
+}
+
+impl<'a> WriteContext<'a> {
+    /// Requested now.
+    pub fn now(
+        correlation_id: Option<&'a str>,
+        exchange: &'a str,
+        first_message_id: uuid::Uuid,
+    ) -> Self {
+        let requested_at = chrono::Utc::now();
+        WriteContext {
+            requested_at,
+            requested_at_text: requested_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            correlation_id,
+            exchange,
+            first_message_id,
+        }
+    }
+
+    /// Pushes the five arguments, comma-separated.
+    fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_bind_param::<Timestamptz, _>(&self.requested_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.requested_at_text)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.correlation_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.exchange)?;
+        out.push_sql(", ");
+        out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.first_message_id)
+    }
+}
+
+/// A rerun in one statement: the server function `queue_rerun` (migration
+/// 9) checks the request against the database in the contract's order and,
+/// unless it is a dry run and every check passed, writes the rerun, its pairs
+/// and one dispatch row per pair (with the message body of section 2). Called
+/// outside a transaction it is one round trip and one commit.
 ///
-/// One row: [`Validation`].
-pub struct Validate {
+/// It locks the plan shared (a run of the plan takes it exclusively) and each
+/// selected pair of the source run, not the source run: reruns of disjoint
+/// pairs of one plan do not wait for each other, and the attempts of one pair
+/// are numbered one after another.
+///
+/// One row: [`QueueRerunRow`].
+pub struct QueueRerun<'a> {
     pub plan_id: i64,
     pub user_id: i64,
-    /// Reserve an execution id (not for a dry run).
-    pub allocate: bool,
-}
-static_query_id!(Validate, ValidateId);
-
-/// Who may act on a plan, as the validation statements of a run and a rerun
-/// read it: the columns `plan_found`, `user_active` and `member`.
-#[derive(QueryableByName, Debug, Clone, Copy)]
-pub struct Access {
-    /// The plan exists.
-    #[diesel(sql_type = Bool)]
-    pub plan_found: bool,
-    /// The user exists and is active.
-    #[diesel(sql_type = Bool)]
-    pub user_active: bool,
-    /// The user is a member of the plan's project.
-    #[diesel(sql_type = Bool)]
-    pub member: bool,
-}
-
-/// What [`Validate`] found.
-#[derive(QueryableByName, Debug)]
-pub struct Validation {
-    #[diesel(embed)]
-    pub access: Access,
-    /// The plan's latest full run (locked), if it ever ran.
-    #[diesel(sql_type = Nullable<BigInt>)]
-    pub source_execution_id: Option<i64>,
-    /// The reserved id of the rerun, when asked for.
-    #[diesel(sql_type = Nullable<BigInt>)]
-    pub execution_id: Option<i64>,
-}
-
-impl Query for Validate {
-    type SqlType = diesel::sql_types::Untyped;
-}
-
-impl QueryFragment<Pg> for Validate {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "SELECT p.project_id IS NOT NULL AS plan_found, \
-                    coalesce(u.active, false) AS user_active, \
-                    EXISTS (SELECT 1 FROM project_members m \
-                             WHERE m.project_id = p.project_id AND m.user_id = r.user_id) AS member, \
-                    (SELECT x.id FROM executions x WHERE x.plan_id = r.plan_id AND x.kind = ",
-        );
-        push_literal(&mut out, KIND_RUN);
-        out.push_sql(
-            " ORDER BY x.requested_at DESC, x.id DESC LIMIT 1 FOR NO KEY UPDATE) \
-                      AS source_execution_id, \
-                    CASE WHEN r.allocate THEN nextval('executions_id_seq') END AS execution_id \
-               FROM (SELECT ",
-        );
-        out.push_bind_param::<BigInt, _>(&self.plan_id)?;
-        out.push_sql("::bigint AS plan_id, ");
-        out.push_bind_param::<BigInt, _>(&self.user_id)?;
-        out.push_sql("::bigint AS user_id, ");
-        out.push_bind_param::<Bool, _>(&self.allocate)?;
-        out.push_sql(
-            "::boolean AS allocate) r \
-             LEFT JOIN plans p ON p.id = r.plan_id \
-             LEFT JOIN users u ON u.id = r.user_id",
-        );
-        Ok(())
-    }
-}
-
-/// The pairs of a source run for some scenarios (`scenario_ids`, or all when
-/// `None`), with what their messages need and each pair's latest attempt in
-/// the source run's chain (the run and every rerun made from it): its number,
-/// status and execution, ordered by scenario then environment. Attempts in a
-/// chain are consecutive, so the latest attempt is also how many times the
-/// pair ran: one probe of `execution_pairs_chain_idx`, whatever the chain's
-/// length.
-///
-/// No rows when `source_execution_id` is no longer the plan's latest full run
-/// (a run of the plan committed while this transaction waited for the lock
-/// on it): the caller then takes the new source run ([`LatestRun`]).
-///
-/// Rows: [`SourcePair`].
-pub struct SourcePairs<'a> {
-    pub plan_id: i64,
-    pub source_execution_id: i64,
-    pub scenario_ids: Option<&'a [i64]>,
-}
-static_query_id!(SourcePairs<'_>, SourcePairsId);
-
-/// A pair of the source run with what its message needs and its latest attempt.
-#[derive(QueryableByName, Debug, Clone)]
-pub struct SourcePair {
-    #[diesel(sql_type = BigInt)]
-    pub scenario_id: i64,
-    #[diesel(sql_type = BigInt)]
-    pub environment_id: i64,
-    #[diesel(sql_type = Text)]
-    pub scenario_name: String,
-    #[diesel(sql_type = Text)]
-    pub environment_name: String,
-    #[diesel(sql_type = Text)]
-    pub platform: String,
-    #[diesel(sql_type = Text)]
-    pub version: String,
-    /// Times the pair ran in the source run's chain (its highest attempt).
-    #[diesel(sql_type = Integer)]
-    pub runs: i32,
-    /// The status of that latest attempt: the pair's current status (section 6).
-    #[diesel(sql_type = Text)]
-    pub current_status: String,
-    /// The execution holding that latest attempt.
-    #[diesel(sql_type = BigInt)]
-    pub current_execution_id: i64,
-}
-
-impl SourcePair {
-    /// In flight: the latest attempt is `QUEUED` or `RUNNING` (section 6).
-    pub fn in_flight(&self) -> bool {
-        self.current_status == STATUS_QUEUED || self.current_status == STATUS_RUNNING
-    }
-}
-
-impl Query for SourcePairs<'_> {
-    type SqlType = diesel::sql_types::Untyped;
-}
-
-impl QueryFragment<Pg> for SourcePairs<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH r AS (SELECT ");
-        out.push_bind_param::<BigInt, _>(&self.source_execution_id)?;
-        out.push_sql("::bigint AS source, ");
-        out.push_bind_param::<BigInt, _>(&self.plan_id)?;
-        out.push_sql("::bigint AS plan_id, ");
-        out.push_bind_param::<Nullable<Array<BigInt>>, _>(&self.scenario_ids)?;
-        out.push_sql(
-            "::bigint[] AS scenarios) \
-             SELECT sp.scenario_id, sp.environment_id, s.name AS scenario_name, \
-                    e.name AS environment_name, e.platform, e.version, \
-                    l.attempt AS runs, l.status AS current_status, \
-                    l.execution_id AS current_execution_id \
-               FROM r \
-               JOIN execution_pairs sp \
-                 ON sp.execution_id = r.source \
-                AND (r.scenarios IS NULL OR sp.scenario_id = ANY (r.scenarios)) \
-              CROSS JOIN LATERAL \
-                    (SELECT p.attempt, p.status, p.execution_id FROM execution_pairs p \
-                      WHERE p.source_execution_id = r.source \
-                        AND p.scenario_id = sp.scenario_id AND p.environment_id = sp.environment_id \
-                      ORDER BY p.attempt DESC LIMIT 1) l \
-               JOIN scenarios s ON s.id = sp.scenario_id \
-               JOIN environments e ON e.id = sp.environment_id \
-              WHERE r.source = ",
-        );
-        push_latest_run(&mut out, "r.plan_id");
-        out.push_sql(" ORDER BY sp.scenario_id, sp.environment_id");
-        Ok(())
-    }
-}
-
-/// Pushes `(SELECT …)`: the id of the latest full run of the plan whose id is
-/// the SQL expression `plan_id` (section 1: most recent `requested_at`, then
-/// highest id; one probe of `executions_latest_run_idx`).
-fn push_latest_run(out: &mut AstPass<'_, '_, Pg>, plan_id: &'static str) {
-    out.push_sql("(SELECT x.id FROM executions x WHERE x.plan_id = ");
-    out.push_sql(plan_id);
-    out.push_sql(" AND x.kind = ");
-    push_literal(out, KIND_RUN);
-    out.push_sql(" ORDER BY x.requested_at DESC, x.id DESC LIMIT 1)");
-}
-
-/// The plan's latest full run as of this statement, if it ever ran, locked
-/// (`FOR NO KEY UPDATE`, the lock reruns of that source run take).
-///
-/// One row: [`LatestRunRow`].
-pub struct LatestRun {
-    pub plan_id: i64,
-}
-static_query_id!(LatestRun, LatestRunId);
-
-/// What [`LatestRun`] found.
-#[derive(QueryableByName, Debug)]
-pub struct LatestRunRow {
-    #[diesel(sql_type = Nullable<BigInt>)]
-    pub source_execution_id: Option<i64>,
-}
-
-impl Query for LatestRun {
-    type SqlType = diesel::sql_types::Untyped;
-}
-
-impl QueryFragment<Pg> for LatestRun {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("SELECT (SELECT x.id FROM executions x WHERE x.plan_id = ");
-        out.push_bind_param::<BigInt, _>(&self.plan_id)?;
-        out.push_sql(" AND x.kind = ");
-        push_literal(&mut out, KIND_RUN);
-        out.push_sql(
-            " ORDER BY x.requested_at DESC, x.id DESC LIMIT 1 FOR NO KEY UPDATE) \
-             AS source_execution_id",
-        );
-        Ok(())
-    }
-}
-
-/// Writes an execution in one statement: the execution (`kind` `RUN` or
-/// `RERUN`, with its count of open pairs), its pairs (status `QUEUED`, each
-/// with its message id) and one dispatch row per pair (`message_type`
-/// `scenario.run` or `scenario.rerun`). The per-pair columns are parallel
-/// slices of equal length, so the SQL text is the same for any number of
-/// pairs; kind and message type are parameters for the same reason (one
-/// cached statement).
-pub struct WriteExecution<'a> {
-    pub execution_id: i64,
-    pub plan_id: i64,
-    /// `KIND_RUN` or `KIND_RERUN`.
-    pub kind: &'a str,
-    /// The source run of a rerun; `None` for a full run (its own source).
-    pub source_execution_id: Option<i64>,
-    pub requested_by: i64,
+    /// Normalised; the routing key and the message's `frameworkType`.
     pub framework_type: &'a str,
-    pub requested_at: chrono::DateTime<chrono::Utc>,
-    /// The AMQP `type` of the messages.
-    pub message_type: &'a str,
-    pub correlation_id: Option<&'a str>,
+    /// The named pairs in request order (empty with `statuses`); an
+    /// environment `None` expands to every environment of the scenario in
+    /// the source run.
     pub scenario_ids: &'a [i64],
-    pub environment_ids: &'a [i64],
-    pub attempts: &'a [i32],
-    pub message_ids: &'a [uuid::Uuid],
-    pub bodies: &'a [String],
+    pub environment_ids: &'a [Option<i64>],
+    /// Select the source run's pairs by current status instead (section 8).
+    pub statuses: &'a [String],
+    /// `queue`, `skip` or `refuse` (section 8).
+    pub on_in_flight: &'a str,
+    pub max_pairs: i32,
+    pub max_attempts: i32,
+    pub dry_run: bool,
+    /// When, by whom traced, to which exchange, and the first message id.
+    pub write: &'a WriteContext<'a>,
 }
-static_query_id!(WriteExecution<'_>, WriteExecutionId);
+static_query_id!(QueueRerun<'_>, QueueRerunId);
 
-impl QueryFragment<Pg> for WriteExecution<'_> {
+/// What `queue_rerun` answered: a failed check with its arguments, or the
+/// rerun with its queued and skipped pairs (parallel arrays, in answer order).
+#[derive(QueryableByName, Debug)]
+pub struct QueueRerunRow {
+    /// The contract's code of the first check that failed; `None` when accepted.
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub error_code: Option<i32>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub error_scenario_id: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub error_environment_id: Option<i64>,
+    /// 1014: the execution holding the pair in flight.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub error_execution_id: Option<i64>,
+    /// 1008: the number of pairs after expansion.
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub error_count: Option<i32>,
+    /// The rerun written; `None` for a dry run.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub new_execution_id: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub source_id: Option<i64>,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    pub queued_scenario_ids: Option<Vec<i64>>,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    pub queued_environment_ids: Option<Vec<i64>>,
+    #[diesel(sql_type = Nullable<Array<Integer>>)]
+    pub queued_attempts: Option<Vec<i32>>,
+    /// `None` for a dry run.
+    #[diesel(sql_type = Nullable<Array<diesel::sql_types::Uuid>>)]
+    pub queued_message_ids: Option<Vec<uuid::Uuid>>,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    pub skipped_scenario_ids: Option<Vec<i64>>,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    pub skipped_environment_ids: Option<Vec<i64>>,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    pub skipped_execution_ids: Option<Vec<i64>>,
+    #[diesel(sql_type = Nullable<Array<Integer>>)]
+    pub skipped_attempts: Option<Vec<i32>>,
+    #[diesel(sql_type = Nullable<Array<Text>>)]
+    pub skipped_statuses: Option<Vec<String>>,
+}
+
+impl Query for QueueRerun<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl QueryFragment<Pg> for QueueRerun<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH r AS (SELECT ");
-        out.push_bind_param::<BigInt, _>(&self.execution_id)?;
-        out.push_sql("::bigint AS id, ");
-        out.push_bind_param::<Text, _>(self.framework_type)?;
-        out.push_sql("::text AS routing_key, ");
-        out.push_bind_param::<Text, _>(self.message_type)?;
-        out.push_sql("::text AS message_type, ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.correlation_id)?;
-        out.push_sql("::text AS correlation_id, ");
-        out.push_bind_param::<Nullable<BigInt>, _>(&self.source_execution_id)?;
-        out.push_sql(
-            "::bigint AS source), \
-             new_execution AS (INSERT INTO executions (id, plan_id, kind, source_execution_id, \
-                                       requested_by, framework_type, requested_at, open_pairs) \
-                               SELECT r.id, ",
-        );
+        out.push_sql("SELECT * FROM queue_rerun(");
         out.push_bind_param::<BigInt, _>(&self.plan_id)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(self.kind)?;
-        out.push_sql(", r.source, ");
-        out.push_bind_param::<BigInt, _>(&self.requested_by)?;
-        out.push_sql(", r.routing_key, ");
-        out.push_bind_param::<Timestamptz, _>(&self.requested_at)?;
-        out.push_sql(", cardinality(t.m) FROM r, (SELECT ");
-        out.push_bind_param::<Array<diesel::sql_types::Uuid>, _>(self.message_ids)?;
-        out.push_sql(
-            "::uuid[] AS m) t), \
-             new_pairs AS (INSERT INTO execution_pairs (execution_id, scenario_id, \
-                                   environment_id, status, attempt, source_execution_id, message_id) \
-                           SELECT r.id, t.s, t.e, ",
-        );
-        push_literal(&mut out, STATUS_QUEUED);
-        // the chain's source, given: a trigger could not see the execution
-        // inserted by a sibling of this statement
-        out.push_sql(", t.a, coalesce(r.source, r.id), t.m FROM r, unnest(");
+        out.push_bind_param::<BigInt, _>(&self.user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.framework_type)?;
+        out.push_sql(", ");
         out.push_bind_param::<Array<BigInt>, _>(self.scenario_ids)?;
-        out.push_sql("::bigint[], ");
-        out.push_bind_param::<Array<BigInt>, _>(self.environment_ids)?;
-        out.push_sql("::bigint[], ");
-        out.push_bind_param::<Array<Integer>, _>(self.attempts)?;
-        out.push_sql("::integer[], ");
-        out.push_bind_param::<Array<diesel::sql_types::Uuid>, _>(self.message_ids)?;
-        out.push_sql("::uuid[]) AS t(s, e, a, m)) ");
-        push_insert_dispatches(&mut out, "r", self.message_ids, self.bodies)
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(self.environment_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(self.statuses)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.on_in_flight)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Integer, _>(&self.max_pairs)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Integer, _>(&self.max_attempts)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&self.dry_run)?;
+        out.push_sql(", ");
+        self.write.push(&mut out)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// A run of a plan in one statement: the server function `queue_run`
+/// (migration 9) checks the request in the contract's order (section 7),
+/// takes the plan's lock exclusively (it waits for the plan's reruns in
+/// progress, see [`QueueRerun`]), applies the in-flight guard and, unless a
+/// dry run, writes the run, its pairs and one dispatch row per pair.
+///
+/// One row: [`QueueRunRow`].
+pub struct QueueRun<'a> {
+    pub plan_id: i64,
+    pub user_id: i64,
+    /// The body's framework type, normalised and checked; `None`: the plan's.
+    pub framework_type: Option<&'a str>,
+    /// The configured framework types, for the plan's own.
+    pub framework_types: &'a [String],
+    /// The subsets in request order; `None`: all of the plan's.
+    pub scenario_ids: Option<&'a [i64]>,
+    pub environment_ids: Option<&'a [i64]>,
+    pub force: bool,
+    pub max_pairs: i32,
+    pub dry_run: bool,
+    /// When, by whom traced, to which exchange, and the first message id.
+    pub write: &'a WriteContext<'a>,
+}
+static_query_id!(QueueRun<'_>, QueueRunId);
+
+/// What `queue_run` answered: a failed check with its arguments, or the run
+/// with its pairs (parallel arrays, by scenario then environment).
+#[derive(QueryableByName, Debug)]
+pub struct QueueRunRow {
+    /// The contract's code of the first check that failed; `None` when accepted.
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub error_code: Option<i32>,
+    /// 1019: `scenario` or `environment`.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub error_subject: Option<String>,
+    /// 1019: the id not in the plan.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub error_id: Option<i64>,
+    /// 1008: scenarios x environments.
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub error_count: Option<i32>,
+    /// 1014: the execution holding the first pair in flight.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub error_execution_id: Option<i64>,
+    /// The run's framework type (1003: the plan's, not configured).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub framework_type_used: Option<String>,
+    /// The run written; `None` for a dry run.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub new_execution_id: Option<i64>,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    pub queued_scenario_ids: Option<Vec<i64>>,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    pub queued_environment_ids: Option<Vec<i64>>,
+    /// `None` for a dry run.
+    #[diesel(sql_type = Nullable<Array<diesel::sql_types::Uuid>>)]
+    pub queued_message_ids: Option<Vec<uuid::Uuid>>,
+}
+
+impl Query for QueueRun<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl QueryFragment<Pg> for QueueRun<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT * FROM queue_run(");
+        out.push_bind_param::<BigInt, _>(&self.plan_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.framework_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(self.framework_types)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Array<BigInt>>, _>(&self.scenario_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Array<BigInt>>, _>(&self.environment_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&self.force)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Integer, _>(&self.max_pairs)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&self.dry_run)?;
+        out.push_sql(", ");
+        self.write.push(&mut out)?;
+        out.push_sql(")");
+        Ok(())
     }
 }

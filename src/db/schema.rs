@@ -15,6 +15,7 @@ diesel::table! {
         locked_until -> Nullable<Timestamptz>,
         last_error -> Nullable<Text>,
         message_type -> Text,
+        exchange -> Nullable<Text>,
     }
 }
 

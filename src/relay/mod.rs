@@ -44,6 +44,7 @@ use crate::db::outbox::{self, ClaimedDispatch, Settlement};
 use crate::db::{staleness, with_connection, PgPool};
 use crate::metrics::{Metrics, PublishOutcome};
 use anyhow::Context;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -64,6 +65,9 @@ pub struct Relay {
     shutdown: watch::Receiver<bool>,
     status: Arc<RelayStatus>,
     metrics: Arc<Metrics>,
+    /// The rows written before dispatch rows recorded their exchange were
+    /// adopted ([`outbox::adopt_unowned`], once, before the first claim).
+    adopted: Arc<AtomicBool>,
 }
 
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
@@ -91,6 +95,7 @@ impl Relay {
             shutdown,
             status,
             metrics,
+            adopted: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -418,14 +423,26 @@ impl Relay {
         }
     }
 
-    /// Claims the next batch of due rows on the blocking pool, skipping the
-    /// routing keys a topology conflict holds back.
+    /// Claims the next batch of due rows of this instance's exchange on the
+    /// blocking pool, skipping the routing keys a topology conflict holds
+    /// back; before the first claim, adopts the rows that record no exchange.
     async fn claim(&self) -> anyhow::Result<Vec<ClaimedDispatch>> {
         let (pool, size, lease) = (self.pool.clone(), self.config.batch_size, self.config.lease);
         let held_back = held_back(&self.status.conflicts());
+        let exchange = self.amqp.exchange.clone();
+        let adopted = self.adopted.clone();
         blocking(move || {
             with_connection(&pool, pool.connection_timeout(), |conn| {
-                outbox::claim(conn, size, lease, &held_back).context("claiming dispatch rows")
+                if !adopted.load(Ordering::Relaxed) {
+                    let rows = outbox::adopt_unowned(conn, &exchange)
+                        .context("adopting dispatch rows without an exchange")?;
+                    if rows > 0 {
+                        log::info!("relay: adopted {rows} unpublished rows written before dispatch rows recorded their exchange");
+                    }
+                    adopted.store(true, Ordering::Relaxed);
+                }
+                outbox::claim(conn, &exchange, size, lease, &held_back)
+                    .context("claiming dispatch rows")
             })
         })
         .await

@@ -33,11 +33,16 @@ pub struct BatchOutcome {
     pub finished: Vec<ExecutionFinished>,
 }
 
-/// Applies `results` (in arrival order) in one transaction on `conn`.
+/// Applies `results` (in arrival order) in one transaction on `conn`; the
+/// `execution.finished` events it writes record `exchange` (`AMQP_EXCHANGE`).
 ///
 /// Errors: any database error; the transaction is rolled back and nothing
 /// of the batch is stored.
-pub fn apply_batch(conn: &mut PgConnection, results: &[RunnerResult]) -> QueryResult<BatchOutcome> {
+pub fn apply_batch(
+    conn: &mut PgConnection,
+    results: &[RunnerResult],
+    exchange: &str,
+) -> QueryResult<BatchOutcome> {
     let (updates, effective) = reduce(results);
     conn.transaction(|conn| {
         let applied = results::apply(conn, &updates)?;
@@ -91,7 +96,7 @@ pub fn apply_batch(conn: &mut PgConnection, results: &[RunnerResult]) -> QueryRe
         let mut finished = Vec::new();
         if !progress.is_empty() {
             for execution_id in results::record_progress(conn, &progress)? {
-                finished.push(write_event(conn, execution_id)?);
+                finished.push(write_event(conn, execution_id, exchange)?);
             }
         }
         Ok(BatchOutcome { outcomes, finished })
@@ -153,7 +158,11 @@ fn reduce(results: &[RunnerResult]) -> (Vec<PairUpdate>, Vec<bool>) {
 
 /// Reads what the event of the finished execution says and writes its
 /// dispatch row.
-fn write_event(conn: &mut PgConnection, execution_id: i64) -> QueryResult<ExecutionFinished> {
+fn write_event(
+    conn: &mut PgConnection,
+    execution_id: i64,
+    exchange: &str,
+) -> QueryResult<ExecutionFinished> {
     let execution =
         reads::execution(conn, execution_id, None)?.ok_or(diesel::result::Error::NotFound)?;
     let flaky = results::flaky_pairs(
@@ -176,6 +185,7 @@ fn write_event(conn: &mut PgConnection, execution_id: i64) -> QueryResult<Execut
             routing_key: &event.routing_key(),
             message_type: MESSAGE_EXECUTION_FINISHED,
             body: &body,
+            exchange,
         },
     )?;
     Ok(event)

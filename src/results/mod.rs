@@ -323,12 +323,13 @@ impl ResultsConsumer {
     async fn apply(&self, checked: &[Checked]) -> Result<BatchOutcome, Failure> {
         let results: Vec<RunnerResult> = checked.iter().map(|c| c.result.clone()).collect();
         let pool = self.pool.clone();
+        let exchange = self.amqp.exchange.clone();
         log::debug!("results consumer: applying {} results", results.len());
         blocking(move || {
             let mut conn = pool
                 .get()
                 .map_err(|e| Failure::Unavailable(format!("no database connection: {e}")))?;
-            apply::apply_batch(&mut conn, &results).map_err(|e| classify(&e))
+            apply::apply_batch(&mut conn, &results, &exchange).map_err(|e| classify(&e))
         })
         .await
     }

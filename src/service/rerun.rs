@@ -7,31 +7,30 @@
 //! most recent full run; a pair can be rerun only if it ran in it; a pair
 //! without `environmentId` expands to every environment its scenario ran on
 //! there; `attempt` is 1 + the times the pair ran in the source run's chain
-//! (the source run and every rerun made from it). Reruns of one source run are
-//! serialised by a row lock on it, so attempts are never handed out twice.
+//! (the source run and every rerun made from it). Section 8 adds `statuses`
+//! (select by current status, the latest attempt's), `onInFlight` (queue,
+//! skip or refuse a named pair whose latest attempt is `QUEUED` or `RUNNING`)
+//! and `MAX_ATTEMPTS`; their checks (1016, 1014, 1015) come after 1005.
 //!
-//! Section 8 adds: `statuses` selects the source run's pairs by current status
-//! (the latest attempt's); `onInFlight` queues, skips or refuses a named pair
-//! whose latest attempt is `QUEUED` or `RUNNING`; no attempt beyond
-//! `MAX_ATTEMPTS`. Those checks (1016, 1014, 1015) run after 1005, in that
-//! order, under the same lock, so they see every rerun committed before.
-//!
-//! A run of the plan (`crate::service::run`) takes the same lock on the
-//! source run before it commits the new source; a rerun that waited for that
-//! lock finds its source superseded and moves to the new one (see
-//! [`locked_source`]).
+//! All of it is one statement, the server function `queue_rerun` (migration
+//! 9, [`queries::QueueRerun`]): without an Idempotency-Key a rerun is one
+//! round trip and one commit (issue 11). The function reports a failed check
+//! as its code and arguments; [`answer`] words it as the contract does. It
+//! locks each selected pair of the source run, not the run, so reruns of
+//! disjoint pairs of one plan do not wait for each other while the attempts
+//! of one pair stay consecutive; and it holds the plan's lock shared, which a
+//! run of the plan (`crate::service::run`) takes exclusively: a run waits for
+//! the reruns in progress, and a rerun that waited for a run takes that run
+//! as its source.
 
 use crate::config::Limits;
-use crate::db::models::{KIND_RERUN, MESSAGE_RERUN};
-use crate::db::queries::{self, SourcePair};
+use crate::db::queries;
 use crate::db::Db;
-use crate::domain::{EnvironmentInfo, OnInFlight, RerunMessage, RerunRequest, ScenarioInfo};
+use crate::domain::{OnInFlight, RerunRequest};
 use crate::error::{ApiError, Envelope};
 use crate::idempotency::{self, IdempotencyKey, Replay};
-use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use serde::Serialize;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -109,16 +108,20 @@ pub struct RerunService {
     /// The configured framework types (a plan's own must be one, section 7).
     pub(super) framework_types: Arc<[String]>,
     pub(super) idempotency_retention: Duration,
+    /// `AMQP_EXCHANGE`, recorded on every dispatch row written.
+    pub(super) exchange: Arc<str>,
 }
 
 impl RerunService {
-    /// `relay_wakeup` is notified after every commit that wrote dispatch rows.
+    /// `relay_wakeup` is notified after every commit that wrote dispatch rows;
+    /// `exchange` (`AMQP_EXCHANGE`) is recorded on them.
     pub fn new(
         db: Db,
         relay_wakeup: Arc<Notify>,
         limits: Limits,
         framework_types: &[String],
         idempotency_retention: Duration,
+        exchange: &str,
     ) -> Self {
         RerunService {
             db,
@@ -126,11 +129,14 @@ impl RerunService {
             limits,
             framework_types: framework_types.into(),
             idempotency_retention,
+            exchange: exchange.into(),
         }
     }
 
     /// Checks `request` against the database and, unless it is a dry run,
-    /// records the rerun and its dispatch rows in one transaction.
+    /// records the rerun and its dispatch rows: one statement and one commit
+    /// without an Idempotency-Key; with one, that statement between the
+    /// key's two in one transaction.
     ///
     /// Errors, in the contract's order: 1000, 1002, 1010 (membership), 1004,
     /// 1005, 1007 and 1008 after expansion, then 1016, 1014, 1015 (section
@@ -143,11 +149,35 @@ impl RerunService {
     ) -> Result<RerunOutcome, ApiError> {
         let limits = self.limits.clone();
         let retention = self.idempotency_retention;
+        let exchange = self.exchange.clone();
+        // kept across a second try after a lost connection (run_replayable)
+        let first_message_id = Uuid::new_v4();
         let outcome = self
             .db
-            .run(move |conn| {
+            .run_replayable(move |conn| {
+                let call = Call {
+                    limits: &limits,
+                    exchange: &exchange,
+                    first_message_id,
+                };
+                if context.idempotency_key.is_none() {
+                    return queue_rerun(conn, &request, &context, &call)
+                        .map(RerunOutcome::Accepted);
+                }
                 conn.transaction(|conn| {
-                    rerun_in_transaction(conn, &request, &context, &limits, retention)
+                    let key = match check_key(conn, &request, request.dry_run, &context, retention)?
+                    {
+                        Keyed::Replay(replay) => {
+                            return Ok(RerunOutcome::Replayed {
+                                status: replay.status,
+                                body: replay.body,
+                            })
+                        }
+                        Keyed::Proceed(key) => key,
+                    };
+                    let accepted = queue_rerun(conn, &request, &context, &call)?;
+                    store_answer(conn, &context, key, &accepted, accepted.execution_id)?;
+                    Ok(RerunOutcome::Accepted(accepted))
                 })
             })
             .await?;
@@ -158,83 +188,157 @@ impl RerunService {
     }
 }
 
-fn rerun_in_transaction(
+/// What a rerun's call takes besides the request.
+struct Call<'a> {
+    limits: &'a Limits,
+    exchange: &'a str,
+    /// See [`queries::QueueRerun::first_message_id`].
+    first_message_id: Uuid,
+}
+
+/// Checks and, unless a dry run, writes the rerun in one statement
+/// ([`queries::QueueRerun`]); the failed check becomes its contract error
+/// ([`answer`]).
+fn queue_rerun(
     conn: &mut PgConnection,
     request: &RerunRequest,
     context: &RerunContext,
-    limits: &Limits,
-    retention: Duration,
-) -> Result<RerunOutcome, ApiError> {
-    let key = match check_key(conn, request, request.dry_run, context, retention)? {
-        Keyed::Replay(replay) => {
-            return Ok(RerunOutcome::Replayed {
-                status: replay.status,
-                body: replay.body,
-            })
-        }
-        Keyed::Proceed(key) => key,
-    };
-    let (checked, source_pairs) = locked_source(conn, request)?;
-    let selected = if request.statuses.is_empty() {
-        select_pairs(request, &source_pairs, limits.max_pairs)?
-    } else {
-        select_by_status(request, &source_pairs, limits.max_pairs)?
-    };
-    let (selected, skipped) = apply_on_in_flight(request.on_in_flight, selected)?;
-    check_attempts(&selected, limits.max_attempts)?;
-    let mut accepted = RerunAccepted {
-        execution_id: None,
-        plan_id: request.plan_id,
-        source_execution_id: checked.source_execution_id,
-        framework_type: request.framework_type.clone(),
-        queued: selected
-            .iter()
-            .map(|p| QueuedPair {
-                scenario_id: p.scenario_id,
-                environment_id: p.environment_id,
-                attempt: p.runs.saturating_add(1),
-                message_id: None,
-            })
-            .collect(),
-        skipped,
-    };
-    let Some(execution_id) = checked.execution_id else {
-        return Ok(RerunOutcome::Accepted(accepted));
-    };
-    let to_queue: Vec<PairToQueue> = selected
-        .iter()
-        .zip(&accepted.queued)
-        .map(|(source, queued)| PairToQueue {
-            scenario_id: queued.scenario_id,
-            environment_id: queued.environment_id,
-            attempt: queued.attempt,
-            scenario: ScenarioInfo {
-                name: source.scenario_name.clone(),
-            },
-            environment: EnvironmentInfo {
-                name: source.environment_name.clone(),
-                platform: source.platform.clone(),
-                version: source.version.clone(),
-            },
-        })
-        .collect();
-    let new = NewExecution {
-        execution_id,
+    call: &Call,
+) -> Result<RerunAccepted, ApiError> {
+    let limits = call.limits;
+    let write = queries::WriteContext::now(
+        context.correlation_id.as_deref(),
+        call.exchange,
+        call.first_message_id,
+    );
+    let scenario_ids: Vec<i64> = request.pairs.iter().map(|p| p.scenario_id).collect();
+    let environment_ids: Vec<Option<i64>> =
+        request.pairs.iter().map(|p| p.environment_id).collect();
+    let row: queries::QueueRerunRow = queries::QueueRerun {
         plan_id: request.plan_id,
         user_id: request.user_id,
         framework_type: &request.framework_type,
-        kind: KIND_RERUN,
-        source_execution_id: Some(checked.source_execution_id),
-        message_type: MESSAGE_RERUN,
-        correlation_id: context.correlation_id.as_deref(),
-    };
-    let message_ids = write_execution(conn, &new, &to_queue)?;
-    accepted.execution_id = Some(execution_id);
-    for (queued, message_id) in accepted.queued.iter_mut().zip(message_ids) {
-        queued.message_id = Some(message_id);
+        scenario_ids: &scenario_ids,
+        environment_ids: &environment_ids,
+        statuses: &request.statuses,
+        on_in_flight: on_in_flight_name(request.on_in_flight),
+        max_pairs: i32::try_from(limits.max_pairs).unwrap_or(i32::MAX),
+        max_attempts: limits.max_attempts,
+        dry_run: request.dry_run,
+        write: &write,
     }
-    store_answer(conn, context, key, &accepted, accepted.execution_id)?;
-    Ok(RerunOutcome::Accepted(accepted))
+    .get_result(conn)?;
+    answer(request, limits, row)
+}
+
+/// `onInFlight` as `queue_rerun` takes it (the request's own spelling).
+fn on_in_flight_name(on_in_flight: OnInFlight) -> &'static str {
+    match on_in_flight {
+        OnInFlight::Queue => "queue",
+        OnInFlight::Skip => "skip",
+        OnInFlight::Refuse => "refuse",
+    }
+}
+
+/// The 200 answer of `row`, or the contract error its failed check stands
+/// for, worded as the contract's table has it (codes and texts of 1000 to
+/// 1008 come from the original API page, 1010 to 1016 from the contract).
+fn answer(
+    request: &RerunRequest,
+    limits: &Limits,
+    row: queries::QueueRerunRow,
+) -> Result<RerunAccepted, ApiError> {
+    let pair = || {
+        (
+            row.error_scenario_id.unwrap_or_default(),
+            row.error_environment_id.unwrap_or_default(),
+        )
+    };
+    if let Some(code) = row.error_code {
+        let (scenario_id, environment_id) = pair();
+        return Err(match code {
+            1000 => ApiError::PlanNotFound,
+            1002 => ApiError::UserNotFound,
+            1010 => super::not_a_member(request.plan_id, request.user_id),
+            1004 => ApiError::NoExecutedResults(request.plan_id),
+            1005 => ApiError::PairNotInLastRun {
+                plan_id: request.plan_id,
+                scenario_id,
+                environment_id: row.error_environment_id,
+            },
+            1007 => ApiError::DuplicatePair {
+                scenario_id,
+                environment_id,
+            },
+            1008 => ApiError::TooManyPairs {
+                count: usize::try_from(row.error_count.unwrap_or_default()).unwrap_or_default(),
+                max: limits.max_pairs,
+            },
+            1016 => ApiError::NoPairWithStatus {
+                plan_id: request.plan_id,
+                statuses: request.statuses.join(","),
+            },
+            1014 => ApiError::PairInFlight {
+                scenario_id,
+                environment_id,
+                execution_id: row.error_execution_id.unwrap_or_default(),
+            },
+            1015 => ApiError::AttemptLimit {
+                scenario_id,
+                environment_id,
+                max: limits.max_attempts,
+            },
+            other => anyhow::anyhow!("queue_rerun answered an unknown check {other}").into(),
+        });
+    }
+    let source_execution_id = row
+        .source_id
+        .ok_or_else(|| anyhow::anyhow!("queue_rerun answered no source run"))?;
+    let scenarios = row.queued_scenario_ids.unwrap_or_default();
+    let environments = row.queued_environment_ids.unwrap_or_default();
+    let attempts = row.queued_attempts.unwrap_or_default();
+    let message_ids = row.queued_message_ids.unwrap_or_default();
+    let queued = scenarios
+        .iter()
+        .zip(&environments)
+        .zip(&attempts)
+        .enumerate()
+        .map(
+            |(i, ((&scenario_id, &environment_id), &attempt))| QueuedPair {
+                scenario_id,
+                environment_id,
+                attempt,
+                message_id: message_ids.get(i).map(Uuid::to_string),
+            },
+        )
+        .collect();
+    let skipped_scenarios = row.skipped_scenario_ids.unwrap_or_default();
+    let skipped_environments = row.skipped_environment_ids.unwrap_or_default();
+    let holders = row.skipped_execution_ids.unwrap_or_default();
+    let skipped_attempts = row.skipped_attempts.unwrap_or_default();
+    let statuses = row.skipped_statuses.unwrap_or_default();
+    let skipped = skipped_scenarios
+        .iter()
+        .zip(&skipped_environments)
+        .zip(holders.iter().zip(&skipped_attempts).zip(statuses))
+        .map(
+            |((&scenario_id, &environment_id), ((&execution_id, &attempt), status))| SkippedPair {
+                scenario_id,
+                environment_id,
+                execution_id,
+                attempt,
+                status,
+            },
+        )
+        .collect();
+    Ok(RerunAccepted {
+        execution_id: row.new_execution_id,
+        plan_id: request.plan_id,
+        source_execution_id,
+        framework_type: request.framework_type.clone(),
+        queued,
+        skipped,
+    })
 }
 
 /// What an Idempotency-Key asks of a request.
@@ -288,287 +392,4 @@ pub(super) fn store_answer<T: Serialize>(
         &body,
         execution_id,
     )
-}
-
-/// What the validation query found: the source run (locked) and, unless
-/// this is a dry run, the id reserved for the rerun.
-struct Checked {
-    source_execution_id: i64,
-    execution_id: Option<i64>,
-}
-
-/// In one round trip ([`queries::Validate`]): 1000 unknown plan, 1002 unknown
-/// or inactive user, 1010 user not a member of the plan's project, 1004 no
-/// full run; locks the plan's most recent full run for this transaction.
-fn validate(conn: &mut PgConnection, request: &RerunRequest) -> Result<Checked, ApiError> {
-    let found: queries::Validation = queries::Validate {
-        plan_id: request.plan_id,
-        user_id: request.user_id,
-        allocate: !request.dry_run,
-    }
-    .get_result(conn)?;
-    super::check_access(found.access, request.plan_id, request.user_id)?;
-    let source_execution_id = found
-        .source_execution_id
-        .ok_or(ApiError::NoExecutedResults(request.plan_id))?;
-    Ok(Checked {
-        source_execution_id,
-        execution_id: found.execution_id,
-    })
-}
-
-/// Times a rerun follows its source run to a newer one before it gives up
-/// (each needs a run of the plan committed while the rerun waited).
-const SUPERSEDED_TRIES: usize = 3;
-
-/// [`validate`], then the source run's pairs for the requested scenarios (all
-/// of them with `statuses`), each with its latest attempt in the chain
-/// ([`queries::SourcePairs`]), in a statement of its own after the lock, so it
-/// sees every rerun committed before the lock.
-///
-/// A run of the plan locks the same source run before it commits a newer
-/// one; a rerun that waited for that lock has a superseded source, for which
-/// [`queries::SourcePairs`] finds nothing: it then locks the new source run
-/// ([`queries::LatestRun`]) and reads again. So a rerun is always made from
-/// the plan's latest full run at its commit, and a run's in-flight guard
-/// never misses a rerun committed before it.
-fn locked_source(
-    conn: &mut PgConnection,
-    request: &RerunRequest,
-) -> Result<(Checked, Vec<SourcePair>), ApiError> {
-    let scenario_ids: Option<Vec<i64>> = request
-        .statuses
-        .is_empty()
-        .then(|| request.pairs.iter().map(|p| p.scenario_id).collect());
-    let mut checked = validate(conn, request)?;
-    for tries_left in (0..SUPERSEDED_TRIES).rev() {
-        let pairs = queries::SourcePairs {
-            plan_id: request.plan_id,
-            source_execution_id: checked.source_execution_id,
-            scenario_ids: scenario_ids.as_deref(),
-        }
-        .load(conn)?;
-        if !pairs.is_empty() || tries_left == 0 {
-            return Ok((checked, pairs));
-        }
-        let latest: queries::LatestRunRow = queries::LatestRun {
-            plan_id: request.plan_id,
-        }
-        .get_result(conn)?;
-        match latest.source_execution_id {
-            Some(newer) if newer != checked.source_execution_id => {
-                checked.source_execution_id = newer;
-            }
-            _ => return Ok((checked, pairs)),
-        }
-    }
-    Ok((checked, Vec::new()))
-}
-
-/// Expands the requested pairs against the source run: 1005 for a pair that
-/// did not run there, 1007 for a pair named twice after expansion, 1008 when
-/// expansion exceeds `max_pairs`.
-fn select_pairs<'a>(
-    request: &RerunRequest,
-    source: &'a [SourcePair],
-    max_pairs: usize,
-) -> Result<Vec<&'a SourcePair>, ApiError> {
-    let mut selected = Vec::with_capacity(request.pairs.len());
-    let mut seen = HashSet::with_capacity(request.pairs.len());
-    for wanted in &request.pairs {
-        let matching: Vec<&SourcePair> = source
-            .iter()
-            .filter(|p| {
-                p.scenario_id == wanted.scenario_id
-                    && wanted.environment_id.is_none_or(|e| e == p.environment_id)
-            })
-            .collect();
-        if matching.is_empty() {
-            return Err(ApiError::PairNotInLastRun {
-                plan_id: request.plan_id,
-                scenario_id: wanted.scenario_id,
-                environment_id: wanted.environment_id,
-            });
-        }
-        for pair in matching {
-            if !seen.insert((pair.scenario_id, pair.environment_id)) {
-                return Err(ApiError::DuplicatePair {
-                    scenario_id: pair.scenario_id,
-                    environment_id: pair.environment_id,
-                });
-            }
-            selected.push(pair);
-        }
-    }
-    check_pair_count(selected.len(), max_pairs)?;
-    Ok(selected)
-}
-
-/// 1008 when `count` exceeds `max_pairs`.
-fn check_pair_count(count: usize, max_pairs: usize) -> Result<(), ApiError> {
-    if count > max_pairs {
-        return Err(ApiError::TooManyPairs {
-            count,
-            max: max_pairs,
-        });
-    }
-    Ok(())
-}
-
-/// The source run's pairs whose current status is one of `statuses`, by
-/// scenario then environment: 1016 when none is, 1008 beyond `max_pairs`.
-/// These are never in flight (`statuses` names terminal statuses only).
-fn select_by_status<'a>(
-    request: &RerunRequest,
-    source: &'a [SourcePair],
-    max_pairs: usize,
-) -> Result<Vec<&'a SourcePair>, ApiError> {
-    let selected: Vec<&SourcePair> = source
-        .iter()
-        .filter(|p| request.statuses.contains(&p.current_status))
-        .collect();
-    if selected.is_empty() {
-        return Err(ApiError::NoPairWithStatus {
-            plan_id: request.plan_id,
-            statuses: request.statuses.join(","),
-        });
-    }
-    check_pair_count(selected.len(), max_pairs)?;
-    Ok(selected)
-}
-
-/// Applies `onInFlight` to the selected pairs (section 8): `queue` keeps them
-/// all; `refuse` is 1014 for the first in flight; `skip` leaves those out and
-/// lists them, 1014 for the first when nothing would be left.
-fn apply_on_in_flight(
-    on_in_flight: OnInFlight,
-    selected: Vec<&SourcePair>,
-) -> Result<(Vec<&SourcePair>, Vec<SkippedPair>), ApiError> {
-    let in_flight_error = |p: &SourcePair| ApiError::PairInFlight {
-        scenario_id: p.scenario_id,
-        environment_id: p.environment_id,
-        execution_id: p.current_execution_id,
-    };
-    match on_in_flight {
-        OnInFlight::Queue => Ok((selected, Vec::new())),
-        OnInFlight::Refuse => match selected.iter().find(|p| p.in_flight()) {
-            Some(p) => Err(in_flight_error(p)),
-            None => Ok((selected, Vec::new())),
-        },
-        OnInFlight::Skip => {
-            let (left_out, queued): (Vec<&SourcePair>, Vec<&SourcePair>) =
-                selected.into_iter().partition(|p| p.in_flight());
-            if let (true, Some(first)) = (queued.is_empty(), left_out.first()) {
-                return Err(in_flight_error(first));
-            }
-            let skipped = left_out
-                .iter()
-                .map(|p| SkippedPair {
-                    scenario_id: p.scenario_id,
-                    environment_id: p.environment_id,
-                    execution_id: p.current_execution_id,
-                    attempt: p.runs,
-                    status: p.current_status.clone(),
-                })
-                .collect();
-            Ok((queued, skipped))
-        }
-    }
-}
-
-/// 1015 for the first pair whose next attempt would exceed `max_attempts`
-/// (`MAX_ATTEMPTS`, section 8).
-fn check_attempts(selected: &[&SourcePair], max_attempts: i32) -> Result<(), ApiError> {
-    match selected.iter().find(|p| p.runs >= max_attempts) {
-        Some(p) => Err(ApiError::AttemptLimit {
-            scenario_id: p.scenario_id,
-            environment_id: p.environment_id,
-            max: max_attempts,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// The execution to write: everything but its pairs.
-pub(super) struct NewExecution<'a> {
-    /// Reserved by the validation query.
-    pub execution_id: i64,
-    pub plan_id: i64,
-    pub user_id: i64,
-    pub framework_type: &'a str,
-    /// `KIND_RUN` or `KIND_RERUN`.
-    pub kind: &'static str,
-    /// The source run of a rerun; `None` for a full run (its own source).
-    pub source_execution_id: Option<i64>,
-    /// `MESSAGE_RUN` or `MESSAGE_RERUN`: the AMQP `type`.
-    pub message_type: &'static str,
-    pub correlation_id: Option<&'a str>,
-}
-
-/// One pair to queue, with what its message needs.
-pub(super) struct PairToQueue {
-    pub scenario_id: i64,
-    pub environment_id: i64,
-    pub attempt: i32,
-    pub scenario: ScenarioInfo,
-    pub environment: EnvironmentInfo,
-}
-
-/// Inserts the execution, its pairs and their dispatch rows (one message per
-/// pair, section 2) in one statement ([`queries::WriteExecution`]); returns
-/// the message ids, in the order of `pairs`.
-pub(super) fn write_execution(
-    conn: &mut PgConnection,
-    new: &NewExecution,
-    pairs: &[PairToQueue],
-) -> Result<Vec<String>, ApiError> {
-    let requested_at: DateTime<Utc> = Utc::now();
-    let requested_at_text = requested_at.to_rfc3339_opts(SecondsFormat::Secs, true);
-    let n = pairs.len();
-    let (mut scenario_ids, mut environment_ids, mut attempts) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut message_ids, mut bodies) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for pair in pairs {
-        let message_id = Uuid::new_v4();
-        let message = RerunMessage {
-            message_id: message_id.to_string(),
-            execution_id: new.execution_id,
-            source_execution_id: new.source_execution_id.unwrap_or(new.execution_id),
-            plan_id: new.plan_id,
-            user_id: new.user_id,
-            framework_type: new.framework_type.to_owned(),
-            scenario_id: pair.scenario_id,
-            environment_id: pair.environment_id,
-            attempt: pair.attempt,
-            requested_at: requested_at_text.clone(),
-            scenario: pair.scenario.clone(),
-            environment: pair.environment.clone(),
-        };
-        bodies.push(serde_json::to_string(&message).map_err(anyhow::Error::from)?);
-        scenario_ids.push(pair.scenario_id);
-        environment_ids.push(pair.environment_id);
-        attempts.push(pair.attempt);
-        message_ids.push(message_id);
-    }
-    queries::WriteExecution {
-        execution_id: new.execution_id,
-        plan_id: new.plan_id,
-        kind: new.kind,
-        source_execution_id: new.source_execution_id,
-        requested_by: new.user_id,
-        framework_type: new.framework_type,
-        requested_at,
-        message_type: new.message_type,
-        correlation_id: new.correlation_id,
-        scenario_ids: &scenario_ids,
-        environment_ids: &environment_ids,
-        attempts: &attempts,
-        message_ids: &message_ids,
-        bodies: &bodies,
-    }
-    .execute(conn)?;
-    Ok(message_ids.iter().map(Uuid::to_string).collect())
 }

@@ -1,29 +1,23 @@
 //! The run of a whole plan (contract, section 7): a new full run (`kind`
 //! `RUN`) of the plan's scenarios × environments (or the given subsets), each
 //! pair at attempt 1, written with one dispatch row per pair (`type`
-//! `scenario.run`) in one transaction, like a rerun. The run becomes the
-//! plan's source run for later reruns.
+//! `scenario.run`), like a rerun. The run becomes the plan's source run for
+//! later reruns.
 //!
-//! Concurrency. The run locks the plan row first (runs of one plan go one
-//! after another; reruns never take that lock), then, in a statement of its
-//! own, the plan's latest full run with the lock reruns of it take: it waits
-//! for reruns in progress, and its in-flight guard (1014, a third statement)
-//! sees every pair they queued. A rerun that waits for that lock while the
-//! run commits moves to the new source run (`crate::service::rerun`), so no
-//! rerun is made from a superseded source after the run committed.
+//! One statement, the server function `queue_run` (migration 9,
+//! [`queries::QueueRun`]): one round trip and one commit without an
+//! Idempotency-Key. It takes the plan's lock exclusively, which reruns hold
+//! shared: the run waits for the reruns in progress and its in-flight guard
+//! (1014) sees every pair they queued; a rerun that waits for the run takes
+//! it as its source. Runs of one plan go one after another.
 
-use super::rerun::{
-    check_key, store_answer, write_execution, Keyed, NewExecution, PairToQueue, QueuedPair,
-    RerunContext, RerunService,
-};
-use crate::db::models::{KIND_RUN, MESSAGE_RUN};
+use super::rerun::{check_key, store_answer, Keyed, QueuedPair, RerunContext, RerunService};
 use crate::db::queries;
-use crate::db::runs::{self, PlanEnvironment, PlanScenario};
-use crate::domain::request::normalised_framework_type;
-use crate::domain::{EnvironmentInfo, RunRequest, ScenarioInfo};
+use crate::domain::RunRequest;
 use crate::error::ApiError;
 use diesel::prelude::*;
 use serde::Serialize;
+use uuid::Uuid;
 
 /// The `data` of the 200 answer to a run: section 1's, with
 /// `sourceExecutionId` equal to `executionId` (a full run is its own source).
@@ -52,7 +46,9 @@ pub enum RunOutcome {
 
 impl RerunService {
     /// Checks a run `request` against the database and, unless it is a dry
-    /// run, records the run and its dispatch rows in one transaction.
+    /// run, records the run and its dispatch rows: one statement and one
+    /// commit without an Idempotency-Key; with one, that statement between
+    /// the key's two in one transaction.
     ///
     /// Errors, in the contract's order: 1000, 1002, 1010 (membership), 1006
     /// when neither the body nor the plan names a framework type (1003 when
@@ -65,10 +61,32 @@ impl RerunService {
         context: RerunContext,
     ) -> Result<RunOutcome, ApiError> {
         let service = self.clone();
+        // kept across a second try after a lost connection (run_replayable)
+        let first_message_id = Uuid::new_v4();
         let outcome = self
             .db
-            .run(move |conn| {
-                conn.transaction(|conn| service.run_in_transaction(conn, &request, &context))
+            .run_replayable(move |conn| {
+                if context.idempotency_key.is_none() {
+                    return service
+                        .queue_run(conn, &request, &context, first_message_id)
+                        .map(RunOutcome::Accepted);
+                }
+                conn.transaction(|conn| {
+                    let retention = service.idempotency_retention;
+                    let key = match check_key(conn, &request, request.dry_run, &context, retention)?
+                    {
+                        Keyed::Replay(replay) => {
+                            return Ok(RunOutcome::Replayed {
+                                status: replay.status,
+                                body: replay.body,
+                            })
+                        }
+                        Keyed::Proceed(key) => key,
+                    };
+                    let accepted = service.queue_run(conn, &request, &context, first_message_id)?;
+                    store_answer(conn, &context, key, &accepted, accepted.execution_id)?;
+                    Ok(RunOutcome::Accepted(accepted))
+                })
             })
             .await?;
         if matches!(&outcome, RunOutcome::Accepted(a) if a.execution_id.is_some()) {
@@ -77,188 +95,100 @@ impl RerunService {
         Ok(outcome)
     }
 
-    fn run_in_transaction(
+    /// Checks and, unless a dry run, writes the run in one statement
+    /// ([`queries::QueueRun`], `first_message_id` as there); the failed
+    /// check becomes its contract error.
+    fn queue_run(
         &self,
         conn: &mut PgConnection,
         request: &RunRequest,
         context: &RerunContext,
-    ) -> Result<RunOutcome, ApiError> {
-        let retention = self.idempotency_retention;
-        let key = match check_key(conn, request, request.dry_run, context, retention)? {
-            Keyed::Replay(replay) => {
-                return Ok(RunOutcome::Replayed {
-                    status: replay.status,
-                    body: replay.body,
-                })
-            }
-            Keyed::Proceed(key) => key,
-        };
-        let found = validate(conn, request)?;
-        let framework_type = self.framework_type(request, found.plan_framework_type)?;
-        let scenarios = subset(
-            runs::plan_scenarios(conn, request.plan_id)?,
-            request.scenario_ids.as_deref(),
-            |s| s.id,
-            |scenario_id| ApiError::ScenarioNotInPlan {
-                scenario_id,
-                plan_id: request.plan_id,
-            },
-        )?;
-        let environments = subset(
-            runs::plan_environments(conn, request.plan_id)?,
-            request.environment_ids.as_deref(),
-            |e| e.id,
-            |environment_id| ApiError::EnvironmentNotInPlan {
-                environment_id,
-                plan_id: request.plan_id,
-            },
-        )?;
-        if scenarios.is_empty() || environments.is_empty() {
-            return Err(ApiError::NothingToRun(request.plan_id));
-        }
-        let count = scenarios.len().saturating_mul(environments.len());
-        if count > self.limits.max_pairs {
-            return Err(ApiError::TooManyPairs {
-                count,
-                max: self.limits.max_pairs,
-            });
-        }
-        check_not_in_flight(conn, request)?;
-        let pairs = pairs_to_queue(&scenarios, &environments);
-        let mut accepted = RunAccepted {
-            execution_id: None,
-            plan_id: request.plan_id,
-            source_execution_id: None,
-            framework_type,
-            queued: pairs
-                .iter()
-                .map(|p| QueuedPair {
-                    scenario_id: p.scenario_id,
-                    environment_id: p.environment_id,
-                    attempt: p.attempt,
-                    message_id: None,
-                })
-                .collect(),
-        };
-        let Some(execution_id) = found.execution_id else {
-            return Ok(RunOutcome::Accepted(accepted));
-        };
-        let new = NewExecution {
-            execution_id,
+        first_message_id: Uuid,
+    ) -> Result<RunAccepted, ApiError> {
+        let write = queries::WriteContext::now(
+            context.correlation_id.as_deref(),
+            &self.exchange,
+            first_message_id,
+        );
+        let row: queries::QueueRunRow = queries::QueueRun {
             plan_id: request.plan_id,
             user_id: request.user_id,
-            framework_type: &accepted.framework_type,
-            kind: KIND_RUN,
-            source_execution_id: None,
-            message_type: MESSAGE_RUN,
-            correlation_id: context.correlation_id.as_deref(),
-        };
-        let message_ids = write_execution(conn, &new, &pairs)?;
-        accepted.execution_id = Some(execution_id);
-        accepted.source_execution_id = Some(execution_id);
-        for (queued, message_id) in accepted.queued.iter_mut().zip(message_ids) {
-            queued.message_id = Some(message_id);
+            framework_type: request.framework_type.as_deref(),
+            framework_types: &self.framework_types,
+            scenario_ids: request.scenario_ids.as_deref(),
+            environment_ids: request.environment_ids.as_deref(),
+            force: request.force,
+            max_pairs: i32::try_from(self.limits.max_pairs).unwrap_or(i32::MAX),
+            dry_run: request.dry_run,
+            write: &write,
         }
-        store_answer(conn, context, key, &accepted, accepted.execution_id)?;
-        Ok(RunOutcome::Accepted(accepted))
+        .get_result(conn)?;
+        self.answer(request, row)
     }
 
-    /// The body's framework type, else the plan's (normalised): 1006 when
-    /// neither names one, 1003 when the plan's is not configured.
-    fn framework_type(
+    /// The 200 answer of `row`, or the contract error its failed check
+    /// stands for, worded as the contract's table has it.
+    fn answer(
         &self,
         request: &RunRequest,
-        plan_framework_type: Option<String>,
-    ) -> Result<String, ApiError> {
-        if let Some(given) = &request.framework_type {
-            return Ok(given.clone());
+        row: queries::QueueRunRow,
+    ) -> Result<RunAccepted, ApiError> {
+        let plan_id = request.plan_id;
+        if let Some(code) = row.error_code {
+            let id = row.error_id.unwrap_or_default();
+            return Err(match code {
+                1000 => ApiError::PlanNotFound,
+                1002 => ApiError::UserNotFound,
+                1010 => super::not_a_member(plan_id, request.user_id),
+                1006 => ApiError::Mandatory("frameworkType is mandatory"),
+                1003 => {
+                    ApiError::UnsupportedFrameworkType(row.framework_type_used.unwrap_or_default())
+                }
+                1019 if row.error_subject.as_deref() == Some("environment") => {
+                    ApiError::EnvironmentNotInPlan {
+                        environment_id: id,
+                        plan_id,
+                    }
+                }
+                1019 => ApiError::ScenarioNotInPlan {
+                    scenario_id: id,
+                    plan_id,
+                },
+                1018 => ApiError::NothingToRun(plan_id),
+                1008 => ApiError::TooManyPairs {
+                    count: usize::try_from(row.error_count.unwrap_or_default()).unwrap_or_default(),
+                    max: self.limits.max_pairs,
+                },
+                1014 => ApiError::PlanInFlight {
+                    plan_id,
+                    execution_id: row.error_execution_id.unwrap_or_default(),
+                },
+                other => anyhow::anyhow!("queue_run answered an unknown check {other}").into(),
+            });
         }
-        let framework_type = normalised_framework_type(plan_framework_type.as_deref())
-            .ok_or(ApiError::Mandatory("frameworkType is mandatory"))?;
-        if !self.framework_types.contains(&framework_type) {
-            return Err(ApiError::UnsupportedFrameworkType(framework_type));
-        }
-        Ok(framework_type)
-    }
-}
-
-/// [`runs::validate_run`] (which locks the plan): 1000 unknown plan, 1002
-/// unknown or inactive user, 1010 user not a member of the plan's project.
-fn validate(
-    conn: &mut PgConnection,
-    request: &RunRequest,
-) -> Result<runs::RunValidation, ApiError> {
-    let found = runs::validate_run(conn, request.plan_id, request.user_id, !request.dry_run)?;
-    super::check_access(found.access, request.plan_id, request.user_id)?;
-    Ok(found)
-}
-
-/// The items of the plan (ordered by id) that the subset `wanted` names, or
-/// all of them without a subset; `not_in_plan` (1019) for the first wanted id
-/// the plan lacks, in request order.
-fn subset<T>(
-    all: Vec<T>,
-    wanted: Option<&[i64]>,
-    id: impl Fn(&T) -> i64,
-    not_in_plan: impl Fn(i64) -> ApiError,
-) -> Result<Vec<T>, ApiError> {
-    let Some(wanted) = wanted else {
-        return Ok(all);
-    };
-    if let Some(missing) = wanted.iter().find(|w| !all.iter().any(|t| id(t) == **w)) {
-        return Err(not_in_plan(*missing));
-    }
-    Ok(all
-        .into_iter()
-        .filter(|t| wanted.contains(&id(t)))
-        .collect())
-}
-
-/// Locks the plan's latest full run (after the plan lock, in a statement of
-/// its own: it waits for reruns of it in progress) and, unless `force`, is
-/// 1014 when a pair of its chain is in flight, naming the execution holding
-/// the first such pair (a third statement, which sees those reruns).
-fn check_not_in_flight(conn: &mut PgConnection, request: &RunRequest) -> Result<(), ApiError> {
-    let latest: queries::LatestRunRow = queries::LatestRun {
-        plan_id: request.plan_id,
-    }
-    .get_result(conn)?;
-    let Some(source_execution_id) = latest.source_execution_id else {
-        return Ok(());
-    };
-    if request.force {
-        return Ok(());
-    }
-    match runs::first_in_flight(conn, source_execution_id)? {
-        Some(execution_id) => Err(ApiError::PlanInFlight {
-            plan_id: request.plan_id,
-            execution_id,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Scenarios × environments, by scenario then environment, each at attempt 1.
-fn pairs_to_queue(
-    scenarios: &[PlanScenario],
-    environments: &[PlanEnvironment],
-) -> Vec<PairToQueue> {
-    scenarios
-        .iter()
-        .flat_map(|s| {
-            environments.iter().map(move |e| PairToQueue {
-                scenario_id: s.id,
-                environment_id: e.id,
+        let framework_type = row
+            .framework_type_used
+            .ok_or_else(|| anyhow::anyhow!("queue_run answered no framework type"))?;
+        let scenarios = row.queued_scenario_ids.unwrap_or_default();
+        let environments = row.queued_environment_ids.unwrap_or_default();
+        let message_ids = row.queued_message_ids.unwrap_or_default();
+        let queued = scenarios
+            .iter()
+            .zip(&environments)
+            .enumerate()
+            .map(|(i, (&scenario_id, &environment_id))| QueuedPair {
+                scenario_id,
+                environment_id,
                 attempt: 1,
-                scenario: ScenarioInfo {
-                    name: s.name.clone(),
-                },
-                environment: EnvironmentInfo {
-                    name: e.name.clone(),
-                    platform: e.platform.clone(),
-                    version: e.version.clone(),
-                },
+                message_id: message_ids.get(i).map(Uuid::to_string),
             })
+            .collect();
+        Ok(RunAccepted {
+            execution_id: row.new_execution_id,
+            plan_id,
+            source_execution_id: row.new_execution_id,
+            framework_type,
+            queued,
         })
-        .collect()
+    }
 }

@@ -307,7 +307,8 @@ async fn an_exhausted_pool_is_503_and_the_waiting_request_still_completes() {
         c.database.checkout_timeout = Duration::from_millis(300);
     })
     .await;
-    // hold the source run's row lock so the first request keeps the only connection
+    // hold the source run's row: the rerun's insert checks its foreign key to
+    // it (FOR KEY SHARE) and waits, so the first request keeps the only connection
     let url = app.db_url.clone();
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     let holder = std::thread::spawn(move || {

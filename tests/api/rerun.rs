@@ -194,3 +194,107 @@ async fn fifty_concurrent_reruns_publish_every_accepted_pair_exactly_once() {
     );
     assert_eq!(consumed.into_iter().collect::<HashSet<_>>(), message_ids);
 }
+
+/// Issue 11: a rerun locks its pairs, not the source run. While a rerun of
+/// (111, 222) is uncommitted, a rerun of another pair of the same plan
+/// answers at once, and another rerun of (111, 222) waits for its commit and
+/// then takes the next attempt.
+#[tokio::test]
+async fn reruns_of_disjoint_pairs_of_one_plan_do_not_wait_for_each_other() {
+    use diesel::connection::SimpleConnection;
+    use diesel::RunQueryDsl;
+    let app = spawn_app().await;
+    let (url, exchange) = (app.db_url.clone(), app.config.amqp.exchange.clone());
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<i32>();
+    let (commit_tx, commit_rx) = std::sync::mpsc::channel::<()>();
+    let holder = tokio::task::spawn_blocking(move || {
+        #[derive(diesel::QueryableByName)]
+        struct Held {
+            #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Integer>)]
+            queued_attempts: Vec<i32>,
+        }
+        let mut conn = plan_queue::db::connect(&url).unwrap();
+        conn.batch_execute("BEGIN").unwrap();
+        let held: Held = diesel::sql_query(format!(
+            "SELECT queued_attempts FROM queue_rerun(614, 13, 'APPIUM', '{{111}}', '{{222}}', \
+             '{{}}', 'queue', 50, 50, false, now(), '2026-11-30T00:00:00Z', NULL, '{exchange}', \
+             gen_random_uuid())"
+        ))
+        .get_result(&mut conn)
+        .unwrap();
+        held_tx.send(held.queued_attempts[0]).unwrap();
+        commit_rx.recv().unwrap();
+        conn.batch_execute("COMMIT").unwrap();
+    });
+    let held_attempt = held_rx.await.unwrap();
+
+    // another pair of the same source run: not held up
+    let other = tokio::time::timeout(WAIT, app.rerun(&pair_body(112, 223)))
+        .await
+        .expect("a rerun of another pair waited for an uncommitted rerun of the plan");
+    assert_eq!(other.0, 200, "{}", other.1);
+    assert_eq!(queued(&other.1), vec![(112, 223, 2)]);
+
+    // the same pair: waits for the holder's commit, then comes next
+    let same_body = pair_body(111, 222);
+    let same = app.rerun(&same_body);
+    tokio::pin!(same);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), &mut same)
+            .await
+            .is_err(),
+        "a rerun of the same pair did not wait for the uncommitted one"
+    );
+    commit_tx.send(()).unwrap();
+    let (status, body) = tokio::time::timeout(WAIT, same).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        queued(&body),
+        vec![(111, 222, i64::from(held_attempt) + 1)],
+        "attempts of one pair stay consecutive"
+    );
+    holder.await.unwrap();
+}
+
+/// A rerun's call made again after a lost connection (the service then
+/// cannot tell whether the first committed) answers what the first wrote
+/// and writes nothing more: `queue_rerun` finds its first message id.
+#[tokio::test]
+async fn the_rerun_call_made_again_with_its_first_message_id_answers_what_it_wrote() {
+    use diesel::RunQueryDsl;
+    let app = spawn_app().await;
+    let (url, exchange) = (app.db_url.clone(), app.config.amqp.exchange.clone());
+    let before = app.counts().await;
+    let answers = tokio::task::spawn_blocking(move || {
+        #[derive(diesel::QueryableByName, Debug, PartialEq)]
+        struct Answer {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            new_execution_id: i64,
+            #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Integer>)]
+            queued_attempts: Vec<i32>,
+            #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Uuid>)]
+            queued_message_ids: Vec<uuid::Uuid>,
+        }
+        let mut conn = plan_queue::db::connect(&url).unwrap();
+        let first = uuid::Uuid::new_v4();
+        let call = format!(
+            "SELECT new_execution_id, queued_attempts, queued_message_ids FROM queue_rerun(614, 13, \
+             'APPIUM', '{{111,112}}', '{{222,223}}', '{{}}', 'queue', 50, 50, false, now(), \
+             '2026-11-30T00:00:00Z', NULL, '{exchange}', '{first}')"
+        );
+        let once: Answer = diesel::sql_query(&call).get_result(&mut conn).unwrap();
+        let again: Answer = diesel::sql_query(&call).get_result(&mut conn).unwrap();
+        (first, once, again)
+    })
+    .await
+    .unwrap();
+    let (first, once, again) = answers;
+    assert_eq!(once.queued_message_ids[0], first);
+    assert_eq!(once.queued_attempts, vec![2, 2]);
+    assert_eq!(again, once, "the second call answers the first's rerun");
+    assert_eq!(
+        app.counts().await,
+        (before.0 + 1, before.1 + 2),
+        "one rerun and two dispatch rows, not two reruns"
+    );
+}

@@ -1,0 +1,509 @@
+-- A rerun and a run in one round trip each, a rerun locked per pair (issue 11).
+--
+-- queue_rerun does in one call what took five round trips (validate and
+-- lock the source run, read its pairs, write, commit): every check of the
+-- contract in its order, then the write, so that a rerun called outside a
+-- transaction is one statement and one commit. It reports a failed check as
+-- its code and arguments; the service words the error (src/db/rerun.rs).
+--
+-- Locks (transaction-scoped advisory locks, held in memory, no row written):
+--  * the plan, shared: a run of the plan takes it exclusively, so a run
+--    waits for the reruns in progress and its in-flight guard sees them, and
+--    a rerun that waited for a run reads the run it committed as its source;
+--  * each selected pair of the source run, exclusively, in (scenario,
+--    environment) order: attempts of one pair are numbered one after another,
+--    reruns of disjoint pairs of one plan do not wait for each other.
+-- A volatile function reads with a fresh snapshot per statement, so the
+-- attempts read after the pair locks include every rerun committed before.
+
+-- each dispatch row records the exchange (AMQP_EXCHANGE) of the instance
+-- that wrote it (issue 12; an event goes to that exchange's `.events`), so
+-- that instances with different exchanges may share one database: a relay
+-- claims only its exchange's rows, oldest first, through the index below.
+-- Rows written before this migration have none; a relay adopts them when it
+-- starts (src/relay/upkeep.rs).
+ALTER TABLE dispatches ADD COLUMN exchange TEXT;
+CREATE INDEX dispatches_unpublished_exchange_idx ON dispatches (exchange, id)
+    WHERE published_at IS NULL;
+DROP INDEX dispatches_unpublished_id_idx;
+
+-- 1000, 1002, 1010 (sections 1 and 4), the first that applies: who may act
+-- on a plan; with the plan's own framework type (section 13)
+CREATE FUNCTION plan_access(p_plan_id BIGINT, p_user_id BIGINT,
+                            OUT error_code INTEGER, OUT plan_framework_type TEXT)
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN p.project_id IS NULL THEN 1000
+                WHEN NOT coalesce(u.active, false) THEN 1002
+                WHEN NOT EXISTS (SELECT 1 FROM project_members m
+                                  WHERE m.project_id = p.project_id
+                                    AND m.user_id = p_user_id) THEN 1010
+           END,
+           p.framework_type
+      FROM (SELECT 1) one
+      LEFT JOIN plans p ON p.id = p_plan_id
+      LEFT JOIN users u ON u.id = p_user_id
+$$;
+
+-- The execution a call of queue_rerun or queue_run wrote, found by the
+-- first message id it was given, with its pairs in answer order (the
+-- dispatch rows' order); no row when that call did not commit.
+CREATE FUNCTION written_by_call(p_first_message_id UUID,
+                                OUT execution_id BIGINT, OUT scenario_ids BIGINT[],
+                                OUT environment_ids BIGINT[], OUT attempts INTEGER[],
+                                OUT message_ids UUID[])
+LANGUAGE sql STABLE AS $$
+    SELECT p.execution_id, array_agg(p.scenario_id ORDER BY d.id),
+           array_agg(p.environment_id ORDER BY d.id), array_agg(p.attempt ORDER BY d.id),
+           array_agg(p.message_id ORDER BY d.id)
+      FROM execution_pairs p JOIN dispatches d ON d.message_id = p.message_id
+     WHERE p.execution_id = (SELECT f.execution_id FROM execution_pairs f
+                              WHERE f.message_id = p_first_message_id)
+     GROUP BY p.execution_id
+$$;
+
+CREATE FUNCTION queue_rerun(
+    p_plan_id BIGINT,
+    p_user_id BIGINT,
+    p_framework_type TEXT,
+    -- the named pairs in request order (an environment NULL: every
+    -- environment its scenario ran on in the source run); empty with statuses
+    p_scenario_ids BIGINT[],
+    p_environment_ids BIGINT[],
+    -- select the source run's pairs by current status instead (section 8)
+    p_statuses TEXT[],
+    -- 'queue', 'skip' or 'refuse' (section 8)
+    p_on_in_flight TEXT,
+    p_max_pairs INTEGER,
+    p_max_attempts INTEGER,
+    p_dry_run BOOLEAN,
+    p_requested_at TIMESTAMPTZ,
+    -- the same instant as the message's requestedAt (RFC 3339, seconds)
+    p_requested_at_text TEXT,
+    p_correlation_id TEXT,
+    p_exchange TEXT,
+    -- the message id of the first queued pair (a random UUID the caller
+    -- keeps): a call made again after a lost connection finds it when the
+    -- first call committed, and answers what that call wrote
+    p_first_message_id UUID,
+    -- the failed check (1000, 1002, 1010, 1004, 1005, 1007, 1008, 1016, 1014,
+    -- 1015) and its arguments; NULL when the rerun was accepted
+    OUT error_code INTEGER,
+    OUT error_scenario_id BIGINT,
+    OUT error_environment_id BIGINT,
+    OUT error_execution_id BIGINT,
+    OUT error_count INTEGER,
+    -- the rerun (NULL for a dry run) and its source run
+    OUT new_execution_id BIGINT,
+    OUT source_id BIGINT,
+    OUT queued_scenario_ids BIGINT[],
+    OUT queued_environment_ids BIGINT[],
+    OUT queued_attempts INTEGER[],
+    OUT queued_message_ids UUID[],
+    OUT skipped_scenario_ids BIGINT[],
+    OUT skipped_environment_ids BIGINT[],
+    OUT skipped_execution_ids BIGINT[],
+    OUT skipped_attempts INTEGER[],
+    OUT skipped_statuses TEXT[]
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_source BIGINT;
+    v_id BIGINT;
+    -- the selected pairs, in answer order, with their latest attempt
+    v_s BIGINT[];
+    v_e BIGINT[];
+    v_runs INTEGER[];
+    v_status TEXT[];
+    v_holder BIGINT[];
+    v_i INTEGER;
+    v_in_flight BOOLEAN;
+BEGIN
+    -- the same call again after a lost connection, the first having
+    -- committed: what it wrote (its skipped pairs are not kept)
+    IF NOT p_dry_run THEN
+        SELECT w.execution_id, w.scenario_ids, w.environment_ids, w.attempts, w.message_ids
+          INTO new_execution_id, queued_scenario_ids, queued_environment_ids, queued_attempts,
+               queued_message_ids
+          FROM written_by_call(p_first_message_id) w;
+        IF new_execution_id IS NOT NULL THEN
+            SELECT x.source_execution_id INTO source_id FROM executions x WHERE x.id = new_execution_id;
+            skipped_scenario_ids := '{}';
+            skipped_environment_ids := '{}';
+            skipped_execution_ids := '{}';
+            skipped_attempts := '{}';
+            skipped_statuses := '{}';
+            RETURN;
+        END IF;
+    END IF;
+
+    SELECT a.error_code INTO error_code FROM plan_access(p_plan_id, p_user_id) a;
+    IF error_code IS NOT NULL THEN
+        RETURN;
+    END IF;
+
+    IF NOT p_dry_run THEN
+        PERFORM pg_advisory_xact_lock_shared((p_plan_id >> 32)::integer,
+                                             ((p_plan_id & 4294967295) - 2147483648)::integer);
+    END IF;
+
+    -- 1004: the plan's latest full run is the source run
+    SELECT x.id INTO v_source
+      FROM executions x
+     WHERE x.plan_id = p_plan_id AND x.kind = 'RUN'
+     ORDER BY x.requested_at DESC, x.id DESC
+     LIMIT 1;
+    IF v_source IS NULL THEN
+        error_code := 1004;
+        RETURN;
+    END IF;
+    source_id := v_source;
+
+    IF coalesce(cardinality(p_statuses), 0) = 0 THEN
+        -- 1005 and 1007 after expansion, whichever the request meets first
+        SELECT CASE WHEN m.scenario_id IS NULL THEN 1005 ELSE 1007 END,
+               coalesce(m.scenario_id, m.ws),
+               CASE WHEN m.scenario_id IS NULL THEN m.we ELSE m.environment_id END
+          INTO error_code, error_scenario_id, error_environment_id
+          FROM (SELECT w.i, w.s AS ws, w.e AS we, sp.scenario_id, sp.environment_id,
+                       row_number() OVER (PARTITION BY sp.scenario_id, sp.environment_id
+                                          ORDER BY w.i) AS nth
+                  FROM unnest(p_scenario_ids, p_environment_ids) WITH ORDINALITY AS w(s, e, i)
+                  LEFT JOIN execution_pairs sp
+                    ON sp.execution_id = v_source AND sp.scenario_id = w.s
+                   AND (w.e IS NULL OR sp.environment_id = w.e)) m
+         WHERE m.scenario_id IS NULL OR m.nth > 1
+         ORDER BY m.i, m.environment_id
+         LIMIT 1;
+        IF error_code IS NOT NULL THEN
+            RETURN;
+        END IF;
+        SELECT array_agg(sp.scenario_id ORDER BY w.i, sp.environment_id),
+               array_agg(sp.environment_id ORDER BY w.i, sp.environment_id)
+          INTO v_s, v_e
+          FROM unnest(p_scenario_ids, p_environment_ids) WITH ORDINALITY AS w(s, e, i)
+          JOIN execution_pairs sp
+            ON sp.execution_id = v_source AND sp.scenario_id = w.s
+           AND (w.e IS NULL OR sp.environment_id = w.e);
+    ELSE
+        -- 1016: the source run's pairs whose current status is asked for
+        SELECT array_agg(sp.scenario_id ORDER BY sp.scenario_id, sp.environment_id),
+               array_agg(sp.environment_id ORDER BY sp.scenario_id, sp.environment_id)
+          INTO v_s, v_e
+          FROM execution_pairs sp
+         CROSS JOIN LATERAL
+               (SELECT l.status FROM execution_pairs l
+                 WHERE l.source_execution_id = v_source
+                   AND l.scenario_id = sp.scenario_id AND l.environment_id = sp.environment_id
+                 ORDER BY l.attempt DESC LIMIT 1) l
+         WHERE sp.execution_id = v_source AND l.status = ANY (p_statuses);
+        IF v_s IS NULL THEN
+            error_code := 1016;
+            RETURN;
+        END IF;
+    END IF;
+    -- 1008 after expansion
+    IF cardinality(v_s) > p_max_pairs THEN
+        error_code := 1008;
+        error_count := cardinality(v_s);
+        RETURN;
+    END IF;
+
+    IF NOT p_dry_run THEN
+        PERFORM count(pg_advisory_xact_lock(hashint8extended(t.e, hashint8extended(t.s, v_source))))
+           FROM (SELECT u.s, u.e FROM unnest(v_s, v_e) AS u(s, e) ORDER BY u.s, u.e) t;
+    END IF;
+
+    -- each pair's latest attempt in the source run's chain, read after its
+    -- lock: its number (the times it ran), status and execution
+    SELECT array_agg(l.attempt ORDER BY t.o), array_agg(l.status ORDER BY t.o),
+           array_agg(l.execution_id ORDER BY t.o)
+      INTO v_runs, v_status, v_holder
+      FROM unnest(v_s, v_e) WITH ORDINALITY AS t(s, e, o)
+     CROSS JOIN LATERAL
+           (SELECT p.attempt, p.status, p.execution_id FROM execution_pairs p
+             WHERE p.source_execution_id = v_source
+               AND p.scenario_id = t.s AND p.environment_id = t.e
+             ORDER BY p.attempt DESC LIMIT 1) l;
+
+    queued_scenario_ids := '{}';
+    queued_environment_ids := '{}';
+    queued_attempts := '{}';
+    skipped_scenario_ids := '{}';
+    skipped_environment_ids := '{}';
+    skipped_execution_ids := '{}';
+    skipped_attempts := '{}';
+    skipped_statuses := '{}';
+    FOR v_i IN 1 .. cardinality(v_s) LOOP
+        -- with statuses, a pair another rerun queued meanwhile is no longer selected
+        CONTINUE WHEN coalesce(cardinality(p_statuses), 0) > 0
+                  AND NOT v_status[v_i] = ANY (p_statuses);
+        v_in_flight := v_status[v_i] IN ('QUEUED', 'RUNNING');
+        -- 1014 (onInFlight refuse)
+        IF v_in_flight AND p_on_in_flight = 'refuse' THEN
+            error_code := 1014;
+            error_scenario_id := v_s[v_i];
+            error_environment_id := v_e[v_i];
+            error_execution_id := v_holder[v_i];
+            RETURN;
+        ELSIF v_in_flight AND p_on_in_flight = 'skip' THEN
+            skipped_scenario_ids := skipped_scenario_ids || v_s[v_i];
+            skipped_environment_ids := skipped_environment_ids || v_e[v_i];
+            skipped_execution_ids := skipped_execution_ids || v_holder[v_i];
+            skipped_attempts := skipped_attempts || v_runs[v_i];
+            skipped_statuses := skipped_statuses || v_status[v_i];
+        ELSE
+            queued_scenario_ids := queued_scenario_ids || v_s[v_i];
+            queued_environment_ids := queued_environment_ids || v_e[v_i];
+            queued_attempts := queued_attempts || (v_runs[v_i] + 1);
+        END IF;
+    END LOOP;
+    IF cardinality(queued_scenario_ids) = 0 THEN
+        IF cardinality(skipped_scenario_ids) > 0 THEN
+            -- 1014: nothing left to queue (onInFlight skip)
+            error_code := 1014;
+            error_scenario_id := skipped_scenario_ids[1];
+            error_environment_id := skipped_environment_ids[1];
+            error_execution_id := skipped_execution_ids[1];
+        ELSE
+            error_code := 1016;
+        END IF;
+        RETURN;
+    END IF;
+    -- 1015 (MAX_ATTEMPTS)
+    FOR v_i IN 1 .. cardinality(queued_attempts) LOOP
+        IF queued_attempts[v_i] > p_max_attempts THEN
+            error_code := 1015;
+            error_scenario_id := queued_scenario_ids[v_i];
+            error_environment_id := queued_environment_ids[v_i];
+            RETURN;
+        END IF;
+    END LOOP;
+    IF p_dry_run THEN
+        RETURN;
+    END IF;
+
+    v_id := nextval('executions_id_seq');
+    new_execution_id := v_id;
+    queued_message_ids := p_first_message_id
+                          || ARRAY(SELECT gen_random_uuid()
+                                     FROM generate_series(2, cardinality(queued_scenario_ids)));
+    INSERT INTO executions (id, plan_id, kind, source_execution_id, requested_by,
+                            framework_type, requested_at, open_pairs)
+    VALUES (v_id, p_plan_id, 'RERUN', v_source, p_user_id, p_framework_type, p_requested_at,
+            cardinality(queued_scenario_ids));
+    INSERT INTO execution_pairs (execution_id, scenario_id, environment_id, status, attempt,
+                                 source_execution_id, message_id)
+    SELECT v_id, t.s, t.e, 'QUEUED', t.a, v_source, t.m
+      FROM unnest(queued_scenario_ids, queued_environment_ids, queued_attempts,
+                  queued_message_ids) AS t(s, e, a, m);
+    -- the message body of section 2, keys in the contract's order, compact
+    -- as the service's own serialisation (docs/asyncapi.yaml)
+    INSERT INTO dispatches (message_id, execution_id, routing_key, message_type, body,
+                            correlation_id, exchange)
+    SELECT t.m, v_id, p_framework_type, 'scenario.rerun',
+           format('{"messageId":"%s","executionId":%s,"sourceExecutionId":%s,"planId":%s,'
+                  '"userId":%s,"frameworkType":%s,"scenarioId":%s,"environmentId":%s,'
+                  '"attempt":%s,"requestedAt":%s,"scenario":{"name":%s},'
+                  '"environment":{"name":%s,"platform":%s,"version":%s}}',
+                  t.m, v_id, v_source, p_plan_id, p_user_id, to_json(p_framework_type),
+                  t.s, t.e, t.a, to_json(p_requested_at_text), to_json(sc.name),
+                  to_json(en.name), to_json(en.platform), to_json(en.version)),
+           p_correlation_id, p_exchange
+      FROM unnest(queued_scenario_ids, queued_environment_ids, queued_attempts,
+                  queued_message_ids) WITH ORDINALITY AS t(s, e, a, m, o)
+      JOIN scenarios sc ON sc.id = t.s
+      JOIN environments en ON en.id = t.e
+     ORDER BY t.o;
+END
+$$;
+
+-- The run of a plan (section 7) in one call, like queue_rerun: the checks in
+-- the contract's order, the plan's lock taken exclusively (it waits for the
+-- reruns in progress; runs of one plan go one after another), the in-flight
+-- guard, then the run, its pairs (attempt 1, their own source) and one
+-- dispatch row per pair (type scenario.run).
+CREATE FUNCTION queue_run(
+    p_plan_id BIGINT,
+    p_user_id BIGINT,
+    -- the body's framework type, normalised and checked; NULL: the plan's
+    p_framework_type TEXT,
+    -- the configured framework types (upper case), for the plan's own
+    p_framework_types TEXT[],
+    -- the subsets in request order; NULL: every scenario / environment
+    p_scenario_ids BIGINT[],
+    p_environment_ids BIGINT[],
+    p_force BOOLEAN,
+    p_max_pairs INTEGER,
+    p_dry_run BOOLEAN,
+    p_requested_at TIMESTAMPTZ,
+    p_requested_at_text TEXT,
+    p_correlation_id TEXT,
+    p_exchange TEXT,
+    -- as queue_rerun's
+    p_first_message_id UUID,
+    -- the failed check (1000, 1002, 1010, 1006, 1003, 1019, 1018, 1008,
+    -- 1014) and its arguments; NULL when the run was accepted
+    OUT error_code INTEGER,
+    -- 1019: 'scenario' or 'environment', and its id
+    OUT error_subject TEXT,
+    OUT error_id BIGINT,
+    OUT error_count INTEGER,
+    OUT error_execution_id BIGINT,
+    -- the framework type of the run (1003: the plan's, not configured)
+    OUT framework_type_used TEXT,
+    -- the run (NULL for a dry run) and its pairs, by scenario then environment
+    OUT new_execution_id BIGINT,
+    OUT queued_scenario_ids BIGINT[],
+    OUT queued_environment_ids BIGINT[],
+    OUT queued_message_ids UUID[]
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_plan_framework_type TEXT;
+    v_scenarios BIGINT[];
+    v_environments BIGINT[];
+    v_n INTEGER;
+    v_source BIGINT;
+    v_id BIGINT;
+BEGIN
+    -- the same call again after a lost connection (see queue_rerun)
+    IF NOT p_dry_run THEN
+        SELECT w.execution_id, w.scenario_ids, w.environment_ids, w.message_ids
+          INTO new_execution_id, queued_scenario_ids, queued_environment_ids, queued_message_ids
+          FROM written_by_call(p_first_message_id) w;
+        IF new_execution_id IS NOT NULL THEN
+            SELECT x.framework_type INTO framework_type_used
+              FROM executions x WHERE x.id = new_execution_id;
+            RETURN;
+        END IF;
+    END IF;
+
+    SELECT a.error_code, a.plan_framework_type INTO error_code, v_plan_framework_type
+      FROM plan_access(p_plan_id, p_user_id) a;
+    IF error_code IS NOT NULL THEN
+        RETURN;
+    END IF;
+
+    -- 1006, 1003: the body's framework type, else the plan's, normalised as
+    -- the service normalises a body's (trimmed, ASCII upper case)
+    framework_type_used := coalesce(
+        p_framework_type,
+        translate(btrim(v_plan_framework_type, E' \t\n\r\f\v'),
+                  'abcdefghijklmnopqrstuvwxyz', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ'));
+    IF coalesce(framework_type_used, '') = '' THEN
+        error_code := 1006;
+        RETURN;
+    ELSIF NOT framework_type_used = ANY (p_framework_types) THEN
+        error_code := 1003;
+        RETURN;
+    END IF;
+
+    -- 1019: the first id of a subset (scenarios first, in request order)
+    -- that is not the plan's
+    SELECT w.id INTO error_id
+      FROM unnest(p_scenario_ids) WITH ORDINALITY AS w(id, i)
+     WHERE NOT EXISTS (SELECT 1 FROM plan_scenarios ps
+                        WHERE ps.plan_id = p_plan_id AND ps.scenario_id = w.id)
+     ORDER BY w.i LIMIT 1;
+    IF error_id IS NOT NULL THEN
+        error_code := 1019;
+        error_subject := 'scenario';
+        RETURN;
+    END IF;
+    SELECT w.id INTO error_id
+      FROM unnest(p_environment_ids) WITH ORDINALITY AS w(id, i)
+     WHERE NOT EXISTS (SELECT 1 FROM plan_environments pe
+                        WHERE pe.plan_id = p_plan_id AND pe.environment_id = w.id)
+     ORDER BY w.i LIMIT 1;
+    IF error_id IS NOT NULL THEN
+        error_code := 1019;
+        error_subject := 'environment';
+        RETURN;
+    END IF;
+
+    SELECT array_agg(ps.scenario_id ORDER BY ps.scenario_id) INTO v_scenarios
+      FROM plan_scenarios ps
+     WHERE ps.plan_id = p_plan_id
+       AND (p_scenario_ids IS NULL OR ps.scenario_id = ANY (p_scenario_ids));
+    SELECT array_agg(pe.environment_id ORDER BY pe.environment_id) INTO v_environments
+      FROM plan_environments pe
+     WHERE pe.plan_id = p_plan_id
+       AND (p_environment_ids IS NULL OR pe.environment_id = ANY (p_environment_ids));
+    -- 1018, 1008
+    v_n := coalesce(cardinality(v_scenarios), 0) * coalesce(cardinality(v_environments), 0);
+    IF v_n = 0 THEN
+        error_code := 1018;
+        RETURN;
+    ELSIF v_n > p_max_pairs THEN
+        error_code := 1008;
+        error_count := v_n;
+        RETURN;
+    END IF;
+
+    IF NOT p_dry_run THEN
+        PERFORM pg_advisory_xact_lock((p_plan_id >> 32)::integer,
+                                      ((p_plan_id & 4294967295) - 2147483648)::integer);
+    END IF;
+    -- 1014 unless force: the first pair (by scenario, then environment) of
+    -- the latest run's chain whose latest attempt is in flight, read after
+    -- the lock (the reruns committed before it are seen)
+    IF NOT p_force THEN
+        SELECT x.id INTO v_source
+          FROM executions x
+         WHERE x.plan_id = p_plan_id AND x.kind = 'RUN'
+         ORDER BY x.requested_at DESC, x.id DESC
+         LIMIT 1;
+        IF v_source IS NOT NULL THEN
+            SELECT p.execution_id INTO error_execution_id
+              FROM execution_pairs p
+             WHERE p.source_execution_id = v_source AND p.status IN ('QUEUED', 'RUNNING')
+               AND NOT EXISTS (SELECT 1 FROM execution_pairs q
+                                WHERE q.source_execution_id = p.source_execution_id
+                                  AND q.scenario_id = p.scenario_id
+                                  AND q.environment_id = p.environment_id
+                                  AND q.attempt > p.attempt)
+             ORDER BY p.scenario_id, p.environment_id
+             LIMIT 1;
+            IF error_execution_id IS NOT NULL THEN
+                error_code := 1014;
+                RETURN;
+            END IF;
+        END IF;
+    END IF;
+
+    SELECT array_agg(s.id ORDER BY s.o, e.o), array_agg(e.id ORDER BY s.o, e.o)
+      INTO queued_scenario_ids, queued_environment_ids
+      FROM unnest(v_scenarios) WITH ORDINALITY AS s(id, o),
+           unnest(v_environments) WITH ORDINALITY AS e(id, o);
+    IF p_dry_run THEN
+        RETURN;
+    END IF;
+
+    v_id := nextval('executions_id_seq');
+    new_execution_id := v_id;
+    queued_message_ids := p_first_message_id
+                          || ARRAY(SELECT gen_random_uuid() FROM generate_series(2, v_n));
+    INSERT INTO executions (id, plan_id, kind, source_execution_id, requested_by,
+                            framework_type, requested_at, open_pairs)
+    VALUES (v_id, p_plan_id, 'RUN', NULL, p_user_id, framework_type_used, p_requested_at, v_n);
+    INSERT INTO execution_pairs (execution_id, scenario_id, environment_id, status, attempt,
+                                 source_execution_id, message_id)
+    SELECT v_id, t.s, t.e, 'QUEUED', 1, v_id, t.m
+      FROM unnest(queued_scenario_ids, queued_environment_ids, queued_message_ids) AS t(s, e, m);
+    -- the message body of section 7 (section 2's, attempt 1, its own source)
+    INSERT INTO dispatches (message_id, execution_id, routing_key, message_type, body,
+                            correlation_id, exchange)
+    SELECT t.m, v_id, framework_type_used, 'scenario.run',
+           format('{"messageId":"%s","executionId":%s,"sourceExecutionId":%s,"planId":%s,'
+                  '"userId":%s,"frameworkType":%s,"scenarioId":%s,"environmentId":%s,'
+                  '"attempt":1,"requestedAt":%s,"scenario":{"name":%s},'
+                  '"environment":{"name":%s,"platform":%s,"version":%s}}',
+                  t.m, v_id, v_id, p_plan_id, p_user_id, to_json(framework_type_used),
+                  t.s, t.e, to_json(p_requested_at_text), to_json(sc.name),
+                  to_json(en.name), to_json(en.platform), to_json(en.version)),
+           p_correlation_id, p_exchange
+      FROM unnest(queued_scenario_ids, queued_environment_ids, queued_message_ids)
+           WITH ORDINALITY AS t(s, e, m, o)
+      JOIN scenarios sc ON sc.id = t.s
+      JOIN environments en ON en.id = t.e
+     ORDER BY t.o;
+END
+$$;
