@@ -74,7 +74,7 @@ result=${PIPESTATUS[0]}
 set -e
 echo
 echo "node-loss summary ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores):"
-grep -E '^(ledger under node loss|results under node loss|instance killed mid-load):' "$OUTPUT" |
+grep -oE '(ledger under node loss|results under node loss|instance killed mid-load):.*' "$OUTPUT" |
     sed 's/^/  /' || true
 echo "  whole command: $(($(date +%s) - started)) s"
 exit "$result"

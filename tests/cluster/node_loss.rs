@@ -4,6 +4,14 @@
 //! the node leading the results queue likewise while runners report, or
 //! one plan-queue instance SIGKILLed. Each test prints its counts; lost
 //! must be 0.
+//!
+//! A rerun counts as accepted only with a 200, whose `messageId`s go into
+//! the ledger; a consumer of the run queue with manual acknowledgements
+//! (each after the id is recorded) that moves to the next node when its
+//! own dies records every delivery. Lost = accepted ids never consumed;
+//! duplicates are deliveries of an id already seen; a consumed id no
+//! answer named must be a committed pair (a request cut by a kill after
+//! its commit).
 
 use crate::support::{
     ledger_consumer, outbox_sampler, rerun_load, secs, token, Answers, Cluster, Instance, Ledger,
@@ -44,7 +52,11 @@ impl Tally {
 /// that no answer named must be a committed pair of `db`.
 async fn tally(accepted: &[String], ledger: &Ledger, db: &ScenarioDb) -> Tally {
     let accepted_set: HashSet<&str> = accepted.iter().map(String::as_str).collect();
-    assert_eq!(accepted_set.len(), accepted.len(), "each 200 named its own messageId");
+    assert_eq!(
+        accepted_set.len(),
+        accepted.len(),
+        "each 200 named its own messageId"
+    );
     let unknown: Vec<&String> = ledger
         .seen
         .keys()
@@ -128,6 +140,11 @@ fn other_than(node: usize) -> usize {
     node % 3 + 1
 }
 
+/// 2 000 one-pair reruns at 50/s, alternating between instance A (nodes
+/// 1, 2, 3) and B (2, 3, 1); 10 s in, the node leading the run queue is
+/// SIGKILLed, 15 s after that started again. Measures how long the queues
+/// it led had no leader, the oldest pending outbox row (how long publishing
+/// stalled) and the 503s while the node was down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the private cluster: tests/cluster/node-loss.sh"]
 async fn two_thousand_reruns_while_the_run_queue_leader_is_killed_lose_nothing() {
@@ -181,12 +198,17 @@ async fn two_thousand_reruns_while_the_run_queue_leader_is_killed_lose_nothing()
     let restarted = killed_at.elapsed();
     let answers = load.await.unwrap();
     let load_time = started.elapsed();
+    let moved = format!(
+        "A: {}; B: {}",
+        a.broker_nodes().await,
+        b.broker_nodes().await
+    );
 
     await_delivery(&answers.accepted, &ledger, &db).await;
     stop.send(true).unwrap();
     consumer.await.unwrap();
     sampler.await.unwrap();
-    let ledger = ledger.lock().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     let tally = tally(&answers.accepted, &ledger, &db).await;
     let stall = sample.lock().unwrap().longest_pending_ms;
     println!(
@@ -194,7 +216,7 @@ async fn two_thousand_reruns_while_the_run_queue_leader_is_killed_lose_nothing()
          SIGKILLed {} after the first rerun; queues it led ({}) had new leaders after {} \
          (run queue now on pq-cluster-{}); restarted after {} (started at {}); \
          oldest pending outbox row reached {:.1} s; ledger consumer's longest gap {}, \
-         connections {} on {:?}; {} reruns sent in {}",
+         connections {} on {:?}; after the restart {moved}; {} reruns sent in {}",
         tally.line(),
         refused_line(&answers),
         secs(killed_at - started),
@@ -229,7 +251,11 @@ async fn two_thousand_reruns_while_the_run_queue_leader_is_killed_lose_nothing()
 fn result_body(pair: &str) -> Vec<u8> {
     let f: Vec<&str> = pair.split(',').collect();
     let scenario: i64 = f[2].parse().unwrap();
-    let status = if scenario % 2 == 0 { "PASSED" } else { "FAILED" };
+    let status = if scenario % 2 == 0 {
+        "PASSED"
+    } else {
+        "FAILED"
+    };
     serde_json::json!({
         "messageId": f[0], "executionId": f[1].parse::<i64>().unwrap(),
         "scenarioId": scenario, "environmentId": f[3].parse::<i64>().unwrap(),
@@ -249,6 +275,8 @@ struct Published {
     republished: usize,
     connections: usize,
     nodes: Vec<String>,
+    /// The longest time from a result's first publish to its confirm.
+    longest_wait: Duration,
 }
 
 /// A runner's reporting: publishes each body to the fanout exchange
@@ -268,6 +296,7 @@ async fn report_results(
     let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
     for body in &bodies {
         tick.tick().await;
+        let first_sent = Instant::now();
         let mut attempt = 0;
         loop {
             if channel.is_none() {
@@ -330,6 +359,7 @@ async fn report_results(
             match confirmed {
                 Some(Confirmation::Ack(None)) => {
                     published.confirmed += 1;
+                    published.longest_wait = published.longest_wait.max(first_sent.elapsed());
                     break;
                 }
                 _ => {
@@ -348,6 +378,13 @@ async fn report_results(
     published
 }
 
+/// A rerun of 2 000 pairs; a runner (simulated: publisher confirms, the
+/// next node on a failure, the same body again) reports one terminal result
+/// per pair at 100/s, starting on the node leading the results queue, which
+/// is SIGKILLed 5 s in and started again 10 s later. Both instances consume
+/// the results. Every pair must carry its result, each result must have
+/// changed its pair once (`plan_queue_results_applied_total`), duplicates
+/// only counted as ignored, the execution finished with one event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the private cluster: tests/cluster/node-loss.sh"]
 async fn two_thousand_results_while_the_results_queue_leader_is_killed_are_each_applied_once() {
@@ -368,8 +405,10 @@ async fn two_thousand_results_while_the_results_queue_leader_is_killed_are_each_
     let answer: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/queue/rerun", a.url))
         .bearer_auth(token())
-        .json(&serde_json::json!({"planId": 614, "userId": 13, "frameworkType": FRAMEWORK_TYPE,
-                                  "statuses": ["SKIPPED"]}))
+        .json(
+            &serde_json::json!({"planId": 614, "userId": 13, "frameworkType": FRAMEWORK_TYPE,
+                                  "statuses": ["SKIPPED"]}),
+        )
         .send()
         .await
         .unwrap()
@@ -414,6 +453,11 @@ async fn two_thousand_results_while_the_results_queue_leader_is_killed_are_each_
     let restarted = killed_at.elapsed();
     let published = runner.await.unwrap();
     let publish_time = started.elapsed();
+    let moved = format!(
+        "A: {}; B: {}",
+        a.broker_nodes().await,
+        b.broker_nodes().await
+    );
 
     let expected = format!(
         "SELECT count(*) AS n FROM execution_pairs WHERE execution_id = {execution} \
@@ -462,8 +506,9 @@ async fn two_thousand_results_while_the_results_queue_leader_is_killed_are_each_
         "results under node loss: published={} applied={} duplicates-ignored={} rejected={} lost={} | \
          results queue {queue} led by pq-cluster-{leader}, SIGKILLed {} after the first result; \
          queues it led ({}) had new leaders after {}; restarted after {}; runner republished {} \
-         (connections {} on {:?}); {} results published in {}, all applied {} after the first; \
-         execution {execution}: open pairs {open}, execution.finished events {events}",
+         (connections {} on {:?}, longest wait for a confirm {}); {} results published in {}, all applied {} after the first; \
+         execution {execution}: open pairs {open}, execution.finished events {events}; \
+         after the restart {moved}",
         published.confirmed,
         applied,
         ignored,
@@ -476,6 +521,7 @@ async fn two_thousand_results_while_the_results_queue_leader_is_killed_are_each_
         published.republished,
         published.connections,
         published.nodes,
+        secs(published.longest_wait),
         RESULTS,
         secs(publish_time),
         secs(all_applied),
@@ -493,6 +539,13 @@ async fn two_thousand_results_while_the_results_queue_leader_is_killed_are_each_
 const LEASED: &str = "SELECT count(*) AS n FROM dispatches \
                         WHERE published_at IS NULL AND locked_until > now()";
 
+/// 2 000 one-pair reruns at 100/s through instances A and B (no node
+/// lost). About 6 s in, A is frozen (SIGSTOP) at a moment its relay holds a
+/// lease on unpublished rows (rows still leased a second later are A's:
+/// B settles its own within milliseconds; otherwise A resumes and the test
+/// tries again), then SIGKILLed; from then on every rerun goes to B, whose
+/// relay must publish A's rows once their lease (`RELAY_LEASE_MS`, 15 s)
+/// ran out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the private cluster: tests/cluster/node-loss.sh"]
 async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_the_lease() {
@@ -578,7 +631,7 @@ async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_
     await_delivery(&answers.accepted, &ledger, &db).await;
     stop.send(true).unwrap();
     consumer.await.unwrap();
-    let ledger = ledger.lock().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     let tally = tally(&answers.accepted, &ledger, &db).await;
     println!(
         "instance killed mid-load: {} | {} | instance A SIGKILLed {} after the first rerun \

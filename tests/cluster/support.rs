@@ -77,10 +77,13 @@ impl Cluster {
     pub async fn node_sh(args: &[&str]) -> String {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         tokio::task::spawn_blocking(move || {
-            let output = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/node.sh"))
-                .args(&args)
-                .output()
-                .expect("run tests/cluster/node.sh");
+            let output = Command::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/cluster/node.sh"
+            ))
+            .args(&args)
+            .output()
+            .expect("run tests/cluster/node.sh");
             assert!(
                 output.status.success(),
                 "node.sh {args:?} failed: {}",
@@ -144,10 +147,13 @@ impl Cluster {
 
     async fn try_node_sh(args: Vec<String>) -> Option<String> {
         tokio::task::spawn_blocking(move || {
-            let output = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/node.sh"))
-                .args(&args)
-                .output()
-                .ok()?;
+            let output = Command::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/cluster/node.sh"
+            ))
+            .args(&args)
+            .output()
+            .ok()?;
             output
                 .status
                 .success()
@@ -284,7 +290,8 @@ impl Drop for ScenarioDb {
         let (admin, name) = (self.admin.clone(), self.name.clone());
         let _ = std::thread::spawn(move || {
             if let Ok(mut conn) = PgConnection::establish(&admin) {
-                let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+                let _ =
+                    conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
             }
         })
         .join();
@@ -352,7 +359,11 @@ impl Instance {
         let client = reqwest::Client::new();
         let started = Instant::now();
         loop {
-            if let Ok(r) = client.get(format!("{}/health/ready", self.url)).send().await {
+            if let Ok(r) = client
+                .get(format!("{}/health/ready", self.url))
+                .send()
+                .await
+            {
                 if r.status() == 200 {
                     return;
                 }
@@ -364,6 +375,20 @@ impl Instance {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The nodes (`host:port`) readiness names for the relay
+    /// (`brokerNode`) and the results consumer (`resultsBrokerNode`).
+    pub async fn broker_nodes(&self) -> String {
+        let body: serde_json::Value = match reqwest::get(format!("{}/health/ready", self.url)).await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => return "no answer".to_owned(),
+        };
+        format!(
+            "relay on {}, results consumer on {}",
+            body["data"]["brokerNode"], body["data"]["resultsBrokerNode"]
+        )
     }
 
     /// The process id.
@@ -614,7 +639,10 @@ pub async fn rerun_load(
             let outcome = match request.send().await {
                 Ok(r) => {
                     let status = r.status().as_u16();
-                    r.json::<serde_json::Value>().await.ok().map(|b| (status, b))
+                    r.json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .map(|b| (status, b))
                 }
                 Err(_) => None,
             };
@@ -639,11 +667,7 @@ pub async fn rerun_load(
     for task in tasks {
         task.await.unwrap();
     }
-    Arc::try_unwrap(answers)
-        .ok()
-        .unwrap()
-        .into_inner()
-        .unwrap()
+    Arc::try_unwrap(answers).ok().unwrap().into_inner().unwrap()
 }
 
 /// Seconds with one decimal.
