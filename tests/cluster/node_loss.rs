@@ -14,8 +14,8 @@
 //! its commit).
 
 use crate::support::{
-    ledger_consumer, outbox_sampler, rerun_load, secs, token, Answers, Cluster, Instance, Ledger,
-    OutboxSample, ScenarioDb, FRAMEWORK_TYPE,
+    ledger_consumer, outbox_sampler, publishes, rerun_load, secs, token, Answers, Cluster,
+    Instance, Ledger, OutboxSample, ScenarioDb, FRAMEWORK_TYPE,
 };
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
@@ -205,6 +205,7 @@ async fn two_thousand_reruns_while_the_run_queue_leader_is_killed_lose_nothing()
     );
 
     await_delivery(&answers.accepted, &ledger, &db).await;
+    let relay = publishes(&[&a, &b]).await;
     stop.send(true).unwrap();
     consumer.await.unwrap();
     sampler.await.unwrap();
@@ -216,7 +217,8 @@ async fn two_thousand_reruns_while_the_run_queue_leader_is_killed_lose_nothing()
          SIGKILLed {} after the first rerun; queues it led ({}) had new leaders after {} \
          (run queue now on pq-cluster-{}); restarted after {} (started at {}); \
          oldest pending outbox row reached {:.1} s; ledger consumer's longest gap {}, \
-         connections {} on {:?}; after the restart {moved}; {} reruns sent in {}",
+         connections {} on {:?}; after the restart {moved}; relay publishes: {relay}; \
+         {} reruns sent in {}",
         tally.line(),
         refused_line(&answers),
         secs(killed_at - started),
@@ -277,6 +279,19 @@ struct Published {
     nodes: Vec<String>,
     /// The longest time from a result's first publish to its confirm.
     longest_wait: Duration,
+    /// Failed publishes: nacked, unconfirmed within 5 s, or the channel failed.
+    nacked: usize,
+    timed_out: usize,
+    failed: usize,
+}
+
+/// What became of one publish of the simulated runner.
+enum Outcome {
+    Confirmed,
+    Nacked,
+    TimedOut,
+    /// The publish or the channel failed.
+    Failed,
 }
 
 /// A runner's reporting: publishes each body to the fanout exchange
@@ -335,8 +350,8 @@ async fn report_results(
                 .with_content_type("application/json".into())
                 .with_type("scenario.result".into())
                 .with_message_id(uuid::Uuid::new_v4().to_string().into());
-            let confirmed = async {
-                let confirm = ch
+            let outcome = async {
+                let Ok(confirm) = ch
                     .basic_publish(
                         exchange.as_str().into(),
                         "".into(),
@@ -345,30 +360,34 @@ async fn report_results(
                         properties,
                     )
                     .await
-                    .ok()?;
-                tokio::time::timeout(Duration::from_secs(5), confirm)
-                    .await
-                    .ok()?
-                    .ok()
+                else {
+                    return Outcome::Failed;
+                };
+                match tokio::time::timeout(Duration::from_secs(5), confirm).await {
+                    Ok(Ok(Confirmation::Ack(None))) => Outcome::Confirmed,
+                    Ok(Ok(Confirmation::Nack(_))) => Outcome::Nacked,
+                    Ok(_) => Outcome::Failed,
+                    Err(_) => Outcome::TimedOut,
+                }
             }
             .await;
             if attempt > 0 {
                 published.republished += 1;
             }
             attempt += 1;
-            match confirmed {
-                Some(Confirmation::Ack(None)) => {
+            match outcome {
+                Outcome::Confirmed => {
                     published.confirmed += 1;
                     published.longest_wait = published.longest_wait.max(first_sent.elapsed());
                     break;
                 }
-                _ => {
-                    if let Some((c, _)) = channel.take() {
-                        let _ =
-                            tokio::time::timeout(Duration::from_secs(2), c.close(200, "".into()))
-                                .await;
-                    }
-                }
+                Outcome::Nacked => published.nacked += 1,
+                Outcome::TimedOut => published.timed_out += 1,
+                Outcome::Failed => published.failed += 1,
+            }
+            // the same body again, on the next node
+            if let Some((c, _)) = channel.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), c.close(200, "".into())).await;
             }
         }
     }
@@ -506,7 +525,8 @@ async fn two_thousand_results_while_the_results_queue_leader_is_killed_are_each_
         "results under node loss: published={} applied={} duplicates-ignored={} rejected={} lost={} | \
          results queue {queue} led by pq-cluster-{leader}, SIGKILLed {} after the first result; \
          queues it led ({}) had new leaders after {}; restarted after {}; runner republished {} \
-         (connections {} on {:?}, longest wait for a confirm {}); {} results published in {}, all applied {} after the first; \
+         (nacked {}, unconfirmed in 5 s {}, channel failed {}; connections {} on {:?}, \
+         longest wait for a confirm {}); {} results published in {}, all applied {} after the first; \
          execution {execution}: open pairs {open}, execution.finished events {events}; \
          after the restart {moved}",
         published.confirmed,
@@ -519,6 +539,9 @@ async fn two_thousand_results_while_the_results_queue_leader_is_killed_are_each_
         secs(regained),
         secs(restarted),
         published.republished,
+        published.nacked,
+        published.timed_out,
+        published.failed,
         published.connections,
         published.nodes,
         secs(published.longest_wait),
@@ -629,6 +652,7 @@ async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_
     let answers = load.await.unwrap();
     let load_time = started.elapsed();
     await_delivery(&answers.accepted, &ledger, &db).await;
+    let relay = publishes(&[&b]).await;
     stop.send(true).unwrap();
     consumer.await.unwrap();
     let ledger = std::mem::take(&mut *ledger.lock().unwrap());
@@ -636,7 +660,8 @@ async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_
     println!(
         "instance killed mid-load: {} | {} | instance A SIGKILLed {} after the first rerun \
          holding a lease on {} unpublished rows (found on try {tries}); instance B published \
-         them {} after the kill (RELAY_LEASE_MS 15000); {} reruns sent in {}",
+         them {} after the kill (RELAY_LEASE_MS 15000); B's relay publishes: {relay}; \
+         {} reruns sent in {}",
         tally.line(),
         refused_line(&answers),
         secs(killed_at - started),

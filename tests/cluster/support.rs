@@ -412,6 +412,12 @@ impl Instance {
 
     /// The sum of the samples of metric `name` (all label sets) on `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
+        self.metric_with(name, "").await
+    }
+
+    /// The sum of the samples of metric `name` whose labels contain `label`
+    /// (e.g. `outcome="nacked"`) on `/metrics`.
+    pub async fn metric_with(&self, name: &str, label: &str) -> f64 {
         let text = reqwest::get(format!("{}/metrics", self.url))
             .await
             .expect("GET /metrics")
@@ -422,6 +428,7 @@ impl Instance {
             .filter(|l| {
                 l.strip_prefix(name)
                     .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                    && l.contains(label)
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
@@ -668,6 +675,27 @@ pub async fn rerun_load(
         task.await.unwrap();
     }
     Arc::try_unwrap(answers).ok().unwrap().into_inner().unwrap()
+}
+
+/// The relay publishes of `instances` by outcome
+/// (`plan_queue_publishes_total`), outcomes with none left out.
+pub async fn publishes(instances: &[&Instance]) -> String {
+    let mut parts = Vec::new();
+    for outcome in ["confirmed", "nacked", "timed_out", "failed", "returned"] {
+        let mut n = 0.0;
+        for i in instances {
+            n += i
+                .metric_with(
+                    "plan_queue_publishes_total",
+                    &format!("outcome=\"{outcome}\""),
+                )
+                .await;
+        }
+        if n > 0.0 {
+            parts.push(format!("{outcome} {n}"));
+        }
+    }
+    parts.join(", ")
 }
 
 /// Seconds with one decimal.
