@@ -33,7 +33,7 @@ export NODE_LOSS_LOGS=${TMPDIR:-/tmp}/plan-queue-node-loss-logs-$RUN
 TARGET=${CARGO_TARGET_DIR:-target}
 OUTPUT=$NODE_LOSS_LOGS/cargo-test.txt
 
-log() { echo "node-loss: $*" >&2; }
+log() { echo "node-loss: [$(($(date +%s) - started)) s] $*" >&2; }
 
 cleanup() {
     status=$?
@@ -68,6 +68,7 @@ DATABASE_URL=$NODE_LOSS_DATABASE_SERVER/$NODE_LOSS_DATABASE RUST_LOG=warn \
     "$BIN" seed --file fixtures/demo.json >&2
 
 log "running the scenarios"
+scenarios=$(date +%s)
 set +e
 cargo test --quiet --test cluster -- --ignored --nocapture --test-threads=1 "$@" 2>&1 | tee "$OUTPUT"
 result=${PIPESTATUS[0]}
@@ -76,5 +77,5 @@ echo
 echo "node-loss summary ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores):"
 grep -oE '(ledger under node loss|results under node loss|instance killed mid-load):.*' "$OUTPUT" |
     sed 's/^/  /' || true
-echo "  whole command: $(($(date +%s) - started)) s"
+echo "  whole command: $(($(date +%s) - started)) s (the scenarios $(($(date +%s) - scenarios)) s)"
 exit "$result"
