@@ -206,6 +206,12 @@ async fn two_thousand_reruns_while_the_run_queue_leader_is_killed_lose_nothing()
 
     await_delivery(&answers.accepted, &ledger, &db).await;
     let relay = publishes(&[&a, &b]).await;
+    let retried = db
+        .count("SELECT count(*) AS n FROM dispatches WHERE attempts > 1")
+        .await;
+    let most_attempts = db
+        .count("SELECT coalesce(max(attempts), 0)::bigint AS n FROM dispatches")
+        .await;
     stop.send(true).unwrap();
     consumer.await.unwrap();
     sampler.await.unwrap();
@@ -217,7 +223,8 @@ async fn two_thousand_reruns_while_the_run_queue_leader_is_killed_lose_nothing()
          SIGKILLed {} after the first rerun; queues it led ({}) had new leaders after {} \
          (run queue now on pq-cluster-{}); restarted after {} (started at {}); \
          oldest pending outbox row reached {:.1} s; ledger consumer's longest gap {}, \
-         connections {} on {:?}; after the restart {moved}; relay publishes: {relay}; \
+         connections {} on {:?}; after the restart {moved}; relay publishes: {relay} \
+         ({retried} rows published on a later attempt, at most attempt {most_attempts}); \
          {} reruns sent in {}",
         tally.line(),
         refused_line(&answers),
