@@ -565,17 +565,29 @@ async fn two_thousand_results_while_the_results_queue_leader_is_killed_are_each_
     drop((a, b));
 }
 
-/// Unpublished dispatch rows under a relay's lease.
-const LEASED: &str = "SELECT count(*) AS n FROM dispatches \
-                        WHERE published_at IS NULL AND locked_until > now()";
+/// A's lease (`RELAY_LEASE_MS`, the default) and B's, longer, so that a
+/// row's remaining lease tells whose claim it is.
+const LEASE_A_MS: u64 = 15_000;
+const LEASE_B_MS: &str = "60000";
+
+/// The `messageId`s of unpublished rows under A's lease: leased for at most
+/// [`LEASE_A_MS`] more (B's claims have more than that left for 45 s).
+fn leased_by_a() -> String {
+    format!(
+        "SELECT message_id::text AS t FROM dispatches \
+          WHERE published_at IS NULL AND locked_until > now() \
+            AND locked_until <= now() + make_interval(secs => {})",
+        LEASE_A_MS as f64 / 1000.0
+    )
+}
 
 /// 2 000 one-pair reruns at 100/s through instances A and B (no node
 /// lost). About 6 s in, A is frozen (SIGSTOP) at a moment its relay holds a
-/// lease on unpublished rows (rows still leased a second later are A's:
-/// B settles its own within milliseconds; otherwise A resumes and the test
-/// tries again), then SIGKILLed; from then on every rerun goes to B, whose
-/// relay must publish A's rows once their lease (`RELAY_LEASE_MS`, 15 s)
-/// ran out.
+/// lease on unpublished rows (A's rows are told from B's by the lease left:
+/// B's lease is 60 s; if A settled them before it froze, it resumes and the
+/// test tries again), then SIGKILLed; from then on every rerun goes to B,
+/// whose relay must publish A's rows once their lease (`RELAY_LEASE_MS`,
+/// 15 s) ran out, and not before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the private cluster: tests/cluster/node-loss.sh"]
 async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_the_lease() {
@@ -583,7 +595,8 @@ async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_
     let db = ScenarioDb::create("instance").await;
     let exchange = "node-loss-instance";
     let mut a = Instance::spawn("instance-a", &db, &cluster.url_from(1), exchange, &[]).await;
-    let b = Instance::spawn("instance-b", &db, &cluster.url_from(2), exchange, &[]).await;
+    let lease_b = [("RELAY_LEASE_MS", LEASE_B_MS)];
+    let b = Instance::spawn("instance-b", &db, &cluster.url_from(2), exchange, &lease_b).await;
     let queue = format!("{exchange}.{FRAMEWORK_TYPE}");
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let (stop, stopped) = watch::channel(false);
@@ -610,38 +623,43 @@ async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_
         Arc::new(AtomicBool::new(false)),
     ));
 
-    // freeze A while it holds a lease on unpublished rows (B settles its
-    // own within milliseconds), then SIGKILL it with those rows claimed
+    // freeze A while it holds a lease on unpublished rows, then SIGKILL it
+    // with those rows claimed
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let mut orphaned = 0;
     let mut tries = 0;
-    while orphaned == 0 && tries < 40 {
+    let orphans = loop {
         tries += 1;
         let watching = Instant::now();
-        while db.count(LEASED).await == 0 && watching.elapsed() < Duration::from_secs(2) {}
+        while db.texts(&leased_by_a()).await.is_empty()
+            && watching.elapsed() < Duration::from_secs(2)
+        {}
         a.signal(libc::SIGSTOP);
         a_gone.store(true, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        orphaned = db.count(LEASED).await;
-        if orphaned == 0 {
-            a.signal(libc::SIGCONT);
-            a_gone.store(false, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        if !db.texts(&leased_by_a()).await.is_empty() || tries == 40 {
+            a.kill();
+            // what A left: its transaction in flight is now committed or rolled back
+            break db.texts(&leased_by_a()).await;
         }
-    }
-    let orphans = db
-        .texts(
-            "SELECT message_id::text AS t FROM dispatches \
-              WHERE published_at IS NULL AND locked_until > now()",
-        )
-        .await;
-    a.kill();
+        a.signal(libc::SIGCONT);
+        a_gone.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     let killed_at = Instant::now();
     let list = orphans
         .iter()
         .map(|id| format!("'{id}'"))
         .collect::<Vec<_>>()
         .join(",");
+    let lease_left = if orphans.is_empty() {
+        0.0
+    } else {
+        db.count(&format!(
+            "SELECT (extract(epoch FROM max(locked_until) - now()) * 1000)::bigint AS n \
+               FROM dispatches WHERE message_id::text IN ({list})"
+        ))
+        .await as f64
+            / 1000.0
+    };
     let mut takeover = None;
     while !orphans.is_empty() && killed_at.elapsed() < Duration::from_secs(60) {
         let left = db
@@ -666,8 +684,9 @@ async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_
     let tally = tally(&answers.accepted, &ledger, &db).await;
     println!(
         "instance killed mid-load: {} | {} | instance A SIGKILLed {} after the first rerun \
-         holding a lease on {} unpublished rows (found on try {tries}); instance B published \
-         them {} after the kill (RELAY_LEASE_MS 15000); B's relay publishes: {relay}; \
+         holding a lease on {} unpublished rows (found on try {tries}; {lease_left:.1} s of \
+         the lease left); instance B published them {} after the kill (A's RELAY_LEASE_MS \
+         {LEASE_A_MS}); B's relay publishes: {relay}; \
          {} reruns sent in {}",
         tally.line(),
         refused_line(&answers),
@@ -683,8 +702,12 @@ async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_
     );
     assert!(takeover.is_some(), "B published A's claimed rows");
     assert!(
-        takeover.unwrap() < Duration::from_secs(20),
-        "within the lease and a poll"
+        takeover.unwrap().as_secs_f64() >= lease_left - 0.5,
+        "B waited for A's lease to end"
+    );
+    assert!(
+        takeover.unwrap().as_secs_f64() < lease_left + 5.0,
+        "B published A's rows within a few polls of the lease's end"
     );
     assert_eq!(tally.lost, 0, "every accepted messageId was consumed");
     drop(b);
