@@ -32,13 +32,15 @@ export NODE_LOSS_DATABASE=plan_queue_cluster_$RUN
 export NODE_LOSS_LOGS=${TMPDIR:-/tmp}/plan-queue-node-loss-logs-$RUN
 TARGET=${CARGO_TARGET_DIR:-target}
 OUTPUT=$NODE_LOSS_LOGS/cargo-test.txt
+CLUSTER_STARTED=0
 
 log() { echo "node-loss: [$(($(date +%s) - started)) s] $*" >&2; }
 
 cleanup() {
     status=$?
     set +e
-    tests/cluster/stop.sh >/dev/null 2>&1
+    # only a cluster this command started (never one it found at PQ_CLUSTER_DIR)
+    [ "$CLUSTER_STARTED" = 1 ] && tests/cluster/stop.sh >/dev/null 2>&1
     psql -X -q -At "$NODE_LOSS_DATABASE_SERVER/postgres" -c \
         "SELECT datname FROM pg_database WHERE datname LIKE '${NODE_LOSS_DATABASE}%'" 2>/dev/null |
         while read -r db; do
@@ -61,7 +63,12 @@ cargo test --test cluster --no-run --quiet >&2
 BIN=$TARGET/debug/plan-queue
 [ -x "$BIN" ] || { log "no $BIN after the build"; exit 1; }
 
+if [ -e "$PQ_CLUSTER_DIR" ]; then
+    log "$PQ_CLUSTER_DIR exists: set PQ_CLUSTER_DIR to a new directory"
+    exit 1
+fi
 log "starting the cluster in $PQ_CLUSTER_DIR"
+CLUSTER_STARTED=1
 tests/cluster/start.sh >&2
 log "seeding $NODE_LOSS_DATABASE"
 DATABASE_URL=$NODE_LOSS_DATABASE_SERVER/$NODE_LOSS_DATABASE RUST_LOG=warn \
