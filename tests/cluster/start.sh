@@ -9,6 +9,7 @@
 #
 # Usage: tests/cluster/start.sh      (prints the AMQP_URL of the three nodes)
 #        tests/cluster/stop.sh       (stops them and removes $PQ_CLUSTER_DIR)
+#        tests/cluster/node.sh       (one node: kill, start again, rabbitmqctl)
 # Environment: PQ_CLUSTER_DIR, PQ_CLUSTER_PORT (first AMQP port, default 5681).
 set -eu
 
@@ -59,35 +60,13 @@ if [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1; then
     chown -R rabbitmq:rabbitmq "$DIR"
 fi
 
+HERE=$(dirname "$0")
+export PQ_CLUSTER_DIR="$DIR" PQ_CLUSTER_PORT="$BASE_PORT"
 for n in $NODES; do
-    node_dir="$DIR/node-$n"
-    RABBITMQ_NODENAME=$(node_name "$n") \
-        RABBITMQ_NODE_PORT=$((BASE_PORT + n - 1)) \
-        RABBITMQ_DIST_PORT=$((BASE_PORT + n - 1 + 20000)) \
-        RABBITMQ_CONFIG_FILE="$node_dir/rabbitmq.conf" \
-        RABBITMQ_MNESIA_BASE="$node_dir/mnesia" \
-        RABBITMQ_LOG_BASE="$node_dir/log" \
-        RABBITMQ_ENABLED_PLUGINS_FILE="$node_dir/enabled_plugins" \
-        RABBITMQ_PID_FILE="$node_dir/pid" \
-        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-setcookie $COOKIE" \
-        rabbitmq-server -detached
+    "$HERE/node.sh" launch "$n"
 done
-
-# -detached returns before the node registers; await_startup needs it registered
-wait_registered() {
-    tries=0
-    until ctl "$1" ping >/dev/null 2>&1; do
-        tries=$((tries + 1))
-        if [ "$tries" -gt 120 ]; then
-            echo "pq-cluster-$1 did not start; see $DIR/node-$1/log" >&2
-            exit 1
-        fi
-        sleep 1
-    done
-}
 for n in $NODES; do
-    wait_registered "$n"
-    ctl "$n" await_startup --timeout 120
+    "$HERE/node.sh" wait "$n"
 done
 for n in 2 3; do
     ctl "$n" stop_app

@@ -20,7 +20,9 @@ for n in 3 2 1; do
     fi
     # not answering: end the node's own process (its pid file), nothing else
     pid=$(cat "$DIR/node-$n/pid" 2>/dev/null || true)
-    if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$node"; then
+    # (its environment names the node; the command line does not)
+    if [ -n "$pid" ] && { tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null |
+        grep -qx "RABBITMQ_NODENAME=$node"; then
         kill -9 "$pid"
     fi
 done
