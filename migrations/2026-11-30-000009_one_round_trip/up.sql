@@ -28,10 +28,13 @@ CREATE INDEX dispatches_unpublished_exchange_idx ON dispatches (exchange, id)
 DROP INDEX dispatches_unpublished_id_idx;
 
 -- 1000, 1002, 1010 (sections 1 and 4), the first that applies: who may act
--- on a plan; with the plan's own framework type (section 13)
+-- on a plan; with the plan's own framework type (section 13). PL/pgSQL, as
+-- the others: its plans are cached per session (an SQL function called in
+-- FROM is planned again on every call).
 CREATE FUNCTION plan_access(p_plan_id BIGINT, p_user_id BIGINT,
                             OUT error_code INTEGER, OUT plan_framework_type TEXT)
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
     SELECT CASE WHEN p.project_id IS NULL THEN 1000
                 WHEN NOT coalesce(u.active, false) THEN 1002
                 WHEN NOT EXISTS (SELECT 1 FROM project_members m
@@ -39,26 +42,33 @@ LANGUAGE sql STABLE AS $$
                                     AND m.user_id = p_user_id) THEN 1010
            END,
            p.framework_type
+      INTO error_code, plan_framework_type
       FROM (SELECT 1) one
       LEFT JOIN plans p ON p.id = p_plan_id
-      LEFT JOIN users u ON u.id = p_user_id
+      LEFT JOIN users u ON u.id = p_user_id;
+END
 $$;
 
 -- The execution a call of queue_rerun or queue_run wrote, found by the
 -- first message id it was given, with its pairs in answer order (the
--- dispatch rows' order); no row when that call did not commit.
+-- dispatch rows' order); all NULL when that call did not commit.
 CREATE FUNCTION written_by_call(p_first_message_id UUID,
-                                OUT execution_id BIGINT, OUT scenario_ids BIGINT[],
+                                OUT written_execution_id BIGINT, OUT scenario_ids BIGINT[],
                                 OUT environment_ids BIGINT[], OUT attempts INTEGER[],
                                 OUT message_ids UUID[])
-LANGUAGE sql STABLE AS $$
-    SELECT p.execution_id, array_agg(p.scenario_id ORDER BY d.id),
-           array_agg(p.environment_id ORDER BY d.id), array_agg(p.attempt ORDER BY d.id),
-           array_agg(p.message_id ORDER BY d.id)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    SELECT f.execution_id INTO written_execution_id
+      FROM execution_pairs f WHERE f.message_id = p_first_message_id;
+    IF written_execution_id IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT array_agg(p.scenario_id ORDER BY d.id), array_agg(p.environment_id ORDER BY d.id),
+           array_agg(p.attempt ORDER BY d.id), array_agg(p.message_id ORDER BY d.id)
+      INTO scenario_ids, environment_ids, attempts, message_ids
       FROM execution_pairs p JOIN dispatches d ON d.message_id = p.message_id
-     WHERE p.execution_id = (SELECT f.execution_id FROM execution_pairs f
-                              WHERE f.message_id = p_first_message_id)
-     GROUP BY p.execution_id
+     WHERE p.execution_id = written_execution_id;
+END
 $$;
 
 CREATE FUNCTION queue_rerun(
@@ -120,7 +130,7 @@ BEGIN
     -- the same call again after a lost connection, the first having
     -- committed: what it wrote (its skipped pairs are not kept)
     IF NOT p_dry_run THEN
-        SELECT w.execution_id, w.scenario_ids, w.environment_ids, w.attempts, w.message_ids
+        SELECT w.written_execution_id, w.scenario_ids, w.environment_ids, w.attempts, w.message_ids
           INTO new_execution_id, queued_scenario_ids, queued_environment_ids, queued_attempts,
                queued_message_ids
           FROM written_by_call(p_first_message_id) w;
@@ -366,7 +376,7 @@ DECLARE
 BEGIN
     -- the same call again after a lost connection (see queue_rerun)
     IF NOT p_dry_run THEN
-        SELECT w.execution_id, w.scenario_ids, w.environment_ids, w.message_ids
+        SELECT w.written_execution_id, w.scenario_ids, w.environment_ids, w.message_ids
           INTO new_execution_id, queued_scenario_ids, queued_environment_ids, queued_message_ids
           FROM written_by_call(p_first_message_id) w;
         IF new_execution_id IS NOT NULL THEN

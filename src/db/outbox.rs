@@ -46,10 +46,20 @@ pub enum Settlement {
     /// The connection failed: release it for the next round at once (the
     /// reconnect backs off). The text is kept as `last_error`.
     RetryNow(String),
-    /// The broker refused it (returned, nacked): retry after a back-off of
+    /// The broker returned it (no queue took it): retry after a back-off of
     /// 0.2 s doubling per attempt up to 60 s. The text is kept as `last_error`.
     RetryLater(String),
+    /// The broker nacked it: the same back-off, but up to 1 s. A quorum
+    /// queue nacks publishes while it elects a new leader (about 2 s after
+    /// a node's loss, issue 12's node-loss test), and a row should follow
+    /// the new leader within a second, not after 60 s.
+    RetrySoon(String),
 }
+
+/// The longest back-off of [`Settlement::RetryLater`], in seconds.
+const RETURNED_MAX_BACKOFF_SECS: f64 = 60.0;
+/// The longest back-off of [`Settlement::RetrySoon`], in seconds.
+const NACKED_MAX_BACKOFF_SECS: f64 = 1.0;
 
 /// Counts the unpublished rows and the age of the oldest (readiness, metrics).
 pub fn backlog(conn: &mut PgConnection) -> QueryResult<OutboxBacklog> {
@@ -136,7 +146,12 @@ pub fn settle(conn: &mut PgConnection, ids: &[i64], settlements: &[Settlement]) 
                 retry_now.0.push(*id);
                 retry_now.1 = reason;
             }
-            Settlement::RetryLater(reason) => back_off.push((*id, reason.as_str())),
+            Settlement::RetryLater(reason) => {
+                back_off.push((*id, reason.as_str(), RETURNED_MAX_BACKOFF_SECS))
+            }
+            Settlement::RetrySoon(reason) => {
+                back_off.push((*id, reason.as_str(), NACKED_MAX_BACKOFF_SECS))
+            }
         }
     }
     if retry_now.0.is_empty() && back_off.is_empty() {
@@ -149,14 +164,20 @@ pub fn settle(conn: &mut PgConnection, ids: &[i64], settlements: &[Settlement]) 
         if !retry_now.0.is_empty() {
             release(conn, &retry_now.0, retry_now.1)?;
         }
-        for (id, reason) in back_off {
+        if !back_off.is_empty() {
+            let ids: Vec<i64> = back_off.iter().map(|b| b.0).collect();
+            let reasons: Vec<&str> = back_off.iter().map(|b| b.1).collect();
+            let caps: Vec<f64> = back_off.iter().map(|b| b.2).collect();
             diesel::sql_query(
-                "UPDATE dispatches SET locked_until = NULL, last_error = $2, \
-                        next_attempt_at = now() + make_interval(secs => LEAST(0.1 * power(2, LEAST(attempts, 10)), 60)) \
-                  WHERE id = $1",
+                "UPDATE dispatches d SET locked_until = NULL, last_error = r.reason, \
+                        next_attempt_at = now() + make_interval( \
+                            secs => LEAST(0.1 * power(2, LEAST(d.attempts, 10)), r.cap)) \
+                   FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS r(id, reason, cap) \
+                  WHERE d.id = r.id",
             )
-            .bind::<BigInt, _>(id)
-            .bind::<Text, _>(reason)
+            .bind::<Array<BigInt>, _>(&ids)
+            .bind::<Array<Text>, _>(&reasons)
+            .bind::<Array<Double>, _>(&caps)
             .execute(conn)?;
         }
         QueryResult::Ok(())

@@ -7,7 +7,8 @@
 //! transaction with pipelined publisher confirms, then marks the confirmed
 //! rows published and releases the others: after a connection failure at
 //! once (the reconnect backs off), after a return or nack with an exponential
-//! back-off per row (the claim/back-off/delete-after-success pattern of
+//! back-off per row, up to 60 s after a return and 1 s after a nack (a quorum
+//! queue nacks while it elects a leader) (the claim/back-off/delete-after-success pattern of
 //! crates.io's `crates_io_worker/src/storage.rs`). A row is marked published
 //! only after the broker confirmed it, so a crash in between re-publishes it
 //! with the same `messageId`: delivery is at least once.
@@ -529,6 +530,7 @@ fn settlement(result: &Result<(), PublishFailure>) -> Settlement {
         Err(failure) if failure.needs_reconnect() => {
             Settlement::RetryNow(failure.reason().to_owned())
         }
+        Err(PublishFailure::Nacked(reason)) => Settlement::RetrySoon(reason.clone()),
         Err(failure) => Settlement::RetryLater(failure.reason().to_owned()),
     }
 }
