@@ -53,3 +53,12 @@ cpu_ms() { # before after requests
     }' "$1" "$2" \
   | { read -r first; sorted=$(sort -k2 -nr | head -4 | awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }'); echo "$first: $sorted ms"; }
 }
+# Busy CPU ticks of the whole machine so far (user, nice, system, irq,
+# softirq; not idle, iowait or steal): counts processes that came and went
+# between two readings, as pgbench's server backends do.
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+# Milliseconds of machine CPU per transaction between two machine_ticks readings.
+machine_ms() { # before after transactions
+  awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { if (n <= 0) print "n/a"; else printf "%.2f ms", 1000 * (b - a) / hz / n }'
+}

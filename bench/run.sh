@@ -67,15 +67,17 @@ psql -X -q "$DB_SERVER/postgres" -c "DROP DATABASE IF EXISTS plan_queue_bench WI
 "${PSQL[@]}" -v plans="$PLANS" -v scenarios="$SCENARIOS" -f bench/seed.sql >/dev/null
 
 # ---- limit_db: the unavoidable database work of a rerun (bench/reference-2pair.pgbench) ----
-pg_sweep() { # script half -> "best_tps best_clients"; logs each client count
-  local script=$1 half=$2 best=0 best_c=0 c tps
+pg_sweep() { # script half -> "best_tps best_clients"; logs each client count; CPU of the best in $OUT/pgcpu-<script>-<half>
+  local script=$1 half=$2 best=0 best_c=0 c tps cpu t0
   for c in $PG_CLIENTS; do
     reset_db
+    t0=$(machine_ticks)
     tps=$(pgbench -n -M prepared -f "$script" -D plans="$PLANS" -D scenarios="$SCENARIOS" -D half="$half" \
             -c "$c" -j 2 -T "$PG_SECS" "$DATABASE_URL" 2>/dev/null \
           | awk '/^tps/ { print int($3) }')
-    log "$(basename "$script") ($((2 * half)) pairs): $c clients: $tps tx/s"
-    if ((tps > best)); then best=$tps best_c=$c; fi
+    cpu=$(machine_ms "$t0" "$(machine_ticks)" "$((${tps:-0} * PG_SECS))")
+    log "$(basename "$script") ($((2 * half)) pairs): $c clients: $tps tx/s; machine CPU per tx: $cpu"
+    if ((${tps:-0} > best)); then best=$tps best_c=$c; echo "$cpu" >"$OUT/pgcpu-$(basename "$script")-$half"; fi
   done
   echo "$best $best_c"
 }
@@ -114,20 +116,22 @@ R[limit_broker]="$best_broker msg/s (window $best_window, $size B)"
 reset_db
 
 saturate() { # label pairs connections [load args...] -> $OUT/best "rps connections"; records peak RSS
-  local label=$1 pairs=$2 conns=$3 best=0 best_c=0 r hwm t0 secs split cpu
+  local label=$1 pairs=$2 conns=$3 best=0 best_c=0 r hwm t0 m0 m1 secs split cpu
   shift 3
   for c in $conns; do
     reset_db
     echo 5 >"/proc/$SERVICE_PID/clear_refs" 2>/dev/null || true
     load closed --pairs "$pairs" --connections "$c" --secs "$BENCH_SECS" "$@" >"$OUT/sat" &
-    sleep 1; cpu_ticks >"$OUT/cpu0"; t0=$(date +%s.%N)
+    sleep 1; cpu_ticks >"$OUT/cpu0"; t0=$(date +%s.%N); m0=$(machine_ticks)
     sleep "$(awk -v s="$BENCH_SECS" 'BEGIN { print (s > 2 ? s - 2 : 0.5) }')"
-    cpu_ticks >"$OUT/cpu1"
+    cpu_ticks >"$OUT/cpu1"; m1=$(machine_ticks)
     secs=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { print a - b }')
     split=$(cpu_split "$OUT/cpu0" "$OUT/cpu1" "$secs")
     wait $!
     r=$(result e2e_rps "$OUT/sat")
+    result requests "$OUT/sat" >>"$OUT/requests-$label"
     cpu=$(cpu_ms "$OUT/cpu0" "$OUT/cpu1" "$(awk -v r="$r" -v s="$secs" 'BEGIN { print r * s }')")
+    cpu="machine $(machine_ms "$m0" "$m1" "$(awk -v r="$r" -v s="$secs" 'BEGIN { print r * s }')"); $cpu"
     log "$label: $c connections: e2e $r req/s (http $(result http_rps "$OUT/sat") req/s, errors $(result errors "$OUT/sat")), peak RSS $(mib "$(hwm_kib "$SERVICE_PID")") MiB"
     log "  CPU share of all cores while loaded: $split"
     log "  CPU per request: $cpu"
@@ -141,7 +145,16 @@ saturate() { # label pairs connections [load args...] -> $OUT/best "rps connecti
   echo "$best $best_c" >"$OUT/best"
 }
 PEAK_RSS=0
+db_counters() { # -> "commits dispatch_updates"
+  "${PSQL[@]}" -At -F' ' -c "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
+                                   (SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'dispatches')"
+}
+read -r commits0 updates0 < <(db_counters)
 saturate spread2 2 "$LOAD_CONNECTIONS"; read -r sat2 sat2_c <"$OUT/best"
+sleep 1 # statistics are reported at the end of each transaction, with a short delay
+read -r commits1 updates1 < <(db_counters)
+reruns=$(awk '{ n += $1 } END { print n }' "$OUT/requests-spread2")
+R[relay_db]="$(awk -v c="$((commits1 - commits0))" -v u="$((updates1 - updates0))" -v r="$reruns" 'BEGIN { printf "%.2f commits per rerun, %.2f dispatch-row updates per message (%d reruns)", c / r, u / (2 * r), r }')"
 R[service_2pair]="$sat2 req/s ($sat2_c connections)"
 saturate oneplan2 2 "$ONE_PLAN_CONNECTIONS" --target one-plan; read -r one2 one2_c <"$OUT/best"
 R[one_plan]="$one2 req/s ($one2_c connections)"
@@ -197,7 +210,9 @@ printf '\n| row | result | ratio (target) |\n|---|---|---|\n'
 printf '| limit_db (reference-2pair.pgbench, 2 pairs) | %s | |\n' "${R[limit_db]}"
 printf '| limit_db, 20 pairs (reference-2pair.pgbench, half=10) | %s | |\n' "${R[limit_db20]}"
 printf '| diagnostic: the service statement replayed (rerun-2pair.pgbench) | %s | %s of limit_db |\n' "${R[own_sql]}" "$(ratio "$best_own" "$best_db")"
+printf '| machine CPU per transaction under pgbench (server and client), reference / the service statement | %s / %s | |\n' "$(cat "$OUT/pgcpu-reference-2pair.pgbench-1")" "$(cat "$OUT/pgcpu-rerun-2pair.pgbench-1")"
 printf '| limit_broker (confirmed persistent publishes) | %s | |\n' "${R[limit_broker]}"
+printf '| relay and service statements in the database, 2-pair saturation phases | %s | |\n' "${R[relay_db]}"
 printf '| 2-pair reruns over %s plans, end to end | %s | **%s** of limit_db (≥ 0.8) |\n' "$PLANS" "${R[service_2pair]}" "$(ratio "$sat2" "$best_db")"
 printf '| 2-pair reruns, one plan, a different pair each | %s | **%s** of the row above (≥ 0.8) |\n' "${R[one_plan]}" "$(ratio "$one2" "$sat2")"
 printf '| 2-pair reruns, one plan, the same pair each time | %s | %s of the spread row (serial by design) |\n' "${R[same_pair]}" "$(ratio "$same2" "$sat2")"

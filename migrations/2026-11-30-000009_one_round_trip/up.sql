@@ -92,9 +92,11 @@ CREATE FUNCTION queue_rerun(
     p_correlation_id TEXT,
     p_exchange TEXT,
     -- the message id of the first queued pair (a random UUID the caller
-    -- keeps): a call made again after a lost connection finds it when the
-    -- first call committed, and answers what that call wrote
+    -- keeps), and whether this call is made again after a lost connection:
+    -- it then looks for that id, and answers what the first call wrote if
+    -- it committed
     p_first_message_id UUID,
+    p_replay BOOLEAN,
     -- the failed check (1000, 1002, 1010, 1004, 1005, 1007, 1008, 1016, 1014,
     -- 1015) and its arguments; NULL when the rerun was accepted
     OUT error_code INTEGER,
@@ -129,7 +131,7 @@ DECLARE
 BEGIN
     -- the same call again after a lost connection, the first having
     -- committed: what it wrote (its skipped pairs are not kept)
-    IF NOT p_dry_run THEN
+    IF p_replay AND NOT p_dry_run THEN
         SELECT w.written_execution_id, w.scenario_ids, w.environment_ids, w.attempts, w.message_ids
           INTO new_execution_id, queued_scenario_ids, queued_environment_ids, queued_attempts,
                queued_message_ids
@@ -350,6 +352,7 @@ CREATE FUNCTION queue_run(
     p_exchange TEXT,
     -- as queue_rerun's
     p_first_message_id UUID,
+    p_replay BOOLEAN,
     -- the failed check (1000, 1002, 1010, 1006, 1003, 1019, 1018, 1008,
     -- 1014) and its arguments; NULL when the run was accepted
     OUT error_code INTEGER,
@@ -375,7 +378,7 @@ DECLARE
     v_id BIGINT;
 BEGIN
     -- the same call again after a lost connection (see queue_rerun)
-    IF NOT p_dry_run THEN
+    IF p_replay AND NOT p_dry_run THEN
         SELECT w.written_execution_id, w.scenario_ids, w.environment_ids, w.message_ids
           INTO new_execution_id, queued_scenario_ids, queued_environment_ids, queued_message_ids
           FROM written_by_call(p_first_message_id) w;

@@ -26,7 +26,7 @@ macro_rules! static_query_id {
 }
 
 /// What the calls of a rerun and a run write besides the request: the last
-/// five arguments of `queue_rerun` and `queue_run`.
+/// six arguments of `queue_rerun` and `queue_run`.
 pub struct WriteContext<'a> {
     pub requested_at: chrono::DateTime<chrono::Utc>,
     /// `requested_at` as the message's `requestedAt` (RFC 3339, seconds).
@@ -39,6 +39,9 @@ pub struct WriteContext<'a> {
     /// call made again after a lost connection answers what the first wrote
     /// if it committed ([`crate::db::Db::run_replayable`]).
     pub first_message_id: uuid::Uuid,
+    /// This call is made again after a lost connection: look for
+    /// `first_message_id` first (the first call only writes it).
+    pub replay: bool,
 }
 
 impl<'a> WriteContext<'a> {
@@ -47,6 +50,7 @@ impl<'a> WriteContext<'a> {
         correlation_id: Option<&'a str>,
         exchange: &'a str,
         first_message_id: uuid::Uuid,
+        replay: bool,
     ) -> Self {
         let requested_at = chrono::Utc::now();
         WriteContext {
@@ -55,10 +59,11 @@ impl<'a> WriteContext<'a> {
             correlation_id,
             exchange,
             first_message_id,
+            replay,
         }
     }
 
-    /// Pushes the five arguments, comma-separated.
+    /// Pushes the six arguments, comma-separated.
     fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_bind_param::<Timestamptz, _>(&self.requested_at)?;
         out.push_sql(", ");
@@ -68,7 +73,9 @@ impl<'a> WriteContext<'a> {
         out.push_sql(", ");
         out.push_bind_param::<Text, _>(self.exchange)?;
         out.push_sql(", ");
-        out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.first_message_id)
+        out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.first_message_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&self.replay)
     }
 }
 

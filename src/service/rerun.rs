@@ -152,13 +152,16 @@ impl RerunService {
         let exchange = self.exchange.clone();
         // kept across a second try after a lost connection (run_replayable)
         let first_message_id = Uuid::new_v4();
+        let mut tries = 0;
         let outcome = self
             .db
             .run_replayable(move |conn| {
+                tries += 1;
                 let call = Call {
                     limits: &limits,
                     exchange: &exchange,
                     first_message_id,
+                    replay: tries > 1,
                 };
                 if context.idempotency_key.is_none() {
                     return queue_rerun(conn, &request, &context, &call)
@@ -192,8 +195,10 @@ impl RerunService {
 struct Call<'a> {
     limits: &'a Limits,
     exchange: &'a str,
-    /// See [`queries::QueueRerun::first_message_id`].
+    /// See [`queries::WriteContext`].
     first_message_id: Uuid,
+    /// Made again after a lost connection.
+    replay: bool,
 }
 
 /// Checks and, unless a dry run, writes the rerun in one statement
@@ -210,6 +215,7 @@ fn queue_rerun(
         context.correlation_id.as_deref(),
         call.exchange,
         call.first_message_id,
+        call.replay,
     );
     let scenario_ids: Vec<i64> = request.pairs.iter().map(|p| p.scenario_id).collect();
     let environment_ids: Vec<Option<i64>> =

@@ -63,12 +63,15 @@ impl RerunService {
         let service = self.clone();
         // kept across a second try after a lost connection (run_replayable)
         let first_message_id = Uuid::new_v4();
+        let mut tries = 0;
         let outcome = self
             .db
             .run_replayable(move |conn| {
+                tries += 1;
+                let replay = tries > 1;
                 if context.idempotency_key.is_none() {
                     return service
-                        .queue_run(conn, &request, &context, first_message_id)
+                        .queue_run(conn, &request, &context, first_message_id, replay)
                         .map(RunOutcome::Accepted);
                 }
                 conn.transaction(|conn| {
@@ -83,7 +86,8 @@ impl RerunService {
                         }
                         Keyed::Proceed(key) => key,
                     };
-                    let accepted = service.queue_run(conn, &request, &context, first_message_id)?;
+                    let accepted =
+                        service.queue_run(conn, &request, &context, first_message_id, replay)?;
                     store_answer(conn, &context, key, &accepted, accepted.execution_id)?;
                     Ok(RunOutcome::Accepted(accepted))
                 })
@@ -96,7 +100,7 @@ impl RerunService {
     }
 
     /// Checks and, unless a dry run, writes the run in one statement
-    /// ([`queries::QueueRun`], `first_message_id` as there); the failed
+    /// ([`queries::QueueRun`], `first_message_id` and `replay` as there); the failed
     /// check becomes its contract error.
     fn queue_run(
         &self,
@@ -104,11 +108,13 @@ impl RerunService {
         request: &RunRequest,
         context: &RerunContext,
         first_message_id: Uuid,
+        replay: bool,
     ) -> Result<RunAccepted, ApiError> {
         let write = queries::WriteContext::now(
             context.correlation_id.as_deref(),
             &self.exchange,
             first_message_id,
+            replay,
         );
         let row: queries::QueueRunRow = queries::QueueRun {
             plan_id: request.plan_id,
