@@ -147,55 +147,77 @@ BEGIN
         END IF;
     END IF;
 
-    SELECT a.error_code INTO error_code FROM plan_access(p_plan_id, p_user_id) a;
+    -- 1000, 1002, 1010: plan_access's checks, inline (one statement less on
+    -- the rerun's path), with the plan's lock taken shared in the same
+    -- statement (not for a dry run); the source run is read after it
+    SELECT CASE WHEN p.project_id IS NULL THEN 1000
+                WHEN NOT coalesce(u.active, false) THEN 1002
+                WHEN NOT EXISTS (SELECT 1 FROM project_members m
+                                  WHERE m.project_id = p.project_id
+                                    AND m.user_id = p_user_id) THEN 1010
+           END
+      INTO error_code
+      FROM (SELECT 1) one
+      LEFT JOIN plans p ON p.id = p_plan_id
+      LEFT JOIN users u ON u.id = p_user_id
+      LEFT JOIN LATERAL (SELECT pg_advisory_xact_lock_shared(
+                                    (p_plan_id >> 32)::integer,
+                                    ((p_plan_id & 4294967295) - 2147483648)::integer)
+                          WHERE NOT p_dry_run) l ON true;
     IF error_code IS NOT NULL THEN
         RETURN;
     END IF;
 
-    IF NOT p_dry_run THEN
-        PERFORM pg_advisory_xact_lock_shared((p_plan_id >> 32)::integer,
-                                             ((p_plan_id & 4294967295) - 2147483648)::integer);
-    END IF;
-
-    -- 1004: the plan's latest full run is the source run
-    SELECT x.id INTO v_source
-      FROM executions x
-     WHERE x.plan_id = p_plan_id AND x.kind = 'RUN'
-     ORDER BY x.requested_at DESC, x.id DESC
-     LIMIT 1;
-    IF v_source IS NULL THEN
-        error_code := 1004;
-        RETURN;
-    END IF;
-    source_id := v_source;
-
     IF coalesce(cardinality(p_statuses), 0) = 0 THEN
-        -- 1005 and 1007 after expansion, whichever the request meets first
-        SELECT CASE WHEN m.scenario_id IS NULL THEN 1005 ELSE 1007 END,
-               coalesce(m.scenario_id, m.ws),
-               CASE WHEN m.scenario_id IS NULL THEN m.we ELSE m.environment_id END
-          INTO error_code, error_scenario_id, error_environment_id
-          FROM (SELECT w.i, w.s AS ws, w.e AS we, sp.scenario_id, sp.environment_id,
+        -- 1004: the plan's latest full run is the source run; then, in the
+        -- same statement, the named pairs expanded against it, and 1005 or
+        -- 1007, whichever the request meets first
+        SELECT src.id,
+               (array_agg(CASE WHEN m.scenario_id IS NULL THEN 1005 ELSE 1007 END
+                          ORDER BY m.i, m.environment_id)
+                  FILTER (WHERE m.i IS NOT NULL AND (m.scenario_id IS NULL OR m.nth > 1)))[1],
+               (array_agg(coalesce(m.scenario_id, m.ws) ORDER BY m.i, m.environment_id)
+                  FILTER (WHERE m.i IS NOT NULL AND (m.scenario_id IS NULL OR m.nth > 1)))[1],
+               (array_agg(CASE WHEN m.scenario_id IS NULL THEN m.we ELSE m.environment_id END
+                          ORDER BY m.i, m.environment_id)
+                  FILTER (WHERE m.i IS NOT NULL AND (m.scenario_id IS NULL OR m.nth > 1)))[1],
+               array_agg(m.scenario_id ORDER BY m.i, m.environment_id)
+                  FILTER (WHERE m.scenario_id IS NOT NULL),
+               array_agg(m.environment_id ORDER BY m.i, m.environment_id)
+                  FILTER (WHERE m.scenario_id IS NOT NULL)
+          INTO v_source, error_code, error_scenario_id, error_environment_id, v_s, v_e
+          FROM (SELECT x.id FROM executions x
+                 WHERE x.plan_id = p_plan_id AND x.kind = 'RUN'
+                 ORDER BY x.requested_at DESC, x.id DESC
+                 LIMIT 1) src
+          LEFT JOIN LATERAL
+               (SELECT w.i, w.s AS ws, w.e AS we, sp.scenario_id, sp.environment_id,
                        row_number() OVER (PARTITION BY sp.scenario_id, sp.environment_id
                                           ORDER BY w.i) AS nth
                   FROM unnest(p_scenario_ids, p_environment_ids) WITH ORDINALITY AS w(s, e, i)
                   LEFT JOIN execution_pairs sp
-                    ON sp.execution_id = v_source AND sp.scenario_id = w.s
-                   AND (w.e IS NULL OR sp.environment_id = w.e)) m
-         WHERE m.scenario_id IS NULL OR m.nth > 1
-         ORDER BY m.i, m.environment_id
-         LIMIT 1;
-        IF error_code IS NOT NULL THEN
+                    ON sp.execution_id = src.id AND sp.scenario_id = w.s
+                   AND (w.e IS NULL OR sp.environment_id = w.e)) m ON true
+         GROUP BY src.id;
+        IF v_source IS NULL THEN
+            error_code := 1004;
+            RETURN;
+        ELSIF error_code IS NOT NULL THEN
             RETURN;
         END IF;
-        SELECT array_agg(sp.scenario_id ORDER BY w.i, sp.environment_id),
-               array_agg(sp.environment_id ORDER BY w.i, sp.environment_id)
-          INTO v_s, v_e
-          FROM unnest(p_scenario_ids, p_environment_ids) WITH ORDINALITY AS w(s, e, i)
-          JOIN execution_pairs sp
-            ON sp.execution_id = v_source AND sp.scenario_id = w.s
-           AND (w.e IS NULL OR sp.environment_id = w.e);
+        source_id := v_source;
     ELSE
+        -- 1004, as above
+        SELECT x.id INTO v_source
+          FROM executions x
+         WHERE x.plan_id = p_plan_id AND x.kind = 'RUN'
+         ORDER BY x.requested_at DESC, x.id DESC
+         LIMIT 1;
+        IF v_source IS NULL THEN
+            error_code := 1004;
+            RETURN;
+        END IF;
+        source_id := v_source;
         -- 1016: the source run's pairs whose current status is asked for
         SELECT array_agg(sp.scenario_id ORDER BY sp.scenario_id, sp.environment_id),
                array_agg(sp.environment_id ORDER BY sp.scenario_id, sp.environment_id)
@@ -244,7 +266,7 @@ BEGIN
     skipped_execution_ids := '{}';
     skipped_attempts := '{}';
     skipped_statuses := '{}';
-    FOR v_i IN 1 .. cardinality(v_s) LOOP
+    FOR v_i IN 1 .. coalesce(cardinality(v_s), 0) LOOP
         -- with statuses, a pair another rerun queued meanwhile is no longer selected
         CONTINUE WHEN coalesce(cardinality(p_statuses), 0) > 0
                   AND NOT v_status[v_i] = ANY (p_statuses);
@@ -281,7 +303,7 @@ BEGIN
         RETURN;
     END IF;
     -- 1015 (MAX_ATTEMPTS)
-    FOR v_i IN 1 .. cardinality(queued_attempts) LOOP
+    FOR v_i IN 1 .. coalesce(cardinality(queued_attempts), 0) LOOP
         IF queued_attempts[v_i] > p_max_attempts THEN
             error_code := 1015;
             error_scenario_id := queued_scenario_ids[v_i];
@@ -293,38 +315,44 @@ BEGIN
         RETURN;
     END IF;
 
-    v_id := nextval('executions_id_seq');
-    new_execution_id := v_id;
-    queued_message_ids := p_first_message_id
-                          || ARRAY(SELECT gen_random_uuid()
-                                     FROM generate_series(2, cardinality(queued_scenario_ids)));
-    INSERT INTO executions (id, plan_id, kind, source_execution_id, requested_by,
-                            framework_type, requested_at, open_pairs)
-    VALUES (v_id, p_plan_id, 'RERUN', v_source, p_user_id, p_framework_type, p_requested_at,
-            cardinality(queued_scenario_ids));
-    INSERT INTO execution_pairs (execution_id, scenario_id, environment_id, status, attempt,
-                                 source_execution_id, message_id)
-    SELECT v_id, t.s, t.e, 'QUEUED', t.a, v_source, t.m
-      FROM unnest(queued_scenario_ids, queued_environment_ids, queued_attempts,
-                  queued_message_ids) AS t(s, e, a, m);
+    -- the rerun, its pairs and one dispatch row per pair, in one statement;
     -- the message body of section 2, keys in the contract's order, compact
     -- as the service's own serialisation (docs/asyncapi.yaml)
-    INSERT INTO dispatches (message_id, execution_id, routing_key, message_type, body,
-                            correlation_id, exchange)
-    SELECT t.m, v_id, p_framework_type, 'scenario.rerun',
-           format('{"messageId":"%s","executionId":%s,"sourceExecutionId":%s,"planId":%s,'
-                  '"userId":%s,"frameworkType":%s,"scenarioId":%s,"environmentId":%s,'
-                  '"attempt":%s,"requestedAt":%s,"scenario":{"name":%s},'
-                  '"environment":{"name":%s,"platform":%s,"version":%s}}',
-                  t.m, v_id, v_source, p_plan_id, p_user_id, to_json(p_framework_type),
-                  t.s, t.e, t.a, to_json(p_requested_at_text), to_json(sc.name),
-                  to_json(en.name), to_json(en.platform), to_json(en.version)),
-           p_correlation_id, p_exchange
-      FROM unnest(queued_scenario_ids, queued_environment_ids, queued_attempts,
-                  queued_message_ids) WITH ORDINALITY AS t(s, e, a, m, o)
-      JOIN scenarios sc ON sc.id = t.s
-      JOIN environments en ON en.id = t.e
-     ORDER BY t.o;
+    v_id := nextval('executions_id_seq');
+    new_execution_id := v_id;
+    WITH t AS (
+        SELECT u.s, u.e, u.a, u.o,
+               CASE WHEN u.o = 1 THEN p_first_message_id ELSE gen_random_uuid() END AS m
+          FROM unnest(queued_scenario_ids, queued_environment_ids, queued_attempts)
+               WITH ORDINALITY AS u(s, e, a, o)
+    ), new_execution AS (
+        INSERT INTO executions (id, plan_id, kind, source_execution_id, requested_by,
+                                framework_type, requested_at, open_pairs)
+        VALUES (v_id, p_plan_id, 'RERUN', v_source, p_user_id, p_framework_type, p_requested_at,
+                cardinality(queued_scenario_ids))
+    ), new_pairs AS (
+        INSERT INTO execution_pairs (execution_id, scenario_id, environment_id, status, attempt,
+                                     source_execution_id, message_id)
+        SELECT v_id, t.s, t.e, 'QUEUED', t.a, v_source, t.m FROM t
+    ), new_dispatches AS (
+        INSERT INTO dispatches (message_id, execution_id, routing_key, message_type, body,
+                                correlation_id, exchange)
+        SELECT t.m, v_id, p_framework_type, 'scenario.rerun',
+               format('{"messageId":"%s","executionId":%s,"sourceExecutionId":%s,"planId":%s,'
+                      '"userId":%s,"frameworkType":%s,"scenarioId":%s,"environmentId":%s,'
+                      '"attempt":%s,"requestedAt":%s,"scenario":{"name":%s},'
+                      '"environment":{"name":%s,"platform":%s,"version":%s}}',
+                      t.m, v_id, v_source, p_plan_id, p_user_id, to_json(p_framework_type),
+                      t.s, t.e, t.a, to_json(p_requested_at_text), to_json(sc.name),
+                      to_json(en.name), to_json(en.platform), to_json(en.version)),
+               p_correlation_id, p_exchange
+          FROM t
+          JOIN scenarios sc ON sc.id = t.s
+          JOIN environments en ON en.id = t.e
+         ORDER BY t.o
+        RETURNING id, message_id
+    )
+    SELECT array_agg(d.message_id ORDER BY d.id) INTO queued_message_ids FROM new_dispatches d;
 END
 $$;
 

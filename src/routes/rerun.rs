@@ -189,12 +189,18 @@ fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-/// The `Idempotency-Key` header, if sent: 1 to 255 printable ASCII
-/// characters, else 1001.
+/// The `Idempotency-Key` header, if sent: once, 1 to 255 printable ASCII
+/// characters, else 1001 (two keys would make the request's identity
+/// depend on which one a retry repeats).
 fn idempotency_key(request: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
-    request
-        .headers()
-        .get(IDEMPOTENCY_KEY)
+    let mut sent = request.headers().get_all(IDEMPOTENCY_KEY);
+    let first = sent.next();
+    if sent.next().is_some() {
+        return Err(ApiError::InvalidRequest(
+            "Idempotency-Key must be sent once".to_owned(),
+        ));
+    }
+    first
         .map(|value| IdempotencyKey::parse(value.as_bytes()))
         .transpose()
 }

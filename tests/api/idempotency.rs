@@ -64,6 +64,30 @@ async fn a_malformed_key_is_1001() {
     assert_eq!(app.counts().await.1, 0);
 }
 
+/// Two keys on one request are 1001, not the first one silently (a retry
+/// that sends only the second would otherwise rerun again).
+#[tokio::test]
+async fn two_keys_on_one_request_are_1001_and_change_nothing() {
+    let app = spawn_app().await;
+    let before = app.counts().await;
+    let response = app
+        .post_raw("/queue/rerun")
+        .bearer_auth(app.token(13, &["PLAN_RUN"]))
+        .header("idempotency-key", "first")
+        .header("idempotency-key", "second")
+        .json(&body())
+        .send()
+        .await
+        .unwrap();
+    let (status, got) = read(response).await;
+    assert_eq!((status, code(&got)), (400, 1001), "{got}");
+    assert_eq!(
+        got["result"]["message"],
+        "Invalid request: Idempotency-Key must be sent once"
+    );
+    assert_eq!(app.counts().await, before);
+}
+
 #[tokio::test]
 async fn keys_are_scoped_to_the_token_subject() {
     let app = spawn_app().await;
