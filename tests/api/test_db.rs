@@ -130,10 +130,11 @@ fn drop_unused_templates(admin: &mut PgConnection, current: &str) {
         .map(|f| f.free)
         .unwrap_or(false);
         if free {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{datname}\"; SELECT pg_advisory_unlock({})",
-                hash as i64
-            ));
+            // two messages: DROP DATABASE refuses to run in the implicit
+            // transaction of a multi-statement query (the templates of
+            // earlier migrations were never dropped while it was one)
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{datname}\""));
+            let _ = admin.batch_execute(&format!("SELECT pg_advisory_unlock({})", hash as i64));
         }
     }
 }
