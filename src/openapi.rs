@@ -18,10 +18,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-/// Path of the OpenAPI document.
-pub const OPENAPI_PATH: &str = "/openapi.json";
-/// Path of the interactive reference (Swagger UI).
-pub const DOCS_PATH: &str = "/docs";
+/// The paths the Swagger UI library mounts, owned by the middleware that
+/// makes them answer like the API's routes.
+pub use crate::middleware::{DOCS_PATH, OPENAPI_PATH};
 
 /// The OpenAPI document of plan-queue; `ApiDoc::openapi()` builds it.
 #[derive(OpenApi)]

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::db::{build_pool, build_relay_pool, Db};
 use crate::idempotency;
 use crate::metrics::Metrics;
-use crate::middleware::{limit_headers, log_request, request_id, update_metrics};
+use crate::middleware::{library_routes, limit_headers, log_request, request_id, update_metrics};
 use crate::openapi::{ApiDoc, DOCS_PATH, OPENAPI_PATH};
 use crate::relay::upkeep::{self, OutboxGate};
 use crate::relay::{Relay, RelayStatus};
@@ -170,6 +170,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(from_fn(library_routes))
                 .wrap(from_fn(limit_headers))
                 .wrap(from_fn(update_metrics))
                 .wrap(from_fn(log_request))
