@@ -26,3 +26,4 @@ pub use db::seed;
 pub mod service;
 pub mod smoke;
 pub mod startup;
+pub mod watch;

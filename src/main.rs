@@ -6,6 +6,7 @@ use plan_queue::config::Config;
 use plan_queue::runner::{self, RunnerOptions};
 use plan_queue::smoke::{self, SmokeOptions};
 use plan_queue::startup::Application;
+use plan_queue::watch::{self, EventsOptions};
 use plan_queue::{auth, db, seed};
 use std::path::PathBuf;
 
@@ -50,6 +51,9 @@ enum Command {
     /// Consume <exchange>.<T>, run a command per pair, publish its results
     /// to <exchange>.results (contract, section 12). For tests and demos.
     Runner(RunnerOptions),
+    /// Print the events published to <exchange>.events (execution.finished,
+    /// …), one line each: `<routing key> <body>`. Until SIGINT/SIGTERM or --count.
+    Events(EventsOptions),
 }
 
 fn main() {
@@ -112,6 +116,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(runner::run(config.amqp, options))
+        }
+        Command::Events(options) => {
+            let config = Config::from_env()?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(watch::run(config.amqp, options))
         }
     }
 }

@@ -205,12 +205,18 @@ impl Relay {
                 }
             }
         }
-        match publisher.filter(|p| p.is_open() && !p.link().is_blocked()) {
-            Some(p) => match self.round(&p, prefetched.take()).await {
+        match publisher
+            .as_ref()
+            .filter(|p| p.is_open() && !p.link().is_blocked())
+        {
+            Some(p) => match self.round(p, prefetched.take()).await {
                 Ok(round) => self.release(round.next).await,
                 Err(e) => log::warn!("relay: last round at shutdown failed: {}", Failure(&e)),
             },
             None => self.release(prefetched.take()).await,
+        }
+        if let Some(p) = publisher {
+            p.close(self.amqp.publish_timeout).await;
         }
         broker.close("plan-queue shutting down").await;
         log::info!("relay stopped");

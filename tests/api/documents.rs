@@ -299,3 +299,96 @@ async fn every_route_answers_every_method_the_way_the_api_routes_do() {
         wrong.join("\n")
     );
 }
+
+/// The shell blocks of the README (```sh … ```), joined.
+fn readme_shell() -> String {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let mut blocks = String::new();
+    let mut inside = false;
+    for line in readme.lines() {
+        match (inside, line.trim_start()) {
+            (false, "```sh") => inside = true,
+            (true, "```") => inside = false,
+            (true, text) => {
+                blocks.push_str(text);
+                blocks.push('\n');
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_readme_commands_follow_the_readers_variables_and_name_served_routes() {
+    let shell = readme_shell();
+    let text = std::fs::read_to_string("docs/openapi.json").unwrap();
+    let openapi: Value = serde_json::from_str(&text).unwrap();
+    let mut wrong = Vec::new();
+    let mut curls = 0;
+    for line in shell.lines().filter(|l| l.contains("curl ")) {
+        curls += 1;
+        if line.contains("127.0.0.1:") || line.contains("localhost:") {
+            wrong.push(format!("a literal address instead of $BASE: {line}"));
+        }
+        let Some(rest) = line.split("$BASE").nth(1) else {
+            wrong.push(format!("no $BASE: {line}"));
+            continue;
+        };
+        let path: String = rest
+            .chars()
+            .take_while(|c| !matches!(c, '"' | '?' | ' '))
+            .collect();
+        let served = openapi["paths"].as_object().unwrap().keys().any(|route| {
+            let pattern: Vec<&str> = route.split('/').collect();
+            let asked: Vec<&str> = path.split('/').collect();
+            pattern.len() == asked.len()
+                && pattern
+                    .iter()
+                    .zip(&asked)
+                    .all(|(p, a)| p == a || p.starts_with('{'))
+        });
+        if !served {
+            wrong.push(format!("{path} is not in docs/openapi.json: {line}"));
+        }
+    }
+    for literal in ["DROP DATABASE plan_queue", "grep -E '^scenario-runs"] {
+        if shell.contains(literal) {
+            wrong.push(format!("a hard-coded name: {literal}"));
+        }
+    }
+    assert!(curls >= 8, "the README lost its curls ({curls})");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn every_plan_queue_command_the_readme_runs_exists() {
+    let shell = readme_shell();
+    let mut named = std::collections::BTreeSet::new();
+    for line in shell.lines() {
+        for prefix in ["cargo run -q -- ", "plan-queue "] {
+            let word = line
+                .split(prefix)
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next());
+            if let Some(command) = word.filter(|w| w.chars().all(|c| c.is_ascii_lowercase())) {
+                named.insert(command.to_owned());
+            }
+        }
+    }
+    assert!(
+        named.contains("events") && named.contains("runner"),
+        "{named:?}"
+    );
+    for command in named {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"))
+            .args([command.as_str(), "--help"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "`plan-queue {command}` of the README is not a command: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

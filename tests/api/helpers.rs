@@ -48,6 +48,15 @@ struct Running {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// A port nothing listens on right now, for a server process of a test.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A test configuration: private database and exchange, three framework types.
 pub fn test_config() -> Config {
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -269,11 +278,7 @@ impl TestApp {
     /// and exchange, with `env` overriding variables, and waits until it
     /// answers `/health`. Returns the process and its base URL.
     pub async fn spawn_binary(&self, env: &[(&str, String)]) -> (std::process::Child, String) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let c = &self.config;
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"));
         command

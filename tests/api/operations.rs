@@ -279,3 +279,46 @@ async fn made_up_methods_share_one_metrics_label() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_sigterm_stop_after_the_broker_connected_logs_nothing_at_error() {
+    let app = spawn_app().await;
+    let port = crate::helpers::free_port();
+    let c = &app.config;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"))
+        .arg("serve")
+        .env("DATABASE_URL", &c.database.url)
+        .env("AMQP_URL", &c.amqp.url)
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("JWT_SECRET", crate::helpers::JWT_SECRET)
+        .env("AMQP_EXCHANGE", &c.amqp.exchange)
+        .env("FRAMEWORK_TYPES", c.amqp.framework_types.join(","))
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("plan-queue serve starts");
+    // ready: database and broker connected (the relay's and the results
+    // consumer's channels are open, which is when the stop used to log)
+    app.wait_ready(&format!("http://127.0.0.1:{port}"), 200)
+        .await;
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let output = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+        (status, log)
+    })
+    .await
+    .unwrap();
+    let (status, log) = output;
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("relay stopped"), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "a clean stop logged: {errors:#?}");
+}

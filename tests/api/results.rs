@@ -681,3 +681,56 @@ async fn a_result_whose_detail_holds_a_nul_applies_with_a_replacement_character(
     assert_eq!(now.detail.as_deref(), Some("before\u{FFFD}after"));
     assert_eq!(execution(&app, pair.execution_id).await.0, 0, "finished");
 }
+
+#[tokio::test]
+async fn plan_queue_events_prints_the_execution_finished_event_of_a_rerun() {
+    use std::io::{BufRead, BufReader, Read};
+    let app = spawn_app().await;
+    wait_consumer(&app).await;
+    let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"))
+        .args([
+            "events",
+            "--count",
+            "1",
+            "--routing-key",
+            "execution.finished.#",
+        ])
+        .env("AMQP_URL", &app.config.amqp.url)
+        .env("AMQP_EXCHANGE", &app.config.amqp.exchange)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("plan-queue events starts");
+    // it says so once its queue is bound
+    let mut stderr = BufReader::new(watcher.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("watching"), "{line}");
+
+    let pairs = rerun(&app, &[(111, 222)]).await;
+    publish(&app, &[result(&pairs[0], "PASSED", "2026-11-30T09:02:00Z")]).await;
+    wait_status(&app, &pairs[0], "PASSED").await;
+
+    let started = Instant::now();
+    while watcher.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "plan-queue events printed no event"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(watcher.wait().unwrap().success());
+    let mut printed = String::new();
+    watcher
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut printed)
+        .unwrap();
+    let (routing_key, body) = printed.trim_end().split_once(' ').expect("key and body");
+    assert_eq!(routing_key, "execution.finished.APPIUM");
+    let event: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(event["executionId"], json!(pairs[0].execution_id));
+    assert_eq!(event["counts"]["PASSED"], json!(1));
+}
