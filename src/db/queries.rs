@@ -1,5 +1,5 @@
 //! The calls of the rerun and of the run: one statement each, the server
-//! functions `queue_rerun` and `queue_run` (migration 9), which check a
+//! functions `queue_rerun` and `queue_run` (`src/db/functions/`), which check a
 //! request in the contract's order and write it, so that each is one round
 //! trip and one commit (issue 11). Constant SQL text, so diesel caches each
 //! prepared statement per connection (a static `QueryId`).
@@ -79,11 +79,12 @@ impl<'a> WriteContext<'a> {
     }
 }
 
-/// A rerun in one statement: the server function `queue_rerun` (migration
-/// 9) checks the request against the database in the contract's order and,
-/// unless it is a dry run and every check passed, writes the rerun, its pairs
-/// and one dispatch row per pair (with the message body of section 2). Called
-/// outside a transaction it is one round trip and one commit.
+/// A rerun in one statement: the server function `queue_rerun`
+/// (`src/db/functions/queue_rerun.sql`) checks the request against the
+/// database in the contract's order and, unless it is a dry run and every
+/// check passed, writes the rerun, its pairs and one dispatch row per pair
+/// (with the message body of section 2). Called outside a transaction it is
+/// one round trip and one commit.
 ///
 /// It locks the plan shared (a run of the plan takes it exclusively) and each
 /// selected pair of the source run, not the source run: reruns of disjoint
@@ -190,10 +191,11 @@ impl QueryFragment<Pg> for QueueRerun<'_> {
 }
 
 /// A run of a plan in one statement: the server function `queue_run`
-/// (migration 9) checks the request in the contract's order (section 7),
-/// takes the plan's lock exclusively (it waits for the plan's reruns in
-/// progress, see [`QueueRerun`]), applies the in-flight guard and, unless a
-/// dry run, writes the run, its pairs and one dispatch row per pair.
+/// (`src/db/functions/queue_run.sql`) checks the request in the contract's
+/// order (section 7), takes the plan's lock exclusively (it waits for the
+/// plan's reruns in progress, see [`QueueRerun`]), applies the in-flight
+/// guard and, unless a dry run, writes the run, its pairs and one dispatch
+/// row per pair.
 ///
 /// One row: [`QueueRunRow`].
 pub struct QueueRun<'a> {

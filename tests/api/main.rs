@@ -10,6 +10,7 @@ mod delivery;
 mod docs;
 mod errors;
 mod faults;
+mod functions;
 mod helpers;
 mod idempotency;
 mod messages;
