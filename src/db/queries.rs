@@ -7,6 +7,7 @@
 //! `bench/rerun-2pair.pgbench` replays the rerun's call; keep the two in
 //! step (see `bench/BENCHMARKS.md`).
 
+use crate::domain::{Refusal, RefusalArgs, UnknownRefusal};
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};
@@ -157,6 +158,28 @@ pub struct QueueRerunRow {
     pub skipped_statuses: Option<Vec<String>>,
 }
 
+impl QueueRerunRow {
+    /// The check that failed, with its arguments; `None` when accepted.
+    ///
+    /// Errors: [`UnknownRefusal`] for a code [`Refusal`] does not map.
+    pub fn refusal(&self) -> Result<Option<Refusal>, UnknownRefusal> {
+        self.error_code
+            .map(|code| {
+                Refusal::parse(
+                    code,
+                    RefusalArgs {
+                        scenario_id: self.error_scenario_id,
+                        environment_id: self.error_environment_id,
+                        execution_id: self.error_execution_id,
+                        count: self.error_count.map(i64::from),
+                        ..RefusalArgs::default()
+                    },
+                )
+            })
+            .transpose()
+    }
+}
+
 impl Query for QueueRerun<'_> {
     type SqlType = diesel::sql_types::Untyped;
 }
@@ -248,6 +271,29 @@ pub struct QueueRunRow {
     /// `None` for a dry run.
     #[diesel(sql_type = Nullable<Array<diesel::sql_types::Uuid>>)]
     pub queued_message_ids: Option<Vec<uuid::Uuid>>,
+}
+
+impl QueueRunRow {
+    /// The check that failed, with its arguments; `None` when accepted.
+    ///
+    /// Errors: [`UnknownRefusal`] for a code [`Refusal`] does not map.
+    pub fn refusal(&self) -> Result<Option<Refusal>, UnknownRefusal> {
+        self.error_code
+            .map(|code| {
+                Refusal::parse(
+                    code,
+                    RefusalArgs {
+                        execution_id: self.error_execution_id,
+                        count: self.error_count.map(i64::from),
+                        subject: self.error_subject.clone(),
+                        id: self.error_id,
+                        framework_type: self.framework_type_used.clone(),
+                        ..RefusalArgs::default()
+                    },
+                )
+            })
+            .transpose()
+    }
 }
 
 impl Query for QueueRun<'_> {

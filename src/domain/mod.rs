@@ -3,10 +3,12 @@
 
 pub mod message;
 pub mod reads;
+pub mod refusal;
 pub mod request;
 pub mod run_request;
 
 pub use message::{EnvironmentInfo, RerunMessage, ScenarioInfo};
 pub use reads::{parse_page_query, parse_path_id, PageRequest};
+pub use refusal::{Refusal, RefusalArgs, Refused, UnknownRefusal};
 pub use request::{parse_rerun_request, Id, OnInFlight, RequestedPair, RerunRequest};
 pub use run_request::{parse_run_request, RunRequest};

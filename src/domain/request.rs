@@ -228,7 +228,7 @@ pub fn parse_rerun_request(
     let statuses = checked_statuses(&raw)?;
     let (plan_id, user_id) = mandatory_ids(raw.plan_id, raw.user_id)?;
     let framework_type = normalised_framework_type(raw.framework_type.as_deref())
-        .ok_or(ApiError::Mandatory("frameworkType is mandatory"))?;
+        .ok_or_else(ApiError::framework_type_mandatory)?;
     let pairs = if statuses.is_empty() {
         requested_pairs(&raw)?
     } else {
