@@ -5,7 +5,8 @@
 //! texts themselves are `ApiError`'s, in `src/error.rs`).
 //!
 //! A code the SQL can return and this enum does not map fails the test
-//! `every_code_the_server_functions_return_is_a_refusal` below. Adding a
+//! `every_code_the_server_functions_return_is_a_refusal`
+//! (`src/db/functions.rs`). Adding a
 //! refusal code: see "Adding a refusal code" in `docs/ARCHITECTURE.md`.
 
 use crate::error::ApiError;
@@ -228,25 +229,6 @@ impl Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::functions::FUNCTIONS;
-    use std::collections::BTreeSet;
-
-    /// Every code of the contract's table (10xx) that the server functions'
-    /// SQL spells outside comments: the codes they can return.
-    fn codes_in_sql() -> BTreeSet<i32> {
-        let mut codes = BTreeSet::new();
-        for function in FUNCTIONS {
-            for line in function.source.lines() {
-                let code = line.split("--").next().unwrap_or_default();
-                for word in code.split(|c: char| !c.is_ascii_digit()) {
-                    if word.len() == 4 && word.starts_with("10") {
-                        codes.insert(word.parse().expect("four digits"));
-                    }
-                }
-            }
-        }
-        codes
-    }
 
     fn request() -> Refused<'static> {
         Refused {
@@ -255,38 +237,6 @@ mod tests {
             max_pairs: 50,
             max_attempts: 10,
             statuses: &[],
-        }
-    }
-
-    #[test]
-    fn every_code_the_server_functions_return_is_a_refusal() {
-        let codes = codes_in_sql();
-        assert!(codes.len() >= 14, "codes found in the SQL: {codes:?}");
-        for code in codes {
-            let refusal = Refusal::parse(code, RefusalArgs::default())
-                .unwrap_or_else(|e| panic!("{e}: add its variant to Refusal"));
-            assert_eq!(
-                i32::from(refusal.into_error(&request()).code()),
-                code,
-                "code {code} is worded as another code"
-            );
-        }
-    }
-
-    #[test]
-    fn every_refusal_is_a_code_the_server_functions_return() {
-        let codes = codes_in_sql();
-        let both = |subject: &str| RefusalArgs {
-            scenario_id: Some(1),
-            subject: Some(subject.to_owned()),
-            ..RefusalArgs::default()
-        };
-        for code in 1000..1100 {
-            for args in [RefusalArgs::default(), both("environment")] {
-                if Refusal::parse(code, args).is_ok() {
-                    assert!(codes.contains(&code), "{code} is never returned by the SQL");
-                }
-            }
         }
     }
 

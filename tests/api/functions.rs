@@ -9,6 +9,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Jsonb, Text};
 use plan_queue::db::functions::{apply_functions, ServerFunction, FUNCTIONS};
+use plan_queue::domain::PairStatus;
 use serde_json::{json, Value};
 
 /// A private copy of the migrated and seeded template, dropped at the end.
@@ -542,4 +543,20 @@ fn migrate_brings_back_the_current_text_of_a_function_an_older_release_left() {
         db.json("SELECT to_jsonb(s.id) AS row FROM source_run(614) s"),
         json!(4980)
     );
+}
+
+#[test]
+fn the_pair_statuses_of_rust_are_those_the_check_constraint_allows() {
+    let mut db = PrivateDb::new();
+    let definition = db.json(
+        "SELECT to_jsonb(pg_get_constraintdef(oid)) AS row FROM pg_constraint \
+          WHERE conname = 'execution_pairs_status_check'",
+    );
+    let definition = definition.as_str().expect("the constraint's text");
+    // CHECK ((status = ANY (ARRAY['QUEUED'::text, 'RUNNING'::text, …])))
+    let mut allowed: Vec<&str> = definition.split('\'').skip(1).step_by(2).collect();
+    allowed.sort_unstable();
+    let mut names = PairStatus::ALL.map(PairStatus::as_str).to_vec();
+    names.sort_unstable();
+    assert_eq!(allowed, names, "{definition}");
 }
