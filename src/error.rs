@@ -160,6 +160,20 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// 400, code 1006 for a run (or rerun) that names no framework type,
+    /// the original API page's text.
+    pub fn framework_type_mandatory() -> Self {
+        ApiError::Mandatory("frameworkType is mandatory")
+    }
+
+    /// 403, code 1010 for a user who is not a member of the plan's project
+    /// (contract, section 4).
+    pub fn not_a_member(plan_id: i64, user_id: i64) -> Self {
+        ApiError::AccessDenied(format!(
+            "user {user_id} is not a member of the project of plan {plan_id}"
+        ))
+    }
+
     /// The application code of the contract's error table.
     pub fn code(&self) -> u16 {
         use ApiError::*;

@@ -158,7 +158,7 @@ fn common_examples() -> Vec<(&'static str, ApiError)> {
         ("userIdMandatory", Mandatory("userId is mandatory")),
         (
             "frameworkTypeMandatory",
-            Mandatory("frameworkType is mandatory"),
+            ApiError::framework_type_mandatory(),
         ),
         (
             "frameworkTypeNotSupported",

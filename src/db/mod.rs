@@ -11,6 +11,7 @@
 //! connection lives longer than `DB_MAX_LIFETIME_SECS`.
 
 pub mod connection;
+pub mod functions;
 pub mod idempotency;
 pub mod models;
 pub mod outbox;
@@ -305,7 +306,8 @@ impl diesel::r2d2::CustomizeConnection<DbConnection, diesel::r2d2::Error> for As
 }
 
 /// Creates the database of `database_url` if it does not exist, then applies
-/// pending migrations. Errors say which server could not be reached.
+/// pending migrations, then the server functions whose text changed
+/// ([`functions::apply`]). Errors say which server could not be reached.
 pub fn migrate(database_url: &str) -> anyhow::Result<()> {
     create_database_if_missing(database_url)?;
     let mut conn = connect(database_url)?;
@@ -315,6 +317,9 @@ pub fn migrate(database_url: &str) -> anyhow::Result<()> {
         .context("applying migrations failed")?;
     for migration in applied {
         log::info!("applied migration {migration}");
+    }
+    for function in functions::apply(&mut conn).context("applying server functions failed")? {
+        log::info!("applied server function {function}");
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The calls of the rerun and of the run: one statement each, the server
-//! functions `queue_rerun` and `queue_run` (migration 9), which check a
+//! functions `queue_rerun` and `queue_run` (`src/db/functions/`), which check a
 //! request in the contract's order and write it, so that each is one round
 //! trip and one commit (issue 11). Constant SQL text, so diesel caches each
 //! prepared statement per connection (a static `QueryId`).
@@ -7,6 +7,7 @@
 //! `bench/rerun-2pair.pgbench` replays the rerun's call; keep the two in
 //! step (see `bench/BENCHMARKS.md`).
 
+use crate::domain::{Refusal, RefusalArgs, UnknownRefusal};
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};
@@ -79,11 +80,12 @@ impl<'a> WriteContext<'a> {
     }
 }
 
-/// A rerun in one statement: the server function `queue_rerun` (migration
-/// 9) checks the request against the database in the contract's order and,
-/// unless it is a dry run and every check passed, writes the rerun, its pairs
-/// and one dispatch row per pair (with the message body of section 2). Called
-/// outside a transaction it is one round trip and one commit.
+/// A rerun in one statement: the server function `queue_rerun`
+/// (`src/db/functions/queue_rerun.sql`) checks the request against the
+/// database in the contract's order and, unless it is a dry run and every
+/// check passed, writes the rerun, its pairs and one dispatch row per pair
+/// (with the message body of section 2). Called outside a transaction it is
+/// one round trip and one commit.
 ///
 /// It locks the plan shared (a run of the plan takes it exclusively) and each
 /// selected pair of the source run, not the source run: reruns of disjoint
@@ -156,6 +158,28 @@ pub struct QueueRerunRow {
     pub skipped_statuses: Option<Vec<String>>,
 }
 
+impl QueueRerunRow {
+    /// The check that failed, with its arguments; `None` when accepted.
+    ///
+    /// Errors: [`UnknownRefusal`] for a code [`Refusal`] does not map.
+    pub fn refusal(&self) -> Result<Option<Refusal>, UnknownRefusal> {
+        self.error_code
+            .map(|code| {
+                Refusal::parse(
+                    code,
+                    RefusalArgs {
+                        scenario_id: self.error_scenario_id,
+                        environment_id: self.error_environment_id,
+                        execution_id: self.error_execution_id,
+                        count: self.error_count.map(i64::from),
+                        ..RefusalArgs::default()
+                    },
+                )
+            })
+            .transpose()
+    }
+}
+
 impl Query for QueueRerun<'_> {
     type SqlType = diesel::sql_types::Untyped;
 }
@@ -190,10 +214,11 @@ impl QueryFragment<Pg> for QueueRerun<'_> {
 }
 
 /// A run of a plan in one statement: the server function `queue_run`
-/// (migration 9) checks the request in the contract's order (section 7),
-/// takes the plan's lock exclusively (it waits for the plan's reruns in
-/// progress, see [`QueueRerun`]), applies the in-flight guard and, unless a
-/// dry run, writes the run, its pairs and one dispatch row per pair.
+/// (`src/db/functions/queue_run.sql`) checks the request in the contract's
+/// order (section 7), takes the plan's lock exclusively (it waits for the
+/// plan's reruns in progress, see [`QueueRerun`]), applies the in-flight
+/// guard and, unless a dry run, writes the run, its pairs and one dispatch
+/// row per pair.
 ///
 /// One row: [`QueueRunRow`].
 pub struct QueueRun<'a> {
@@ -246,6 +271,29 @@ pub struct QueueRunRow {
     /// `None` for a dry run.
     #[diesel(sql_type = Nullable<Array<diesel::sql_types::Uuid>>)]
     pub queued_message_ids: Option<Vec<uuid::Uuid>>,
+}
+
+impl QueueRunRow {
+    /// The check that failed, with its arguments; `None` when accepted.
+    ///
+    /// Errors: [`UnknownRefusal`] for a code [`Refusal`] does not map.
+    pub fn refusal(&self) -> Result<Option<Refusal>, UnknownRefusal> {
+        self.error_code
+            .map(|code| {
+                Refusal::parse(
+                    code,
+                    RefusalArgs {
+                        execution_id: self.error_execution_id,
+                        count: self.error_count.map(i64::from),
+                        subject: self.error_subject.clone(),
+                        id: self.error_id,
+                        framework_type: self.framework_type_used.clone(),
+                        ..RefusalArgs::default()
+                    },
+                )
+            })
+            .transpose()
+    }
 }
 
 impl Query for QueueRun<'_> {

@@ -17,8 +17,8 @@
 //! sees everything. An invisible row reads as a missing one.
 
 use super::models::{
-    KIND_RUN, STATUS_ABORTED, STATUS_ERROR, STATUS_FAILED, STATUS_PASSED, STATUS_QUEUED,
-    STATUS_RUNNING, STATUS_SKIPPED,
+    STATUS_ABORTED, STATUS_ERROR, STATUS_FAILED, STATUS_PASSED, STATUS_QUEUED, STATUS_RUNNING,
+    STATUS_SKIPPED,
 };
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
@@ -254,15 +254,12 @@ struct Source {
 /// The plan's source run: its most recent full run (contract, section 1),
 /// if it ever ran.
 pub fn source_run(conn: &mut PgConnection, plan_id: i64) -> QueryResult<Option<i64>> {
-    // the kind as a literal: executions_latest_run_idx is partial on it
-    diesel::sql_query(format!(
-        "SELECT id FROM executions WHERE plan_id = $1 AND kind = '{KIND_RUN}' \
-          ORDER BY requested_at DESC, id DESC LIMIT 1"
-    ))
-    .bind::<BigInt, _>(plan_id)
-    .get_result::<Source>(conn)
-    .optional()
-    .map(|s| s.map(|s| s.id))
+    // the rule's one definition, the server function source_run (inlined)
+    diesel::sql_query("SELECT id FROM source_run($1)")
+        .bind::<BigInt, _>(plan_id)
+        .get_result::<Source>(conn)
+        .optional()
+        .map(|s| s.map(|s| s.id))
 }
 
 /// One attempt of a pair in a source run's chain.

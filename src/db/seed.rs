@@ -10,6 +10,7 @@ use crate::db::schema::{
     environments, execution_pairs, executions, plan_environments, plan_scenarios, plans,
     project_members, projects, scenarios, users,
 };
+use crate::domain::PairStatus;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
@@ -96,8 +97,8 @@ pub struct FixtureExecution {
     pub results: Vec<FixtureResult>,
 }
 
-/// Result statuses a fixture may give (contract, section 5).
-pub const RESULT_STATUSES: [&str; 5] = ["PASSED", "FAILED", "ERROR", "SKIPPED", "ABORTED"];
+/// Result statuses a fixture may give (contract, section 5): the terminal ones.
+pub const RESULT_STATUSES: [PairStatus; 5] = PairStatus::TERMINAL;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -146,11 +147,16 @@ impl Fixture {
                         result.duration_ms
                     );
                 }
-                if !RESULT_STATUSES.contains(&result.status.as_str()) {
+                if !result
+                    .status
+                    .parse()
+                    .is_ok_and(|s| RESULT_STATUSES.contains(&s))
+                {
                     bail!(
-                        "execution {}: status {:?} is not one of {RESULT_STATUSES:?}",
+                        "execution {}: status {:?} is not one of {:?}",
                         execution.id,
-                        result.status
+                        result.status,
+                        RESULT_STATUSES.map(PairStatus::as_str)
                     );
                 }
             }

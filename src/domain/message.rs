@@ -1,6 +1,8 @@
-//! The AMQP message body of one queued pair (contract, section 2).
+//! The AMQP message bodies: one queued pair (contract, section 2) and a
+//! runner's result (section 9).
 
-use serde::{Deserialize, Serialize};
+use super::status::PairStatus;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The scenario part of a message: `{"name": …}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,4 +40,52 @@ pub struct RerunMessage {
     pub requested_at: String,
     pub scenario: ScenarioInfo,
     pub environment: EnvironmentInfo,
+}
+
+/// The body of a runner's result (contract, section 9;
+/// `docs/result.schema.json`): what `plan-queue runner` publishes to
+/// `<exchange>.results` and the results consumer reads (which then checks
+/// what no type can, `results::message::RunnerResult::parse`). Unknown
+/// fields are ignored (a tolerant reader); absent optional fields are not
+/// sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultMessage {
+    /// The `messageId` of the run message (a UUID).
+    pub message_id: String,
+    pub execution_id: i64,
+    pub scenario_id: i64,
+    pub environment_id: i64,
+    pub attempt: i32,
+    /// `RUNNING` or a terminal status, never `QUEUED`.
+    #[serde(deserialize_with = "result_status")]
+    pub status: PairStatus,
+    /// When the status changed, RFC 3339.
+    pub at: String,
+    /// Milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A result's status: a status name other than `QUEUED` (a runner reports
+/// a start or an end, never a queueing).
+fn result_status<'de, D: Deserializer<'de>>(d: D) -> Result<PairStatus, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.parse::<PairStatus>() {
+        Ok(status) if status != PairStatus::Queued => Ok(status),
+        _ => {
+            let expected: Vec<PairStatus> = PairStatus::ALL
+                .into_iter()
+                .filter(|s| *s != PairStatus::Queued)
+                .collect();
+            Err(serde::de::Error::custom(format!(
+                "unknown status {text:?}, expected {}",
+                PairStatus::names(&expected, ", ")
+            )))
+        }
+    }
 }

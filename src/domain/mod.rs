@@ -1,12 +1,17 @@
 //! The domain: the rerun and run requests as the API receives them, parsed
-//! into checked types, and the AMQP message a runner receives.
+//! into checked types, the AMQP messages a runner receives and sends back,
+//! the pair statuses, and the refusals of the server functions.
 
 pub mod message;
 pub mod reads;
+pub mod refusal;
 pub mod request;
 pub mod run_request;
+pub mod status;
 
-pub use message::{EnvironmentInfo, RerunMessage, ScenarioInfo};
+pub use message::{EnvironmentInfo, RerunMessage, ResultMessage, ScenarioInfo};
 pub use reads::{parse_page_query, parse_path_id, PageRequest};
+pub use refusal::{Refusal, RefusalArgs, Refused, UnknownRefusal};
 pub use request::{parse_rerun_request, Id, OnInFlight, RequestedPair, RerunRequest};
 pub use run_request::{parse_run_request, RunRequest};
+pub use status::PairStatus;

@@ -7,6 +7,7 @@
 //! that need the database (1000, 1002, 1004, 1005, and 1007/1008 after
 //! expansion) belong to the rerun service.
 
+use super::status::PairStatus;
 use crate::error::ApiError;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
@@ -135,8 +136,15 @@ enum CurrentStatus {
     PASSED,
 }
 
-/// The statuses `statuses` may name: the terminal ones (section 8).
-pub const SELECTABLE_STATUSES: [&str; 5] = ["FAILED", "ERROR", "ABORTED", "SKIPPED", "PASSED"];
+/// The statuses `statuses` may name: the terminal ones (section 8), in the
+/// order the error messages list them.
+pub const SELECTABLE_STATUSES: [PairStatus; 5] = [
+    PairStatus::Failed,
+    PairStatus::Error,
+    PairStatus::Aborted,
+    PairStatus::Skipped,
+    PairStatus::Passed,
+];
 
 /// What a rerun does with a named pair that is in flight (section 8).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -228,7 +236,7 @@ pub fn parse_rerun_request(
     let statuses = checked_statuses(&raw)?;
     let (plan_id, user_id) = mandatory_ids(raw.plan_id, raw.user_id)?;
     let framework_type = normalised_framework_type(raw.framework_type.as_deref())
-        .ok_or(ApiError::Mandatory("frameworkType is mandatory"))?;
+        .ok_or_else(ApiError::framework_type_mandatory)?;
     let pairs = if statuses.is_empty() {
         requested_pairs(&raw)?
     } else {
@@ -309,19 +317,15 @@ fn checked_statuses(raw: &RawRerunRequest) -> Result<Vec<String>, ApiError> {
         if statuses[..index].contains(status) {
             return invalid(format!("statuses[{index}]: {status} is named twice"));
         }
-        if SELECTABLE_STATUSES.contains(&status.as_str()) {
-            continue;
-        }
-        return if status == "QUEUED" || status == "RUNNING" {
-            invalid(format!(
-                "statuses[{index}]: {status} is in flight, not a result; select by {} (and see onInFlight)",
-                SELECTABLE_STATUSES.join(", ")
-            ))
-        } else {
-            invalid(format!(
-                "statuses[{index}]: unknown status {status:?}, expected one of {}",
-                SELECTABLE_STATUSES.join(", ")
-            ))
+        let selectable = PairStatus::names(&SELECTABLE_STATUSES, ", ");
+        return match status.parse::<PairStatus>() {
+            Ok(named) if SELECTABLE_STATUSES.contains(&named) => continue,
+            Ok(_) => invalid(format!(
+                "statuses[{index}]: {status} is in flight, not a result; select by {selectable} (and see onInFlight)"
+            )),
+            Err(_) => invalid(format!(
+                "statuses[{index}]: unknown status {status:?}, expected one of {selectable}"
+            )),
         };
     }
     Ok(statuses.clone())
@@ -652,7 +656,7 @@ mod fuzz {
                     assert!(request
                         .statuses
                         .iter()
-                        .all(|s| SELECTABLE_STATUSES.contains(&s.as_str())));
+                        .all(|s| s.parse().is_ok_and(|s| SELECTABLE_STATUSES.contains(&s))));
                 }
                 for pair in &request.pairs {
                     assert!(pair.scenario_id >= 1);

@@ -4,11 +4,12 @@
 //! `execution.finished` event of every execution the batch finished.
 
 use super::event::ExecutionFinished;
-use super::message::{Rejection, ResultStatus, RunnerResult, TerminalStatus};
+use super::message::{Rejection, RunnerResult};
 use crate::db::models::MESSAGE_EXECUTION_FINISHED;
 use crate::db::outbox::{self, NewEvent};
 use crate::db::reads;
 use crate::db::results::{self, ExecutionProgress, PairKey, PairUpdate, TerminalUpdate};
+use crate::domain::PairStatus;
 use diesel::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -134,12 +135,13 @@ fn reduce(results: &[RunnerResult]) -> (Vec<PairUpdate>, Vec<bool>) {
         let update = &mut updates[i];
         let takes_part = match result.status {
             _ if update.terminal.is_some() => false,
-            ResultStatus::Running if update.running_at.is_some() => false,
-            ResultStatus::Running => {
+            PairStatus::Running if update.running_at.is_some() => false,
+            PairStatus::Running => {
                 update.running_at = Some(result.at);
                 true
             }
-            ResultStatus::Terminal(status) => {
+            // terminal: a parsed result is never QUEUED
+            status => {
                 update.terminal = Some(TerminalUpdate {
                     status: status.as_str(),
                     finished_at: result.at,
@@ -168,11 +170,8 @@ fn write_event(
     let flaky = results::flaky_pairs(
         conn,
         execution_id,
-        TerminalStatus::Passed.as_str(),
-        &[
-            TerminalStatus::Failed.as_str(),
-            TerminalStatus::Error.as_str(),
-        ],
+        PairStatus::Passed.as_str(),
+        &PairStatus::FLAKY_FAILURES.map(PairStatus::as_str),
     )?;
     let event = ExecutionFinished::new(&execution, &flaky);
     let body = serde_json::to_string(&event)
@@ -196,7 +195,7 @@ mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
 
-    fn result(status: ResultStatus, second: u32) -> RunnerResult {
+    fn result(status: PairStatus, second: u32) -> RunnerResult {
         RunnerResult {
             message_id: uuid::Uuid::nil(),
             execution_id: 1,
@@ -213,14 +212,14 @@ mod tests {
 
     #[test]
     fn a_batch_reduces_to_the_first_running_and_the_first_terminal_result() {
-        let failed = ResultStatus::Terminal(TerminalStatus::Failed);
-        let passed = ResultStatus::Terminal(TerminalStatus::Passed);
+        let failed = PairStatus::Failed;
+        let passed = PairStatus::Passed;
         let batch = [
-            result(ResultStatus::Running, 1),
-            result(ResultStatus::Running, 2),
+            result(PairStatus::Running, 1),
+            result(PairStatus::Running, 2),
             result(failed, 3),
             result(passed, 4),
-            result(ResultStatus::Running, 5),
+            result(PairStatus::Running, 5),
         ];
         let (updates, effective) = reduce(&batch);
         assert_eq!(updates.len(), 1);
@@ -235,9 +234,9 @@ mod tests {
 
     #[test]
     fn a_result_with_other_ids_is_another_update() {
-        let mut other = result(ResultStatus::Running, 1);
+        let mut other = result(PairStatus::Running, 1);
         other.attempt = 2;
-        let (updates, _) = reduce(&[result(ResultStatus::Running, 1), other]);
+        let (updates, _) = reduce(&[result(PairStatus::Running, 1), other]);
         assert_eq!(updates.len(), 2);
     }
 }

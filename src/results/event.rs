@@ -2,6 +2,7 @@
 
 use crate::db::reads::ExecutionRow;
 use crate::db::results::ScenarioEnvironment;
+use crate::domain::PairStatus;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -33,19 +34,40 @@ pub struct ExecutionFinished {
     pub flaky: Vec<FlakyPair>,
 }
 
-/// Pairs per terminal status.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+/// Pairs per terminal status; serialised with the statuses' names as keys,
+/// in the contract's order (`PairStatus::TERMINAL`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counts {
-    #[serde(rename = "PASSED")]
     pub passed: i64,
-    #[serde(rename = "FAILED")]
     pub failed: i64,
-    #[serde(rename = "ERROR")]
     pub error: i64,
-    #[serde(rename = "SKIPPED")]
     pub skipped: i64,
-    #[serde(rename = "ABORTED")]
     pub aborted: i64,
+}
+
+impl Counts {
+    /// The pairs of terminal `status`.
+    fn of(&self, status: PairStatus) -> i64 {
+        match status {
+            PairStatus::Passed => self.passed,
+            PairStatus::Failed => self.failed,
+            PairStatus::Error => self.error,
+            PairStatus::Skipped => self.skipped,
+            PairStatus::Aborted => self.aborted,
+            PairStatus::Queued | PairStatus::Running => 0,
+        }
+    }
+}
+
+impl Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(PairStatus::TERMINAL.len()))?;
+        for status in PairStatus::TERMINAL {
+            map.serialize_entry(status.as_str(), &self.of(status))?;
+        }
+        map.end()
+    }
 }
 
 /// A flaky scenario–environment pair.
@@ -100,5 +122,25 @@ impl ExecutionFinished {
     /// `execution.finished.<frameworkType>`.
     pub fn routing_key(&self) -> String {
         format!("execution.finished.{}", self.framework_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_counts_each_terminal_status_by_its_name_in_order() {
+        let counts = Counts {
+            passed: 1,
+            failed: 2,
+            error: 3,
+            skipped: 4,
+            aborted: 5,
+        };
+        assert_eq!(
+            serde_json::to_string(&counts).unwrap(),
+            r#"{"PASSED":1,"FAILED":2,"ERROR":3,"SKIPPED":4,"ABORTED":5}"#
+        );
     }
 }

@@ -6,8 +6,8 @@
 //! fields, e.g. a runner id, without its results being dead-lettered; a
 //! misspelled optional field is therefore dropped, not refused).
 
+use crate::domain::{PairStatus, ResultMessage};
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::Deserialize;
 use uuid::Uuid;
 
 /// Largest result body accepted, bytes: far above the largest valid result
@@ -19,80 +19,6 @@ pub const MAX_REPORT_URL_CHARS: usize = 2048;
 /// Longest `detail`, characters (contract, section 9).
 pub const MAX_DETAIL_CHARS: usize = 4096;
 
-/// The terminal statuses of a pair (contract, section 6), in the order of
-/// the event's `counts`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TerminalStatus {
-    Passed,
-    Failed,
-    Error,
-    Skipped,
-    Aborted,
-}
-
-impl TerminalStatus {
-    /// Every terminal status.
-    pub const ALL: [TerminalStatus; 5] = [
-        TerminalStatus::Passed,
-        TerminalStatus::Failed,
-        TerminalStatus::Error,
-        TerminalStatus::Skipped,
-        TerminalStatus::Aborted,
-    ];
-
-    /// The value of `execution_pairs.status` and of the JSON fields.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TerminalStatus::Passed => "PASSED",
-            TerminalStatus::Failed => "FAILED",
-            TerminalStatus::Error => "ERROR",
-            TerminalStatus::Skipped => "SKIPPED",
-            TerminalStatus::Aborted => "ABORTED",
-        }
-    }
-}
-
-/// A result's `status`: `RUNNING` or a terminal status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResultStatus {
-    Running,
-    Terminal(TerminalStatus),
-}
-
-impl<'de> Deserialize<'de> for ResultStatus {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        if text == "RUNNING" {
-            return Ok(ResultStatus::Running);
-        }
-        TerminalStatus::ALL
-            .into_iter()
-            .find(|t| t.as_str() == text)
-            .map(ResultStatus::Terminal)
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "unknown status {text:?}, expected RUNNING, PASSED, FAILED, ERROR, SKIPPED or ABORTED"
-                ))
-            })
-    }
-}
-
-/// The wire shape, before the checks no type can make.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Wire {
-    message_id: Uuid,
-    execution_id: i64,
-    scenario_id: i64,
-    environment_id: i64,
-    attempt: i32,
-    status: ResultStatus,
-    at: String,
-    duration_ms: Option<u64>,
-    report_url: Option<String>,
-    detail: Option<String>,
-}
-
 /// A valid result: ids positive, `at` an instant, the optional fields
 /// within their limits.
 #[derive(Clone, Debug, PartialEq)]
@@ -103,7 +29,8 @@ pub struct RunnerResult {
     pub scenario_id: i64,
     pub environment_id: i64,
     pub attempt: i32,
-    pub status: ResultStatus,
+    /// `RUNNING` or a terminal status.
+    pub status: PairStatus,
     /// When the status changed (RFC 3339 in the body).
     pub at: DateTime<Utc>,
     /// Milliseconds, ≥ 0.
@@ -124,9 +51,13 @@ impl RunnerResult {
         }
         let value: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| Rejection::NotJson(format!("not JSON: {e}")))?;
-        let wire: Wire = serde_path_to_error::deserialize(value)
+        let wire: ResultMessage = serde_path_to_error::deserialize(value)
             .map_err(|e| Rejection::Invalid(format!("field {}: {}", e.path(), e.inner())))?;
         let invalid = |reason: String| Err(Rejection::Invalid(reason));
+        let message_id = match Uuid::parse_str(&wire.message_id) {
+            Ok(id) => id,
+            Err(e) => return invalid(format!("field messageId: {e}")),
+        };
         for (name, id) in [
             ("executionId", wire.execution_id),
             ("scenarioId", wire.scenario_id),
@@ -156,7 +87,7 @@ impl RunnerResult {
             }
         }
         let result = RunnerResult {
-            message_id: wire.message_id,
+            message_id,
             execution_id: wire.execution_id,
             scenario_id: wire.scenario_id,
             environment_id: wire.environment_id,
@@ -274,10 +205,7 @@ mod tests {
     #[test]
     fn the_contract_example_parses_and_implies_its_start() {
         let result = parse(body()).unwrap();
-        assert_eq!(
-            result.status,
-            ResultStatus::Terminal(TerminalStatus::Failed)
-        );
+        assert_eq!(result.status, PairStatus::Failed);
         assert_eq!(
             result.started_from_duration().unwrap().to_rfc3339(),
             "2026-11-30T09:02:28.750+00:00"
@@ -291,7 +219,7 @@ mod tests {
         b["durationMs"] = json!(null);
         b["runner"] = json!("farm-3");
         let result = parse(b).unwrap();
-        assert_eq!(result.status, ResultStatus::Running);
+        assert_eq!(result.status, PairStatus::Running);
         assert_eq!(result.duration_ms, None);
     }
 

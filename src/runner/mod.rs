@@ -27,7 +27,7 @@
 
 use crate::amqp::{BrokerConnection, BrokerStatus, Link};
 use crate::config::AmqpConfig;
-use crate::domain::RerunMessage;
+use crate::domain::{PairStatus, RerunMessage, ResultMessage};
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
 use futures_util::StreamExt;
@@ -37,7 +37,6 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation};
-use serde::Serialize;
 use std::collections::{HashSet, VecDeque};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -69,38 +68,19 @@ pub struct RunnerOptions {
     pub timeout_secs: u64,
 }
 
-/// The body of a result message (contract, section 9).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ResultMessage {
-    pub message_id: String,
-    pub execution_id: i64,
-    pub scenario_id: i64,
-    pub environment_id: i64,
-    pub attempt: i32,
-    /// `RUNNING`, `PASSED`, `FAILED` or `ERROR`.
-    pub status: &'static str,
-    /// RFC 3339 UTC.
-    pub at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-impl ResultMessage {
-    fn new(run: &RerunMessage, status: &'static str) -> Self {
-        ResultMessage {
-            message_id: run.message_id.clone(),
-            execution_id: run.execution_id,
-            scenario_id: run.scenario_id,
-            environment_id: run.environment_id,
-            attempt: run.attempt,
-            status,
-            at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-            duration_ms: None,
-            detail: None,
-        }
+/// The result of `run` with `status`, now (the body of section 9).
+fn result_message(run: &RerunMessage, status: PairStatus) -> ResultMessage {
+    ResultMessage {
+        message_id: run.message_id.clone(),
+        execution_id: run.execution_id,
+        scenario_id: run.scenario_id,
+        environment_id: run.environment_id,
+        attempt: run.attempt,
+        status,
+        at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        duration_ms: None,
+        report_url: None,
+        detail: None,
     }
 }
 
@@ -108,7 +88,7 @@ impl ResultMessage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     /// `PASSED`, `FAILED` or `ERROR`.
-    pub status: &'static str,
+    pub status: PairStatus,
     pub duration_ms: u64,
     /// The last [`DETAIL_BYTES`] of the output (stdout then stderr), if any.
     pub detail: Option<String>,
@@ -303,9 +283,10 @@ impl Job {
             delivery.ack(BasicAckOptions::default()).await?;
             return Ok(());
         }
-        self.publish(&ResultMessage::new(&run, "RUNNING")).await?;
+        self.publish(&result_message(&run, PairStatus::Running))
+            .await?;
         let outcome = execute(&self.options, &run, &delivery.data).await;
-        let mut result = ResultMessage::new(&run, outcome.status);
+        let mut result = result_message(&run, outcome.status);
         result.duration_ms = Some(outcome.duration_ms);
         result.detail = outcome.detail;
         self.publish(&result).await?;
@@ -374,7 +355,7 @@ pub async fn execute(options: &RunnerOptions, run: &RerunMessage, body: &[u8]) -
     let started = Instant::now();
     let Some(command) = &options.command else {
         return Outcome {
-            status: "PASSED",
+            status: PairStatus::Passed,
             duration_ms: 0,
             detail: None,
         };
@@ -388,9 +369,9 @@ pub async fn execute(options: &RunnerOptions, run: &RerunMessage, body: &[u8]) -
     .await;
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let (status, output) = match finished {
-        Ok((true, output)) => ("PASSED", output),
-        Ok((false, output)) => ("FAILED", output),
-        Err(e) => ("ERROR", format!("{e:#}").into_bytes()),
+        Ok((true, output)) => (PairStatus::Passed, output),
+        Ok((false, output)) => (PairStatus::Failed, output),
+        Err(e) => (PairStatus::Error, format!("{e:#}").into_bytes()),
     };
     Outcome {
         status,
@@ -548,7 +529,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_command_every_pair_passes() {
         let outcome = execute(&options(None, 5), &message(), b"{}").await;
-        assert_eq!(outcome.status, "PASSED");
+        assert_eq!(outcome.status, PairStatus::Passed);
     }
 
     #[tokio::test]
@@ -556,13 +537,13 @@ mod tests {
         let run = message();
         let command = r#"read body; echo "$PQ_SCENARIO_ID/$PQ_ENVIRONMENT_ID/$PQ_ATTEMPT $PQ_ENVIRONMENT_NAME $body"; test "$PQ_SCENARIO_ID" = 112"#;
         let outcome = execute(&options(Some(command), 5), &run, b"the-body\n").await;
-        assert_eq!(outcome.status, "FAILED");
+        assert_eq!(outcome.status, PairStatus::Failed);
         assert_eq!(
             outcome.detail.as_deref(),
             Some("111/222/2 Pixel 8 the-body\n")
         );
         let pass = execute(&options(Some("exit 0"), 5), &run, b"").await;
-        assert_eq!((pass.status, pass.detail), ("PASSED", None));
+        assert_eq!((pass.status, pass.detail), (PairStatus::Passed, None));
     }
 
     #[tokio::test]
@@ -570,7 +551,7 @@ mod tests {
         let marker = format!("pq-runner-test-{}", uuid::Uuid::new_v4().simple());
         let command = format!("sh -c 'sleep 300; echo {marker}' & wait");
         let outcome = execute(&options(Some(&command), 0), &message(), b"").await;
-        assert_eq!(outcome.status, "ERROR");
+        assert_eq!(outcome.status, PairStatus::Error);
         assert!(outcome.detail.unwrap().contains("killed"));
         tokio::time::sleep(Duration::from_millis(200)).await;
         let left = std::process::Command::new("pgrep")

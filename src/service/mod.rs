@@ -7,13 +7,5 @@ pub mod run;
 
 pub use reads::ReadService;
 
-use crate::error::ApiError;
-
-/// 1010 for a user who is not a member of the plan's project (section 4).
-fn not_a_member(plan_id: i64, user_id: i64) -> ApiError {
-    ApiError::AccessDenied(format!(
-        "user {user_id} is not a member of the project of plan {plan_id}"
-    ))
-}
 pub use rerun::{QueuedPair, RerunAccepted, RerunContext, RerunOutcome, RerunService, SkippedPair};
 pub use run::{RunAccepted, RunOutcome};

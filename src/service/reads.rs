@@ -10,13 +10,9 @@
 //! one `PASSED`.
 
 use crate::auth::ReadScope;
-use crate::db::models::{
-    STATUS_ABORTED, STATUS_ERROR, STATUS_FAILED, STATUS_PASSED, STATUS_QUEUED, STATUS_RUNNING,
-    STATUS_SKIPPED,
-};
 use crate::db::reads::{self, AttemptRow, ExecutionRow, PairRow};
 use crate::db::Db;
-use crate::domain::{Id, PageRequest};
+use crate::domain::{Id, PageRequest, PairStatus};
 use crate::error::ApiError;
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::pg::PgConnection;
@@ -46,17 +42,18 @@ impl StatusCounts {
     /// Adds `n` pairs of `status`; a status outside the seven (the schema's
     /// CHECK forbids it) is not counted.
     fn add(&mut self, status: &str, n: i64) {
-        let slot = match status {
-            STATUS_QUEUED => &mut self.queued,
-            STATUS_RUNNING => &mut self.running,
-            STATUS_PASSED => &mut self.passed,
-            STATUS_FAILED => &mut self.failed,
-            STATUS_ERROR => &mut self.error,
-            STATUS_SKIPPED => &mut self.skipped,
-            STATUS_ABORTED => &mut self.aborted,
-            _ => return,
+        let Ok(status) = status.parse::<PairStatus>() else {
+            return;
         };
-        *slot += n;
+        *match status {
+            PairStatus::Queued => &mut self.queued,
+            PairStatus::Running => &mut self.running,
+            PairStatus::Passed => &mut self.passed,
+            PairStatus::Failed => &mut self.failed,
+            PairStatus::Error => &mut self.error,
+            PairStatus::Skipped => &mut self.skipped,
+            PairStatus::Aborted => &mut self.aborted,
+        } += n;
     }
 }
 
@@ -408,17 +405,9 @@ fn consolidate(rows: Vec<AttemptRow>) -> Vec<ResultPair> {
 }
 
 /// An earlier attempt `FAILED` or `ERROR` and a later one `PASSED`
-/// (contract, section 6); `attempts` first to latest.
+/// ([`PairStatus::is_flaky`]); `attempts` first to latest.
 fn is_flaky(attempts: &[PairAttempt]) -> bool {
-    let mut failed = false;
-    for a in attempts {
-        match a.status.as_str() {
-            STATUS_FAILED | STATUS_ERROR => failed = true,
-            STATUS_PASSED if failed => return true,
-            _ => {}
-        }
-    }
-    false
+    PairStatus::is_flaky(attempts.iter().filter_map(|a| a.status.parse().ok()))
 }
 
 #[cfg(test)]
@@ -497,6 +486,15 @@ mod tests {
             json,
             serde_json::json!({"QUEUED": 0, "RUNNING": 1, "PASSED": 0, "FAILED": 2,
                                "ERROR": 0, "SKIPPED": 0, "ABORTED": 0})
+        );
+    }
+
+    #[test]
+    fn the_counts_keys_are_the_pair_statuses_in_order() {
+        let keys: Vec<String> = PairStatus::ALL.map(|s| format!("\"{s}\":0")).to_vec();
+        assert_eq!(
+            serde_json::to_string(&StatusCounts::default()).unwrap(),
+            format!("{{{}}}", keys.join(","))
         );
     }
 }

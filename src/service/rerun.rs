@@ -26,7 +26,7 @@
 use crate::config::Limits;
 use crate::db::queries;
 use crate::db::Db;
-use crate::domain::{OnInFlight, RerunRequest};
+use crate::domain::{OnInFlight, Refused, RerunRequest};
 use crate::error::{ApiError, Envelope};
 use crate::idempotency::{self, IdempotencyKey, Replay};
 use diesel::prelude::*;
@@ -247,55 +247,20 @@ fn on_in_flight_name(on_in_flight: OnInFlight) -> &'static str {
 }
 
 /// The 200 answer of `row`, or the contract error its failed check stands
-/// for, worded as the contract's table has it (codes and texts of 1000 to
-/// 1008 come from the original API page, 1010 to 1016 from the contract).
+/// for ([`crate::domain::Refusal`]).
 fn answer(
     request: &RerunRequest,
     limits: &Limits,
     row: queries::QueueRerunRow,
 ) -> Result<RerunAccepted, ApiError> {
-    let pair = || {
-        (
-            row.error_scenario_id.unwrap_or_default(),
-            row.error_environment_id.unwrap_or_default(),
-        )
-    };
-    if let Some(code) = row.error_code {
-        let (scenario_id, environment_id) = pair();
-        return Err(match code {
-            1000 => ApiError::PlanNotFound,
-            1002 => ApiError::UserNotFound,
-            1010 => super::not_a_member(request.plan_id, request.user_id),
-            1004 => ApiError::NoExecutedResults(request.plan_id),
-            1005 => ApiError::PairNotInLastRun {
-                plan_id: request.plan_id,
-                scenario_id,
-                environment_id: row.error_environment_id,
-            },
-            1007 => ApiError::DuplicatePair {
-                scenario_id,
-                environment_id,
-            },
-            1008 => ApiError::TooManyPairs {
-                count: usize::try_from(row.error_count.unwrap_or_default()).unwrap_or_default(),
-                max: limits.max_pairs,
-            },
-            1016 => ApiError::NoPairWithStatus {
-                plan_id: request.plan_id,
-                statuses: request.statuses.join(","),
-            },
-            1014 => ApiError::PairInFlight {
-                scenario_id,
-                environment_id,
-                execution_id: row.error_execution_id.unwrap_or_default(),
-            },
-            1015 => ApiError::AttemptLimit {
-                scenario_id,
-                environment_id,
-                max: limits.max_attempts,
-            },
-            other => anyhow::anyhow!("queue_rerun answered an unknown check {other}").into(),
-        });
+    if let Some(refusal) = row.refusal().map_err(anyhow::Error::from)? {
+        return Err(refusal.into_error(&Refused {
+            plan_id: request.plan_id,
+            user_id: request.user_id,
+            max_pairs: limits.max_pairs,
+            max_attempts: limits.max_attempts,
+            statuses: &request.statuses,
+        }));
     }
     let source_execution_id = row
         .source_id

@@ -13,7 +13,7 @@
 
 use super::rerun::{check_key, store_answer, Keyed, QueuedPair, RerunContext, RerunService};
 use crate::db::queries;
-use crate::domain::RunRequest;
+use crate::domain::{Refused, RunRequest};
 use crate::error::ApiError;
 use diesel::prelude::*;
 use serde::Serialize;
@@ -133,44 +133,21 @@ impl RerunService {
     }
 
     /// The 200 answer of `row`, or the contract error its failed check
-    /// stands for, worded as the contract's table has it.
+    /// stands for ([`crate::domain::Refusal`]).
     fn answer(
         &self,
         request: &RunRequest,
         row: queries::QueueRunRow,
     ) -> Result<RunAccepted, ApiError> {
         let plan_id = request.plan_id;
-        if let Some(code) = row.error_code {
-            let id = row.error_id.unwrap_or_default();
-            return Err(match code {
-                1000 => ApiError::PlanNotFound,
-                1002 => ApiError::UserNotFound,
-                1010 => super::not_a_member(plan_id, request.user_id),
-                1006 => ApiError::Mandatory("frameworkType is mandatory"),
-                1003 => {
-                    ApiError::UnsupportedFrameworkType(row.framework_type_used.unwrap_or_default())
-                }
-                1019 if row.error_subject.as_deref() == Some("environment") => {
-                    ApiError::EnvironmentNotInPlan {
-                        environment_id: id,
-                        plan_id,
-                    }
-                }
-                1019 => ApiError::ScenarioNotInPlan {
-                    scenario_id: id,
-                    plan_id,
-                },
-                1018 => ApiError::NothingToRun(plan_id),
-                1008 => ApiError::TooManyPairs {
-                    count: usize::try_from(row.error_count.unwrap_or_default()).unwrap_or_default(),
-                    max: self.limits.max_pairs,
-                },
-                1014 => ApiError::PlanInFlight {
-                    plan_id,
-                    execution_id: row.error_execution_id.unwrap_or_default(),
-                },
-                other => anyhow::anyhow!("queue_run answered an unknown check {other}").into(),
-            });
+        if let Some(refusal) = row.refusal().map_err(anyhow::Error::from)? {
+            return Err(refusal.into_error(&Refused {
+                plan_id,
+                user_id: request.user_id,
+                max_pairs: self.limits.max_pairs,
+                max_attempts: self.limits.max_attempts,
+                statuses: &[],
+            }));
         }
         let framework_type = row
             .framework_type_used

@@ -11,6 +11,7 @@ mod docs;
 mod documents;
 mod errors;
 mod faults;
+mod functions;
 mod helpers;
 mod idempotency;
 mod messages;

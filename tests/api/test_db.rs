@@ -1,7 +1,7 @@
 //! Test databases cloned from a template (the pattern of crates.io's
 //! `crates_io_test_db`): the migrations and the demo fixture are applied
-//! once, to a template database named after a hash of `migrations/` and
-//! `fixtures/demo.json`, and every test gets a copy of it
+//! once, to a template database named after a hash of `migrations/`,
+//! `src/db/functions/` and `fixtures/demo.json`, and every test gets a copy of it
 //! (`CREATE DATABASE … TEMPLATE …`), which costs a file copy instead of six
 //! migrations and a seed.
 //!
@@ -32,7 +32,8 @@ const TEMPLATE_PREFIX: &str = "plan_queue_template_";
 /// (kept open, and so the lock held, until the process exits).
 static IN_USE: std::sync::Mutex<Option<PgConnection>> = std::sync::Mutex::new(None);
 
-/// A hash of every file of `migrations/` and of the demo fixture.
+/// A hash of every file of `migrations/`, of the server functions
+/// (`src/db/functions/`) and of the demo fixture.
 fn content_hash() -> u64 {
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir("migrations")
         .expect("migrations/")
@@ -44,6 +45,11 @@ fn content_hash() -> u64 {
                 .map(|f| f.expect("migration file").path())
         })
         .collect();
+    files.extend(
+        std::fs::read_dir("src/db/functions")
+            .expect("src/db/functions/")
+            .map(|f| f.expect("function file").path()),
+    );
     files.sort();
     files.push("fixtures/demo.json".into());
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
