@@ -11,6 +11,7 @@
 //! connection lives longer than `DB_MAX_LIFETIME_SECS`.
 
 pub mod connection;
+pub mod ends;
 pub mod idempotency;
 pub mod models;
 pub mod outbox;

@@ -1,6 +1,7 @@
 //! The domain: the rerun and run requests as the API receives them, parsed
 //! into checked types, and the AMQP message a runner receives.
 
+pub mod events;
 pub mod message;
 pub mod reads;
 pub mod request;

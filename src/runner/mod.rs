@@ -533,6 +533,7 @@ mod tests {
                 platform: "ANDROID".into(),
                 version: "14".into(),
             },
+            expires_at: None,
         }
     }
 
