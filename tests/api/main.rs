@@ -8,6 +8,7 @@ mod cli;
 mod database_changes;
 mod delivery;
 mod docs;
+mod ends;
 mod errors;
 mod faults;
 mod helpers;
