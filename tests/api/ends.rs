@@ -21,6 +21,19 @@ struct EventTap {
 impl EventTap {
     async fn bind(app: &TestApp, pattern: &str) -> Self {
         let (connection, channel) = broker_channel().await;
+        // as plan-queue declares it (its relay may not have yet)
+        channel
+            .exchange_declare(
+                app.config.amqp.events_name().as_str().into(),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
         let queue = channel
             .queue_declare(
                 "".into(),
@@ -136,6 +149,41 @@ fn result(execution_id: i64, q: &Value, status: &str, at: DateTime<Utc>) -> Valu
 async fn cancel(app: &TestApp, path: &str, user: i64) -> (u16, Value) {
     let token = app.token(user, &["PLAN_RUN"]);
     app.post(path, Some(&token), &json!({})).await
+}
+
+fn schema(path: &str) -> jsonschema::Validator {
+    let text = std::fs::read_to_string(path).unwrap();
+    jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).expect("a JSON Schema")
+}
+
+#[test]
+fn asyncapi_names_the_new_events_and_the_watch_queue_and_their_examples_satisfy_the_schemas() {
+    let text = std::fs::read_to_string("docs/asyncapi.yaml").unwrap();
+    let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let config = plan_queue::config::Config::from_lookup(|_| None).unwrap();
+    let watch = &doc["channels"]["deadLetterWatch"]["bindings"]["amqp"]["queue"];
+    assert_eq!(watch["name"], config.amqp.dead_letter_watch_name().as_str());
+    for (message, file, kind) in [
+        (
+            "executionCancelled",
+            "execution-cancelled.schema.json",
+            plan_queue::db::models::MESSAGE_EXECUTION_CANCELLED,
+        ),
+        (
+            "resultRejected",
+            "result-rejected.schema.json",
+            plan_queue::db::models::MESSAGE_RESULT_REJECTED,
+        ),
+    ] {
+        let message = &doc["components"]["messages"][message];
+        assert_eq!(message["payload"]["schema"]["$ref"], format!("./{file}"));
+        assert_eq!(message["bindings"]["amqp"]["messageType"], kind);
+        let example = &message["examples"][0]["payload"];
+        assert!(
+            schema(&format!("docs/{file}")).is_valid(example),
+            "{example}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -347,6 +395,10 @@ async fn a_cancel_ends_queued_and_running_pairs_once_and_results_after_it_change
         "{seen:?}"
     );
     let event = &seen[1].1;
+    assert!(
+        schema("docs/execution-cancelled.schema.json").is_valid(event),
+        "{event}"
+    );
     assert_eq!(event["executionId"], id);
     assert_eq!(event["cancelledBy"], 13);
     assert_eq!(event["pairs"].as_array().unwrap().len(), 12);
@@ -422,4 +474,160 @@ async fn two_instances_on_one_database_end_each_deadline_pair_once() {
             .await;
         assert_eq!(ended, 12);
     }
+}
+
+/// Processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> String {
+    let found = std::process::Command::new("pgrep")
+        .args(["-af", marker])
+        .output()
+        .expect("pgrep runs");
+    String::from_utf8_lossy(&found.stdout)
+        .lines()
+        .filter(|l| !l.contains("pgrep") && !l.contains("plan-queue"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn wait_gone(marker: &str, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() {
+            return;
+        }
+        assert!(started.elapsed() < within, "still running: {left}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A runner process, killed when the test ends (also when it fails).
+struct Runner(std::process::Child);
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until the first pair of execution `id` is `RUNNING`.
+async fn wait_first_running(app: &TestApp, id: i64) {
+    let started = Instant::now();
+    while execution(app, id).await["pairs"][0]["status"] != "RUNNING" {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A `sleep` no other process runs: its command line is the marker.
+fn unique_sleep() -> String {
+    format!("sleep 3000.{}", rand_digits())
+}
+
+fn rand_digits() -> u64 {
+    u64::from(uuid::Uuid::new_v4().as_fields().0) % 1_000_000_000
+}
+
+#[tokio::test]
+async fn a_cancel_kills_the_running_command_and_the_runner_never_starts_the_queued_pairs() {
+    let app = spawn_app_with(|_| {}).await;
+    wait_consumer(&app).await;
+    let marker = unique_sleep();
+    let _runner = Runner(crate::runner::start_runner(
+        &app,
+        &format!("{marker}; echo done"),
+    ));
+    let id = run(&app, 614).await["executionId"].as_i64().unwrap();
+    wait_first_running(&app, id).await;
+    assert!(!processes_with(&marker).is_empty(), "the command runs");
+
+    let (status, body) = cancel(&app, &format!("/executions/{id}/cancel"), 13).await;
+    assert_eq!(status, 200, "{body}");
+    wait_gone(&marker, Duration::from_secs(10)).await;
+    // the eleven queued messages are taken and acknowledged without running
+    let started = Instant::now();
+    loop {
+        let (_connection, channel) = broker_channel().await;
+        let queue = channel
+            .queue_declare(
+                app.config.amqp.queue_name("APPIUM").as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        if queue.message_count() == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "not consumed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "plan_queue_results_late_total 0"),
+        "the runner reported a cancelled pair: {metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_sigkilled_runner_leaves_no_command_behind() {
+    let app = spawn_app_with(|_| {}).await;
+    wait_consumer(&app).await;
+    let marker = unique_sleep();
+    let mut runner = Runner(crate::runner::start_runner(&app, &format!("exec {marker}")));
+    let id = run(&app, 615).await["executionId"].as_i64().unwrap();
+    wait_first_running(&app, id).await;
+    assert!(!processes_with(&marker).is_empty(), "the command runs");
+    runner.0.kill().unwrap();
+    runner.0.wait().unwrap();
+    wait_gone(&marker, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_runner_without_its_queue_says_what_to_check_and_stops_on_sigterm_while_it_waits() {
+    let app = spawn_app_with(|_| {}).await;
+    let c = &app.config;
+    let mut runner = Runner(
+        std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"))
+            .args(["runner", "--framework-type", "APPIUM"])
+            .env("AMQP_URL", crate::helpers::AMQP_URL)
+            .env("AMQP_EXCHANGE", format!("{}-not-deployed", c.amqp.exchange))
+            .env("FRAMEWORK_TYPES", c.amqp.framework_types.join(","))
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start plan-queue runner"),
+    );
+    // past the first failures, into a back-off of seconds
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = libc::pid_t::try_from(runner.0.id()).unwrap();
+    // SAFETY: signals the child this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = runner.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the runner ignored SIGTERM during its back-off"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut runner.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(stderr.contains("AMQP_EXCHANGE"), "{stderr}");
+    assert!(stderr.contains("plan-queue serve"), "{stderr}");
 }
