@@ -631,3 +631,23 @@ async fn a_runner_without_its_queue_says_what_to_check_and_stops_on_sigterm_whil
     assert!(stderr.contains("AMQP_EXCHANGE"), "{stderr}");
     assert!(stderr.contains("plan-queue serve"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_plans_own_run_timeout_wins_over_run_timeout_secs() {
+    let app = spawn_app_with(|c| c.deadlines.sweep_interval = Duration::from_millis(200)).await;
+    app.sql("UPDATE plans SET run_timeout_secs = 5 WHERE id = 615")
+        .await;
+    wait_consumer(&app).await;
+    let data = run(&app, 615).await;
+    let id = data["executionId"].as_i64().unwrap();
+    publish(
+        &app,
+        &[result(id, &data["queued"][0], "RUNNING", Utc::now())],
+    )
+    .await;
+    let done = wait_finished(&app, id, Duration::from_secs(20)).await;
+    assert_eq!(
+        done["pairs"][0]["reason"], "RUN_TIMEOUT",
+        "RUN_TIMEOUT_SECS is 7200"
+    );
+}
