@@ -539,6 +539,19 @@ async fn an_execution_finished_event_carries_the_counts_and_the_flaky_pairs() {
     // a queue of the test's own on the events exchange
     let (connection, channel) = crate::helpers::broker_channel().await;
     let events = app.config.amqp.events_name();
+    // as plan-queue declares it (its relay may not have yet)
+    channel
+        .exchange_declare(
+            events.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     let queue = channel
         .queue_declare(
             "".into(),
