@@ -33,6 +33,8 @@ pub struct AppState {
     pub service: RerunService,
     /// Reading executions and results back (contract, section 11).
     pub reads: ReadService,
+    /// Cancelling executions and plans (contract, section 16).
+    pub cancels: crate::service::cancel::CancelService,
     pub db: Db,
     pub relay_status: Arc<RelayStatus>,
     /// The results consumer's broker connection (the node it uses).

@@ -46,6 +46,8 @@ pub struct Config {
     pub limits: Limits,
     #[command(flatten)]
     pub idempotency: IdempotencyConfig,
+    #[command(flatten)]
+    pub deadlines: DeadlineConfig,
 }
 
 /// The HTTP server and the limits it puts on each request.
@@ -271,6 +273,47 @@ pub struct IdempotencyConfig {
     pub retention: Duration,
 }
 
+/// Deadlines of pairs (contract, section 15) and the sweep that enforces them.
+#[derive(Clone, Args)]
+#[command(next_help_heading = "Deadlines")]
+pub struct DeadlineConfig {
+    /// Longest a pair may stay QUEUED, from its execution's requestedAt, seconds (5-2592000; contract, section 15).
+    #[arg(long = "queue-timeout-secs", env = "QUEUE_TIMEOUT_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(5..=2_592_000))]
+    pub queue_timeout_secs: u64,
+    /// Longest a pair may stay RUNNING, from its startedAt, seconds (5-604800; a plan's runTimeoutSecs wins; contract, section 15).
+    #[arg(long = "run-timeout-secs", env = "RUN_TIMEOUT_SECS", default_value_t = 7_200,
+          value_parser = clap::value_parser!(u64).range(5..=604_800))]
+    pub run_timeout_secs: u64,
+    /// Time between two rounds of the deadline sweep, ms (100-5000: pairs end within 10 s of their deadline).
+    #[arg(long = "deadline-sweep-ms", env = "DEADLINE_SWEEP_MS", default_value = "2000",
+          value_parser = sweep_interval)]
+    pub sweep_interval: Duration,
+}
+
+impl DeadlineConfig {
+    /// `QUEUE_TIMEOUT_SECS` as a duration.
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_secs(self.queue_timeout_secs)
+    }
+
+    /// `RUN_TIMEOUT_SECS` as a duration.
+    pub fn run_timeout(&self) -> Duration {
+        Duration::from_secs(self.run_timeout_secs)
+    }
+}
+
+/// `DEADLINE_SWEEP_MS`: 100 to 5000 ms.
+fn sweep_interval(value: &str) -> Result<Duration, String> {
+    let ms: u64 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number of milliseconds"))?;
+    if !(100..=5_000).contains(&ms) {
+        return Err(format!("{ms} is not between 100 and 5000"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 /// The configured framework types: normalised (upper case), deduplicated,
 /// in the order given, at least one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -429,6 +472,12 @@ impl AmqpConfig {
     /// The events exchange (`topic`): `<exchange>.events` (contract, section 10).
     pub fn events_name(&self) -> String {
         format!("{}.events", self.exchange)
+    }
+
+    /// plan-queue's own quorum queue on the dead-letter exchange:
+    /// `<exchange>.dead-letter.watch` (contract, section 17).
+    pub fn dead_letter_watch_name(&self) -> String {
+        format!("{}.dead-letter.watch", self.exchange)
     }
 }
 

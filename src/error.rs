@@ -145,6 +145,13 @@ pub enum ApiError {
     /// endpoints do not know, or that the caller may not see (section 11).
     #[error("Plan not found!")]
     PlanNotFoundToRead,
+    /// 409, code 1020: a cancel of an execution with nothing in flight
+    /// (contract, section 16).
+    #[error("Execution {0} is already finished")]
+    ExecutionAlreadyFinished(i64),
+    /// 409, code 1020: a cancel of a plan with nothing in flight (section 16).
+    #[error("Plan {0} has nothing in flight")]
+    NothingInFlight(i64),
     /// 422, code 1012.
     #[error("Idempotency-Key reused with a different request")]
     IdempotencyKeyReused,
@@ -203,6 +210,7 @@ impl ApiError {
             ExecutionNotFound(_) => 1017,
             NothingToRun(_) => 1018,
             ScenarioNotInPlan { .. } | EnvironmentNotInPlan { .. } => 1019,
+            ExecutionAlreadyFinished(_) | NothingInFlight(_) => 1020,
             Unavailable(_) => 1011,
             Unexpected(_) => 1099,
         }
@@ -239,6 +247,7 @@ impl ResponseError for ApiError {
             IdempotencyKeyInFlight | PlanInFlight { .. } | PairInFlight { .. } => {
                 StatusCode::CONFLICT
             }
+            ExecutionAlreadyFinished(_) | NothingInFlight(_) => StatusCode::CONFLICT,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,

@@ -11,6 +11,8 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod deadletter;
+pub mod deadlines;
 pub mod domain;
 pub mod error;
 pub mod idempotency;

@@ -25,6 +25,9 @@
 //! | `plan_queue_executions_finished_total` | counter | | executions turned `FINISHED` (an `execution.finished` event written) |
 //! | `plan_queue_flaky_pairs_found_total` | counter | | flaky pairs listed by those events |
 //! | `plan_queue_results_consumer_connected` | gauge | | 1 while the results consumer holds a RabbitMQ connection, else 0 |
+//! | `plan_queue_pairs_ended_total` | counter | `reason` | pairs plan-queue itself ended (contract, section 14): `CANCELLED`, `QUEUE_TIMEOUT`, `RUN_TIMEOUT`, `DEAD_LETTERED` |
+//! | `plan_queue_results_late_total` | counter | | results for a pair plan-queue had already ended with a reason (acknowledged, changed nothing) |
+//! | `plan_queue_oldest_in_flight_pair_age_seconds` | gauge | | age of the oldest pair still `QUEUED` or `RUNNING` (from its execution's `requestedAt`), 0 when none; set by the deadline sweep |
 
 use crate::amqp::TopologyConflict;
 use anyhow::Context;
@@ -92,6 +95,10 @@ pub struct Metrics {
     flaky_pairs_found: IntCounter,
     /// 1 while the results consumer holds a broker connection.
     pub results_consumer_connected: IntGauge,
+    pairs_ended: IntCounterVec,
+    results_late: IntCounter,
+    /// Age of the oldest in-flight pair, seconds (set by the deadline sweep).
+    pub oldest_in_flight_age: Gauge,
 }
 
 impl Metrics {
@@ -156,7 +163,22 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(result_lag.clone()))?;
+        let oldest_in_flight_age = Gauge::new(
+            "plan_queue_oldest_in_flight_pair_age_seconds",
+            "Age of the oldest QUEUED or RUNNING pair (from its execution's requestedAt), seconds; 0 when none.",
+        )?;
+        registry.register(Box::new(oldest_in_flight_age.clone()))?;
         Ok(Metrics {
+            pairs_ended: counter(
+                "plan_queue_pairs_ended_total",
+                "Pairs plan-queue itself ended, by reason: CANCELLED, QUEUE_TIMEOUT, RUN_TIMEOUT, DEAD_LETTERED.",
+                &["reason"],
+            )?,
+            results_late: plain_counter(
+                "plan_queue_results_late_total",
+                "Results for a pair plan-queue had already ended with a reason (acknowledged, changed nothing).",
+            )?,
+            oldest_in_flight_age,
             results_applied: plain_counter(
                 "plan_queue_results_applied_total",
                 "Runners' results that changed their pair.",
@@ -298,6 +320,18 @@ impl Metrics {
     pub fn result_applied(&self, lag_seconds: f64) {
         self.results_applied.inc();
         self.result_lag.observe(lag_seconds.max(0.0));
+    }
+
+    /// Counts `pairs` that plan-queue ended with `reason` (section 14).
+    pub fn pairs_ended(&self, reason: &str, pairs: usize) {
+        self.pairs_ended
+            .with_label_values(&[reason])
+            .inc_by(pairs as u64);
+    }
+
+    /// Counts one result that came after plan-queue ended its pair.
+    pub fn result_late(&self) {
+        self.results_late.inc();
     }
 
     /// Counts one result that changed nothing.

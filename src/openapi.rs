@@ -41,7 +41,9 @@ Every answer is a `{data, result}` envelope; `result.code` 0 means success."
         routes::metrics::metrics,
         routes::executions::execution,
         routes::executions::plan_executions,
-        routes::executions::plan_results
+        routes::executions::plan_results,
+        routes::cancel::cancel_execution,
+        routes::cancel::cancel_plan
     ),
     components(schemas(ApiResult)),
     modifiers(&BearerAuth, &PairsOrShorthand, &ErrorAnswers, &QueueAlias),
@@ -49,6 +51,7 @@ Every answer is a `{data, result}` envelope; `result.code` 0 means success."
         (name = "rerun", description = "Rerun scenarios of a test plan"),
         (name = "run", description = "Run a whole test plan"),
         (name = "read", description = "Read executions and the consolidated results of a plan back"),
+        (name = "cancel", description = "Cancel an execution or every execution of a plan"),
         (name = "operations", description = "Probes and metrics")
     )
 )]
@@ -347,6 +350,39 @@ pub fn read_error_examples(path: &str) -> Vec<(&'static str, ApiError)> {
     errors
 }
 
+/// The example errors of the cancel operation at `path` (contract, section 16), by name.
+pub fn cancel_error_examples(path: &str) -> Vec<(&'static str, ApiError)> {
+    use ApiError::*;
+    let mut errors = vec![
+        ("unauthenticated", Unauthorized { token_sent: false }),
+        (
+            "bodyNotEmpty",
+            InvalidRequest("unknown field `force`".to_owned()),
+        ),
+        (
+            "accessDenied",
+            AccessDenied("the token lacks the PLAN_RUN authority".to_owned()),
+        ),
+        (
+            "idNotAPositiveInteger",
+            NotFound(path.replace("{executionId}", "0").replace("{planId}", "0")),
+        ),
+        (
+            "internal",
+            Unexpected(anyhow::anyhow!("never shown to the client")),
+        ),
+        ("databaseUnavailable", Unavailable("database")),
+    ];
+    if path == routes::cancel::EXECUTION_CANCEL_PATH {
+        errors.push(("executionNotFound", ExecutionNotFound(5012)));
+        errors.push(("alreadyFinished", ExecutionAlreadyFinished(5012)));
+    } else {
+        errors.push(("planNotFound", PlanNotFoundToRead));
+        errors.push(("nothingInFlight", NothingInFlight(614)));
+    }
+    errors
+}
+
 /// Adds the error envelope schema and, to the rerun and run operations, one
 /// response per error status with an example per error of that status.
 struct ErrorAnswers;
@@ -367,6 +403,14 @@ impl Modify for ErrorAnswers {
         for (path, examples) in [
             (routes::rerun::RERUN_PATH, error_examples()),
             (routes::run::RUN_PATH, run_error_examples()),
+            (
+                routes::cancel::EXECUTION_CANCEL_PATH,
+                cancel_error_examples(routes::cancel::EXECUTION_CANCEL_PATH),
+            ),
+            (
+                routes::cancel::PLAN_CANCEL_PATH,
+                cancel_error_examples(routes::cancel::PLAN_CANCEL_PATH),
+            ),
         ] {
             if let Some(operation) = openapi
                 .paths

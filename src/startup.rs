@@ -45,6 +45,8 @@ const CLIENT_DISCONNECT_TIMEOUT_SECS: u64 = 1;
 const RELAY_POOL_SIZE: u32 = 2;
 /// Connections of the outbox upkeep (backlog count, retention).
 const UPKEEP_POOL_SIZE: u32 = 1;
+/// Connections of the deadline sweep's and the dead-letter watch's own pools.
+const SWEEP_POOL_SIZE: u32 = 1;
 /// Connections of the results consumer's own pool (one batch at a time, and
 /// one to tell a refused result from a lost database).
 const RESULTS_POOL_SIZE: u32 = 2;
@@ -55,6 +57,8 @@ pub struct Application {
     server: Server,
     relay: Relay,
     results: ResultsConsumer,
+    deadlines: crate::deadlines::DeadlineSweep,
+    dead_letters: crate::deadletter::DeadLetterWatch,
     shutdown: watch::Sender<bool>,
     db: Db,
     retention: Duration,
@@ -130,6 +134,31 @@ impl Application {
             relay_status.clone(),
             metrics.clone(),
         );
+        let deadlines = crate::deadlines::DeadlineSweep::new(
+            config.deadlines.clone(),
+            build_pool(
+                &database.url,
+                SWEEP_POOL_SIZE,
+                database.checkout_timeout,
+                database.max_lifetime,
+            ),
+            &config.amqp.exchange,
+            wakeup.clone(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        );
+        let dead_letters = crate::deadletter::DeadLetterWatch::new(
+            config.amqp.clone(),
+            build_pool(
+                &database.url,
+                SWEEP_POOL_SIZE,
+                database.checkout_timeout,
+                database.max_lifetime,
+            ),
+            wakeup.clone(),
+            shutdown_rx.clone(),
+            metrics.clone(),
+        );
         let results = ResultsConsumer::new(
             config.amqp.clone(),
             config.results.clone(),
@@ -147,13 +176,19 @@ impl Application {
         let state = web::Data::new(AppState {
             service: RerunService::new(
                 db.clone(),
-                wakeup,
+                wakeup.clone(),
                 config.limits.clone(),
                 &config.amqp.framework_types,
                 config.idempotency.retention,
                 &config.amqp.exchange,
             ),
             reads: ReadService::new(db.clone()),
+            cancels: crate::service::cancel::CancelService::new(
+                db.clone(),
+                &config.amqp.exchange,
+                wakeup.clone(),
+                metrics.clone(),
+            ),
             config: config.clone(),
             verifier,
             db: db.clone(),
@@ -195,6 +230,8 @@ impl Application {
             server: server.run(),
             relay,
             results,
+            deadlines,
+            dead_letters,
             shutdown,
             db,
             retention: config.idempotency.retention,
@@ -217,6 +254,8 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let relay = tokio::spawn(self.relay.run());
         let results = tokio::spawn(self.results.run());
+        let deadlines = tokio::spawn(self.deadlines.run());
+        let dead_letters = tokio::spawn(self.dead_letters.run());
         let cleanup = tokio::spawn(idempotency::clean_expired_keys(
             self.db,
             self.retention,
@@ -241,7 +280,7 @@ impl Application {
         {
             log::warn!("relay or results consumer did not stop in time");
         }
-        for task in [cleanup, gate, retention] {
+        for task in [cleanup, gate, retention, deadlines, dead_letters] {
             task.abort();
         }
         served.context("HTTP server failed")
@@ -267,6 +306,14 @@ fn routes_table(cfg: &mut web::ServiceConfig) {
                 routes::method_not_allowed(r, "POST")
             })),
     );
+    cfg.service(post_resource(
+        routes::cancel::EXECUTION_CANCEL_PATH,
+        routes::cancel_execution,
+    ))
+    .service(post_resource(
+        routes::cancel::PLAN_CANCEL_PATH,
+        routes::cancel_plan,
+    ));
     cfg.service(get_resource("/health", routes::health))
         .service(get_resource("/health/live", routes::live))
         .service(get_resource("/health/ready", routes::ready))
@@ -303,6 +350,21 @@ where
         )
         .default_service(web::to(|r: HttpRequest| {
             routes::method_not_allowed(r, "GET, HEAD")
+        }))
+}
+
+/// A resource served by `handler` for POST, 405 `Allow: POST` for any
+/// other method.
+fn post_resource<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|r: HttpRequest| {
+            routes::method_not_allowed(r, "POST")
         }))
 }
 

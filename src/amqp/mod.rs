@@ -7,10 +7,15 @@ pub mod link;
 pub mod topology;
 
 pub use link::{node_of, split_urls, BrokerConnection, BrokerStatus, Link};
-pub use topology::{declare_each, declare_results_each, declare_topology, TopologyConflict};
+pub use topology::{
+    declare_dead_letter_watch_each, declare_each, declare_results_each, declare_topology,
+    TopologyConflict,
+};
 
 use crate::config::AmqpConfig;
-use crate::db::models::MESSAGE_EXECUTION_FINISHED;
+use crate::db::models::{
+    MESSAGE_EXECUTION_CANCELLED, MESSAGE_EXECUTION_FINISHED, MESSAGE_RESULT_REJECTED,
+};
 use crate::db::outbox::ClaimedDispatch;
 use crate::metrics::PublishOutcome;
 use anyhow::Context;
@@ -106,12 +111,19 @@ impl Publisher {
         &self.link
     }
 
-    /// Where a dispatch row goes: an `execution.finished` event to
-    /// `<exchange>.events` (contract, section 10), not mandatory (an event
+    /// Where a dispatch row goes: an event (`execution.finished`,
+    /// `execution.cancelled`, `result.rejected`) to
+    /// `<exchange>.events` (contract, sections 10, 16, 17), not mandatory (an event
     /// nobody has bound a queue for is dropped, not retried); every other row
     /// to the main exchange, mandatory.
     fn route(&self, row: &ClaimedDispatch) -> (&str, bool) {
-        if row.message_type == MESSAGE_EXECUTION_FINISHED {
+        if [
+            MESSAGE_EXECUTION_FINISHED,
+            MESSAGE_EXECUTION_CANCELLED,
+            MESSAGE_RESULT_REJECTED,
+        ]
+        .contains(&row.message_type.as_str())
+        {
             (&self.events_exchange, false)
         } else {
             (&self.exchange, true)

@@ -175,6 +175,7 @@ fn parts(config: &AmqpConfig) -> Vec<(Part, Vec<String>)> {
             Vec::new(),
         ),
     ];
+    parts.extend(dead_letter_watch_parts(config).into_iter().skip(1));
     for framework_type in config.framework_types.iter() {
         let queue = config.queue_name(framework_type);
         let key = vec![framework_type.to_string()];
@@ -238,6 +239,49 @@ fn results_parts(config: &AmqpConfig) -> Vec<(Part, Vec<String>)> {
             Vec::new(),
         ),
     ]
+}
+
+/// plan-queue's own queue on the dead-letter exchange (contract, section
+/// 17): the exchange, the durable quorum queue `<exchange>.dead-letter.watch`
+/// (without a dead-letter exchange of its own) and its binding. They hold
+/// back no dispatch rows.
+fn dead_letter_watch_parts(config: &AmqpConfig) -> Vec<(Part, Vec<String>)> {
+    let dead_letter = config.dead_letter_name();
+    let watch = config.dead_letter_watch_name();
+    vec![
+        (
+            Part::Exchange {
+                name: dead_letter.clone(),
+                kind: ExchangeKind::Fanout,
+            },
+            Vec::new(),
+        ),
+        (
+            Part::Queue {
+                name: watch.clone(),
+                arguments: quorum_arguments(config, None),
+            },
+            Vec::new(),
+        ),
+        (
+            Part::Bind {
+                queue: watch,
+                exchange: dead_letter,
+                routing_key: String::new(),
+            },
+            Vec::new(),
+        ),
+    ]
+}
+
+/// [`declare_each`] for the dead-letter exchange and the watch queue with
+/// its binding only (what the dead-letter watch needs before it consumes).
+pub async fn declare_dead_letter_watch_each(
+    link: &Link,
+    config: &AmqpConfig,
+    timeout: Duration,
+) -> anyhow::Result<Vec<TopologyConflict>> {
+    declare_parts(link, dead_letter_watch_parts(config), timeout).await
 }
 
 /// Declares the whole topology on `channel`, failing on the first refusal.

@@ -208,6 +208,21 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// The check of code 1010 for a cancel (contract, section 16): `PLAN_RUN`
+    /// (or `QUEUE_ADMIN`). Answers what the caller may cancel as
+    /// [`Caller::authorize_read`] answers what it may see: everything with
+    /// `QUEUE_ADMIN`, else the plans of the projects the subject is a member of.
+    pub fn authorize_cancel(&self) -> Result<ReadScope, ApiError> {
+        if !self.has(PLAN_RUN) && !self.has(QUEUE_ADMIN) {
+            return Err(ApiError::AccessDenied(
+                "the token lacks the PLAN_RUN authority".to_owned(),
+            ));
+        }
+        self.authorize_read()
+    }
+}
+
 /// Verifies bearer tokens of one deployment.
 pub struct TokenVerifier {
     keys: VerifyingKeys,

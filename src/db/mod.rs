@@ -12,6 +12,7 @@
 
 pub mod connection;
 pub mod functions;
+pub mod ends;
 pub mod idempotency;
 pub mod models;
 pub mod outbox;

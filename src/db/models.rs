@@ -30,3 +30,15 @@ pub const STATUS_ERROR: &str = PairStatus::Error.as_str();
 pub const STATUS_SKIPPED: &str = PairStatus::Skipped.as_str();
 /// `execution_pairs.status` of a pair stopped before its end (terminal).
 pub const STATUS_ABORTED: &str = PairStatus::Aborted.as_str();
+/// `dispatches.message_type` (and AMQP `type`) of the event of a cancel (contract, section 16).
+pub const MESSAGE_EXECUTION_CANCELLED: &str = "execution.cancelled";
+/// `dispatches.message_type` (and AMQP `type`) of the event of a result the consumer rejected (contract, section 17).
+pub const MESSAGE_RESULT_REJECTED: &str = "result.rejected";
+/// `execution_pairs.reason` of a pair a user cancelled (`ABORTED`; contract, section 14).
+pub const REASON_CANCELLED: &str = "CANCELLED";
+/// `execution_pairs.reason` of a pair still `QUEUED` at its queue deadline (`ABORTED`; section 15).
+pub const REASON_QUEUE_TIMEOUT: &str = "QUEUE_TIMEOUT";
+/// `execution_pairs.reason` of a pair still `RUNNING` at its run deadline (`ABORTED`; section 15).
+pub const REASON_RUN_TIMEOUT: &str = "RUN_TIMEOUT";
+/// `execution_pairs.reason` of a pair whose run message was dead-lettered (`ERROR`; section 17).
+pub const REASON_DEAD_LETTERED: &str = "DEAD_LETTERED";

@@ -263,3 +263,32 @@ pub fn insert_event(conn: &mut PgConnection, event: &NewEvent<'_>) -> QueryResul
     .execute(conn)
     .map(drop)
 }
+
+/// Inserts the dispatch row of a `result.rejected` event (contract, section
+/// 17), due at once: routing key `result.rejected.<frameworkType>` of the
+/// execution whose pair has the run message `run_message_id`
+/// (`result.rejected.UNKNOWN`, and no execution, when none has).
+pub fn insert_rejection_event(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    run_message_id: Option<Uuid>,
+    body: &str,
+    exchange: &str,
+) -> QueryResult<()> {
+    diesel::sql_query(format!(
+        "INSERT INTO dispatches (message_id, execution_id, routing_key, message_type, body, \
+                                 exchange) \
+         SELECT $1, x.id, 'result.rejected.' || coalesce(x.framework_type, 'UNKNOWN'), \
+                '{}', $3, $4 \
+           FROM (SELECT 1) one \
+           LEFT JOIN execution_pairs p ON p.message_id = $2 \
+           LEFT JOIN executions x ON x.id = p.execution_id",
+        super::models::MESSAGE_RESULT_REJECTED
+    ))
+    .bind::<diesel::sql_types::Uuid, _>(event_id)
+    .bind::<Nullable<diesel::sql_types::Uuid>, _>(run_message_id)
+    .bind::<Text, _>(body)
+    .bind::<Text, _>(exchange)
+    .execute(conn)
+    .map(drop)
+}

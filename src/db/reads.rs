@@ -153,6 +153,10 @@ pub struct PairRow {
     pub report_url: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     pub detail: Option<String>,
+    /// Why plan-queue ended it (contract, section 14); `None` when a
+    /// runner's result did.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub reason: Option<String>,
 }
 
 /// The pairs of an execution, ordered by scenario then environment. The
@@ -162,7 +166,7 @@ pub fn execution_pairs(conn: &mut PgConnection, execution_id: i64) -> QueryResul
     diesel::sql_query(
         "SELECT p.scenario_id, p.environment_id, p.attempt, p.status, p.message_id, \
                 d.published_at, p.started_at, p.finished_at, p.duration_ms, p.report_url, \
-                p.detail \
+                p.detail, p.reason \
            FROM execution_pairs p \
            LEFT JOIN dispatches d \
                   ON d.execution_id = p.execution_id AND d.message_id = p.message_id \
@@ -275,17 +279,21 @@ pub struct AttemptRow {
     pub execution_id: i64,
     #[diesel(sql_type = Text)]
     pub status: String,
+    /// Why plan-queue ended it (contract, section 14), if it did.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub reason: Option<String>,
 }
 
 /// Every attempt of every pair of the source run's chain (the run and each
 /// rerun made from it), ordered by scenario, environment, then attempt
-/// descending (the order of `execution_pairs_chain_idx`).
+/// descending (the order of `execution_pairs_chain_idx`, which covers every
+/// column read: an index-only scan).
 pub fn chain_attempts(
     conn: &mut PgConnection,
     source_execution_id: i64,
 ) -> QueryResult<Vec<AttemptRow>> {
     diesel::sql_query(
-        "SELECT scenario_id, environment_id, attempt, execution_id, status \
+        "SELECT scenario_id, environment_id, attempt, execution_id, status, reason \
            FROM execution_pairs WHERE source_execution_id = $1 \
           ORDER BY scenario_id, environment_id, attempt DESC",
     )

@@ -146,14 +146,26 @@ pub fn apply(conn: &mut PgConnection, updates: &[PairUpdate]) -> QueryResult<Vec
         .load(conn)
 }
 
+/// A pair found by its message id, and why plan-queue ended it, if it did.
+#[derive(QueryableByName, Debug, Clone)]
+pub struct ExistingPair {
+    #[diesel(embed)]
+    pub key: PairKey,
+    /// `CANCELLED`, `QUEUE_TIMEOUT`, `RUN_TIMEOUT` or `DEAD_LETTERED`
+    /// (contract, section 14): a result for it is late.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub reason: Option<String>,
+}
+
 /// The pairs holding any of `message_ids`, to tell a result that changed
-/// nothing (its pair exists) from one that names no pair.
+/// nothing (its pair exists) from one that names no pair, and a late one
+/// (its pair was ended with a reason) from a duplicate.
 pub fn pairs_of_messages(
     conn: &mut PgConnection,
     message_ids: &[Uuid],
-) -> QueryResult<Vec<PairKey>> {
+) -> QueryResult<Vec<ExistingPair>> {
     diesel::sql_query(
-        "SELECT message_id, execution_id, scenario_id, environment_id, attempt \
+        "SELECT message_id, execution_id, scenario_id, environment_id, attempt, reason \
            FROM execution_pairs WHERE message_id = ANY ($1)",
     )
     .bind::<Array<diesel::sql_types::Uuid>, _>(message_ids)

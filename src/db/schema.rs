@@ -4,7 +4,7 @@ diesel::table! {
     dispatches (id) {
         id -> Int8,
         message_id -> Uuid,
-        execution_id -> Int8,
+        execution_id -> Nullable<Int8>,
         routing_key -> Text,
         body -> Text,
         correlation_id -> Nullable<Text>,
@@ -42,6 +42,7 @@ diesel::table! {
         duration_ms -> Nullable<Int8>,
         report_url -> Nullable<Text>,
         detail -> Nullable<Text>,
+        reason -> Nullable<Text>,
     }
 }
 
@@ -92,6 +93,7 @@ diesel::table! {
         project_id -> Int8,
         name -> Text,
         framework_type -> Nullable<Text>,
+        run_timeout_secs -> Nullable<Int4>,
     }
 }
 

@@ -79,6 +79,10 @@ pub struct FixturePlan {
     /// (contract, section 13); stored trimmed and in upper case.
     #[serde(default)]
     pub framework_type: Option<String>,
+    /// The plan's own run deadline, seconds, 5–604800; wins over
+    /// `RUN_TIMEOUT_SECS` for its pairs (contract, section 15).
+    #[serde(default)]
+    pub run_timeout_secs: Option<i32>,
     #[serde(default)]
     pub scenario_ids: Vec<i64>,
     #[serde(default)]
@@ -136,6 +140,15 @@ impl Fixture {
                 .is_some_and(|t| t.trim().is_empty())
             {
                 bail!("plan {}: frameworkType is blank", plan.id);
+            }
+            if plan
+                .run_timeout_secs
+                .is_some_and(|secs| !(5..=604_800).contains(&secs))
+            {
+                bail!(
+                    "plan {}: runTimeoutSecs must be between 5 and 604800",
+                    plan.id
+                );
             }
         }
         for execution in &self.executions {
@@ -277,6 +290,7 @@ impl Fixture {
                     .framework_type
                     .as_deref()
                     .map(|t| t.trim().to_ascii_uppercase())),
+                plans::run_timeout_secs.eq(p.run_timeout_secs),
             ))
             .on_conflict(plans::id)
             .do_update()
@@ -284,6 +298,7 @@ impl Fixture {
                 plans::project_id.eq(excluded(plans::project_id)),
                 plans::name.eq(excluded(plans::name)),
                 plans::framework_type.eq(excluded(plans::framework_type)),
+                plans::run_timeout_secs.eq(excluded(plans::run_timeout_secs)),
             ))
             .execute(conn)?;
         diesel::delete(plan_scenarios::table.filter(plan_scenarios::plan_id.eq(p.id)))

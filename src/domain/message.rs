@@ -40,6 +40,11 @@ pub struct RerunMessage {
     pub requested_at: String,
     pub scenario: ScenarioInfo,
     pub environment: EnvironmentInfo,
+    /// RFC 3339: `requestedAt` + the queue timeout; a runner should not start
+    /// the pair after it (contract, section 15). Absent in messages written
+    /// before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// The body of a runner's result (contract, section 9;

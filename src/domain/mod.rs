@@ -2,6 +2,7 @@
 //! into checked types, the AMQP messages a runner receives and sends back,
 //! the pair statuses, and the refusals of the server functions.
 
+pub mod events;
 pub mod message;
 pub mod reads;
 pub mod refusal;

@@ -21,6 +21,9 @@ pub enum Outcome {
     /// Its pair exists but it changed nothing: a duplicate, a result after
     /// the terminal one, a `RUNNING` of a pair already running.
     Ignored,
+    /// Like [`Outcome::Ignored`], for a pair plan-queue itself ended (a
+    /// `reason`, contract, section 14): acknowledged and counted late.
+    Late,
     /// It names no pair (or the database refused it): reject, no requeue.
     Rejected(Rejection),
 }
@@ -53,11 +56,12 @@ pub fn apply_batch(
             .filter(|u| !changed.contains(&u.key))
             .map(|u| u.key.message_id)
             .collect();
-        let existing: HashSet<PairKey> = if unchanged.is_empty() {
-            HashSet::new()
+        let existing: HashMap<PairKey, bool> = if unchanged.is_empty() {
+            HashMap::new()
         } else {
             results::pairs_of_messages(conn, &unchanged)?
                 .into_iter()
+                .map(|p| (p.key, p.reason.is_some()))
                 .collect()
         };
         let outcomes = results
@@ -71,37 +75,87 @@ pub fn apply_batch(
                     } else {
                         Outcome::Ignored
                     }
-                } else if existing.contains(&key) {
-                    Outcome::Ignored
+                } else if let Some(ended_with_reason) = existing.get(&key) {
+                    if *ended_with_reason {
+                        Outcome::Late
+                    } else {
+                        Outcome::Ignored
+                    }
                 } else {
                     Outcome::Rejected(Rejection::NoPair)
                 }
             })
             .collect();
-        let mut progress: BTreeMap<i64, ExecutionProgress> = BTreeMap::new();
-        for pair in &applied {
-            let entry = progress
-                .entry(pair.key.execution_id)
-                .or_insert(ExecutionProgress {
-                    execution_id: pair.key.execution_id,
-                    closed: 0,
-                    first_start: None,
-                });
-            entry.closed += i32::from(pair.closed);
-            entry.first_start = match (entry.first_start, pair.started_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        let progress: Vec<ExecutionProgress> = progress.into_values().collect();
-        let mut finished = Vec::new();
-        if !progress.is_empty() {
-            for execution_id in results::record_progress(conn, &progress)? {
-                finished.push(write_event(conn, execution_id, exchange)?);
-            }
-        }
+        let finished = close_pairs(
+            conn,
+            applied.iter().map(|pair| PairProgress {
+                execution_id: pair.key.execution_id,
+                closed: pair.closed,
+                started_at: pair.started_at,
+            }),
+            exchange,
+        )?;
         Ok(BatchOutcome { outcomes, finished })
     })
+}
+
+/// A pair that changed: it turned terminal (`closed`) or started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairProgress {
+    pub execution_id: i64,
+    /// It turned terminal: its execution has one open pair less.
+    pub closed: bool,
+    /// Its `started_at` after the change, if any.
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Records `pairs` (changed in the caller's transaction) on their
+/// executions — `open_pairs`, `started_at`, `finished_at` — and writes the
+/// `execution.finished` event (contract, section 10) of each execution that
+/// this turned `FINISHED`, recording `exchange` (`AMQP_EXCHANGE`) on its
+/// dispatch row. Returns those events.
+///
+/// The one way every path that ends pairs finishes executions: results,
+/// cancels, deadlines and dead letters (sections 9, 14–17). Executions are
+/// updated in id order, after their pairs, so those paths lock alike.
+pub fn close_pairs(
+    conn: &mut PgConnection,
+    pairs: impl IntoIterator<Item = PairProgress>,
+    exchange: &str,
+) -> QueryResult<Vec<ExecutionFinished>> {
+    let mut progress: BTreeMap<i64, ExecutionProgress> = BTreeMap::new();
+    for pair in pairs {
+        let entry = progress
+            .entry(pair.execution_id)
+            .or_insert(ExecutionProgress {
+                execution_id: pair.execution_id,
+                closed: 0,
+                first_start: None,
+            });
+        entry.closed += i32::from(pair.closed);
+        entry.first_start = match (entry.first_start, pair.started_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let progress: Vec<ExecutionProgress> = progress.into_values().collect();
+    let mut finished = Vec::new();
+    if !progress.is_empty() {
+        for execution_id in results::record_progress(conn, &progress)? {
+            finished.push(write_event(conn, execution_id, exchange)?);
+        }
+    }
+    Ok(finished)
+}
+
+/// A pair plan-queue ended with a reason (`crate::db::ends`), as
+/// [`close_pairs`] records it: closed, with the start it had.
+pub fn ended(pair: &crate::db::ends::EndedPair) -> PairProgress {
+    PairProgress {
+        execution_id: pair.execution_id,
+        closed: true,
+        started_at: pair.started_at,
+    }
 }
 
 fn key_of(result: &RunnerResult) -> PairKey {

@@ -30,6 +30,7 @@ pub mod message;
 use crate::amqp::{declare_results_each, BrokerConnection, BrokerStatus};
 use crate::config::{AmqpConfig, ResultsConfig};
 use crate::db::{staleness, PgPool};
+use crate::domain::events::ResultRejected;
 use crate::metrics::Metrics;
 use anyhow::Context;
 use apply::{BatchOutcome, Outcome};
@@ -371,6 +372,11 @@ impl ResultsConsumer {
                     self.metrics.result_ignored();
                     last_acked = Some(one.tag);
                 }
+                Outcome::Late => {
+                    self.metrics.result_ignored();
+                    self.metrics.result_late();
+                    last_acked = Some(one.tag);
+                }
                 Outcome::Rejected(rejection) => {
                     let Some(delivery) = batch.iter().find(|d| d.delivery_tag == one.tag) else {
                         continue;
@@ -421,6 +427,7 @@ impl ResultsConsumer {
             delivery.data.len()
         );
         self.metrics.result_rejected(rejection.label());
+        self.announce_rejection(delivery, rejection).await;
         let options = BasicRejectOptions { requeue: false };
         match channel.basic_reject(delivery.delivery_tag, options).await {
             Ok(()) => true,
@@ -433,12 +440,57 @@ impl ResultsConsumer {
         }
     }
 
+    /// Writes the `result.rejected` event of `delivery` through the outbox
+    /// (contract, section 17), so the runner's author sees why; `reason` is
+    /// the log line's text. When the database is unavailable the event is
+    /// lost (logged): the rejection itself does not wait for it.
+    async fn announce_rejection(&self, delivery: &Delivery, rejection: &Rejection) {
+        let run_message_id = run_message_id(&delivery.data);
+        let event = ResultRejected::new(
+            run_message_id.map(|id| id.to_string()),
+            delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.to_string()),
+            rejection.to_string(),
+        );
+        let (pool, exchange) = (self.pool.clone(), self.amqp.exchange.clone());
+        let written = blocking(move || {
+            let body = serde_json::to_string(&event).map_err(|e| Failure::Data(e.to_string()))?;
+            let mut conn = pool
+                .get()
+                .map_err(|e| Failure::Unavailable(format!("no database connection: {e}")))?;
+            crate::db::outbox::insert_rejection_event(
+                &mut conn,
+                event.event_id,
+                run_message_id,
+                &body,
+                &exchange,
+            )
+            .map_err(|e| classify(&e))
+        })
+        .await;
+        match written {
+            Ok(()) => self.relay_wakeup.notify_one(),
+            Err(Failure::Unavailable(e) | Failure::Data(e)) => {
+                log::warn!("results consumer: the result.rejected event was not written: {e}")
+            }
+        }
+    }
+
     async fn sleep(&mut self, delay: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = self.shutdown.changed() => {}
         }
     }
+}
+
+/// The `messageId` a result body names, when it can be read.
+fn run_message_id(body: &[u8]) -> Option<uuid::Uuid> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    uuid::Uuid::parse_str(value.get("messageId")?.as_str()?).ok()
 }
 
 /// The delivery, or `None` (logged) when the stream ended or failed.

@@ -1,5 +1,6 @@
 //! HTTP handlers: thin — extract, parse, one service call, respond.
 
+pub mod cancel;
 pub mod executions;
 pub mod fallback;
 pub mod health;
@@ -7,6 +8,7 @@ pub mod metrics;
 pub mod rerun;
 pub mod run;
 
+pub use cancel::{cancel_execution, cancel_plan};
 pub use executions::{execution, plan_executions, plan_results};
 pub use fallback::{method_not_allowed, not_found};
 pub use health::{health, live, ready};

@@ -18,6 +18,21 @@
 //!    `durationMs` and the last 4 KiB of its output as `detail`;
 //! 5. acknowledges the message only after the broker confirmed that result.
 //!
+//! A message past its `expiresAt` (contract, section 15) is acknowledged
+//! without running or reporting it. The runner listens to
+//! `execution.cancelled.<T>` events (section 16) on an exclusive, auto-delete
+//! queue of its own bound to `<exchange>.events`: a cancelled message it has
+//! not started is acknowledged without running or reporting, and the process
+//! group of one it is running is killed (nothing is reported: the pair is
+//! already ended).
+//!
+//! Its commands die with it: each runs in a process group of its own, killed
+//! when the runner stops (SIGTERM, SIGINT — in every state, also while it
+//! waits to reconnect); and the shell is started with `PR_SET_PDEATHSIG`
+//! (Linux), so even a SIGKILLed runner leaves no shell behind. (A process
+//! that shell forks in the background does not inherit it: a command that
+//! starts daemons should stop them itself.)
+//!
 //! A message whose body is not a run message is rejected without requeue
 //! (dead-lettered). The runner reconnects with back-off when the connection
 //! drops, closing the old connection first; unacknowledged messages are
@@ -27,13 +42,15 @@
 
 use crate::amqp::{BrokerConnection, BrokerStatus, Link};
 use crate::config::AmqpConfig;
+use crate::db::models::MESSAGE_EXECUTION_CANCELLED;
+use crate::domain::events::ExecutionCancelled;
 use crate::domain::{PairStatus, RerunMessage, ResultMessage};
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation};
@@ -118,7 +135,46 @@ impl Reported {
     }
 }
 
-/// Consumes until SIGINT/SIGTERM, reconnecting with back-off.
+/// What the runner knows of cancels (contract, section 16): the message ids
+/// cancelled, and the process group of each message it is running.
+#[derive(Default)]
+struct Cancels {
+    cancelled: Reported,
+    running: std::collections::HashMap<String, u32>,
+}
+
+impl Cancels {
+    /// Records the cancel of `message_id`; kills its command if running.
+    fn cancel(&mut self, message_id: &str) {
+        self.cancelled.insert(message_id.to_owned());
+        if let Some(group) = self.running.get(message_id) {
+            log::info!("runner: message {message_id} was cancelled: its command is killed");
+            kill_group(*group);
+        }
+    }
+
+    /// Records that `message_id` runs in process group `group`; kills it at
+    /// once when the message was cancelled meanwhile.
+    fn started(&mut self, message_id: &str, group: u32) {
+        self.running.insert(message_id.to_owned(), group);
+        if self.cancelled.contains(message_id) {
+            kill_group(group);
+        }
+    }
+
+    /// Kills every command still running (the runner stops).
+    fn kill_all(&mut self) {
+        for group in self.running.values() {
+            kill_group(*group);
+        }
+    }
+}
+
+type SharedCancels = Arc<Mutex<Cancels>>;
+
+/// Consumes until SIGINT/SIGTERM, reconnecting with back-off; the stop
+/// signal is heard in every state (connecting, consuming, waiting to
+/// reconnect), and the commands still running are killed.
 ///
 /// Errors: `--framework-type` is not one of `FRAMEWORK_TYPES`.
 pub async fn run(amqp: AmqpConfig, options: RunnerOptions) -> anyhow::Result<()> {
@@ -139,25 +195,78 @@ pub async fn run(amqp: AmqpConfig, options: RunnerOptions) -> anyhow::Result<()>
         amqp.publish_timeout,
         Arc::new(BrokerStatus::default()),
     );
+    let cancels = SharedCancels::default();
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
     let mut delay = Duration::from_millis(100);
     loop {
-        let session = consume(&amqp, &options, &reported, &mut broker);
-        tokio::select! {
+        let session = consume(&amqp, &options, &reported, &cancels, &mut broker);
+        let stopped = tokio::select! {
             result = session => {
                 match result {
                     Ok(()) => log::warn!("runner: the broker closed the consumer; reconnecting"),
-                    Err(e) => log::warn!("runner: {e:#}; reconnecting in {delay:?}"),
+                    Err(e) => {
+                        log::warn!("runner: {e:#}; reconnecting in {delay:?}");
+                        if let Some(hint) = missing_queue_hint(&e, &amqp, &options.framework_type) {
+                            log::warn!("{hint}");
+                        }
+                    }
                 }
+                false
             }
-            _ = shutdown_signal() => {
-                broker.close("plan-queue runner stopping").await;
-                log::info!("runner stopped; unacknowledged messages will be delivered again");
-                return Ok(());
+            _ = &mut stop => true,
+        };
+        if !stopped {
+            broker.close("the runner's session ended").await;
+            let stopped = tokio::select! {
+                _ = tokio::time::sleep(delay) => false,
+                _ = &mut stop => true,
+            };
+            if !stopped {
+                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+                continue;
             }
         }
-        broker.close("the runner's session ended").await;
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+        if let Ok(mut cancels) = cancels.lock() {
+            cancels.kill_all();
+        }
+        broker.close("plan-queue runner stopping").await;
+        log::info!("runner stopped; unacknowledged messages will be delivered again");
+        return Ok(());
+    }
+}
+
+/// What to check when the broker says the queue is missing
+/// (`NOT_FOUND - no queue`): the deployment's `AMQP_EXCHANGE`, and that
+/// `plan-queue serve` declared the topology. `None` for any other error.
+fn missing_queue_hint(
+    error: &anyhow::Error,
+    amqp: &AmqpConfig,
+    framework_type: &str,
+) -> Option<String> {
+    let text = format!("{error:#}");
+    if !(text.contains("NOT_FOUND") && text.contains("no queue")) {
+        return None;
+    }
+    Some(format!(
+        "runner: the queue {} does not exist on this broker. Check that AMQP_EXCHANGE \
+         ({}) is the one the deployment's `plan-queue serve` uses, that {framework_type} is \
+         in its FRAMEWORK_TYPES, and that `plan-queue serve` has started once against this \
+         broker (it declares the queues); AMQP_URL names the broker and vhost",
+        amqp.queue_name(framework_type),
+        amqp.exchange
+    ))
+}
+
+/// Sends SIGKILL to process group `group`; a group that is gone already is ignored.
+fn kill_group(group: u32) {
+    #[cfg(unix)]
+    if let Ok(pgid) = libc::pid_t::try_from(group) {
+        // SAFETY: killpg only sends a signal; a group that is gone already
+        // makes it fail with ESRCH, which is ignored.
+        unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
+        }
     }
 }
 
@@ -183,6 +292,7 @@ async fn consume(
     amqp: &AmqpConfig,
     options: &Arc<RunnerOptions>,
     reported: &Arc<Mutex<Reported>>,
+    cancels: &SharedCancels,
     broker: &mut BrokerConnection,
 ) -> anyhow::Result<()> {
     let link = broker.open().await?;
@@ -204,6 +314,8 @@ async fn consume(
         )
         .await
         .with_context(|| format!("declaring exchange {results}"))?;
+    let listener = listen_for_cancels(connection, amqp, &options.framework_type, cancels).await?;
+    let _listener = AbortOnDrop(listener);
     let channel = connection.create_channel().await?;
     channel
         .basic_qos(options.concurrency, BasicQosOptions::default())
@@ -232,6 +344,7 @@ async fn consume(
             results: results.clone(),
             options: options.clone(),
             reported: reported.clone(),
+            cancels: cancels.clone(),
             timeout: amqp.publish_timeout,
         };
         tokio::spawn(async move {
@@ -242,6 +355,90 @@ async fn consume(
         });
     }
     Ok(())
+}
+
+/// Aborts a task when dropped (the session ended).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Binds an exclusive, auto-delete queue of this runner's to
+/// `<exchange>.events` with key `execution.cancelled.<T>` and spawns the
+/// task that records each cancelled message (contract, section 16).
+async fn listen_for_cancels(
+    connection: &lapin::Connection,
+    amqp: &AmqpConfig,
+    framework_type: &str,
+    cancels: &SharedCancels,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let events = amqp.events_name();
+    let channel = connection.create_channel().await?;
+    channel
+        .exchange_declare(
+            events.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("declaring exchange {events}"))?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .context("declaring the queue of cancel events")?;
+    let key = format!("{MESSAGE_EXECUTION_CANCELLED}.{framework_type}");
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            events.as_str().into(),
+            key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("binding the queue of cancel events to {events}"))?;
+    let mut deliveries = channel
+        .basic_consume(
+            queue.name().clone(),
+            "plan-queue-runner-cancels".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .context("consuming cancel events")?;
+    let cancels = cancels.clone();
+    Ok(tokio::spawn(async move {
+        let _channel = channel;
+        while let Some(Ok(delivery)) = deliveries.next().await {
+            let Ok(event) = serde_json::from_slice::<ExecutionCancelled>(&delivery.data) else {
+                log::warn!("runner: an execution.cancelled event that cannot be read, ignored");
+                continue;
+            };
+            if let Ok(mut cancels) = cancels.lock() {
+                for pair in &event.pairs {
+                    cancels.cancel(&pair.message_id.to_string());
+                }
+            }
+        }
+    }))
 }
 
 /// `<exchange>.results`, the fanout exchange of results (contract, section 9).
@@ -255,10 +452,18 @@ struct Job {
     results: String,
     options: Arc<RunnerOptions>,
     reported: Arc<Mutex<Reported>>,
+    cancels: SharedCancels,
     timeout: Duration,
 }
 
 impl Job {
+    fn cancelled(&self, message_id: &str) -> bool {
+        self.cancels
+            .lock()
+            .map(|c| c.cancelled.contains(message_id))
+            .unwrap_or(false)
+    }
+
     async fn handle(&self, delivery: lapin::message::Delivery) -> anyhow::Result<()> {
         let run: RerunMessage = match serde_json::from_slice(&delivery.data) {
             Ok(run) => run,
@@ -283,9 +488,45 @@ impl Job {
             delivery.ack(BasicAckOptions::default()).await?;
             return Ok(());
         }
+        if expired(&run, Utc::now()) {
+            log::info!(
+                "runner: message {} expired at {}, acknowledged without running",
+                run.message_id,
+                run.expires_at.as_deref().unwrap_or("-")
+            );
+            delivery.ack(BasicAckOptions::default()).await?;
+            return Ok(());
+        }
+        if self.cancelled(&run.message_id) {
+            log::info!(
+                "runner: message {} was cancelled, acknowledged without running",
+                run.message_id
+            );
+            delivery.ack(BasicAckOptions::default()).await?;
+            return Ok(());
+        }
         self.publish(&result_message(&run, PairStatus::Running))
             .await?;
-        let outcome = execute(&self.options, &run, &delivery.data).await;
+        let cancels = self.cancels.clone();
+        let id = run.message_id.clone();
+        let outcome = execute_tracked(&self.options, &run, &delivery.data, move |group| {
+            if let Ok(mut cancels) = cancels.lock() {
+                cancels.started(&id, group);
+            }
+        })
+        .await;
+        if let Ok(mut cancels) = self.cancels.lock() {
+            cancels.running.remove(&run.message_id);
+        }
+        if self.cancelled(&run.message_id) {
+            log::info!(
+                "runner: message {} was cancelled while it ran; its command was killed, \
+                 nothing reported",
+                run.message_id
+            );
+            delivery.ack(BasicAckOptions::default()).await?;
+            return Ok(());
+        }
         let mut result = result_message(&run, outcome.status);
         result.duration_ms = Some(outcome.duration_ms);
         result.detail = outcome.detail;
@@ -350,8 +591,27 @@ impl Job {
     }
 }
 
+/// True when `run` carries an `expiresAt` before `now` (contract, section
+/// 15); a message without one, or with one that cannot be read, has not expired.
+pub fn expired(run: &RerunMessage, now: chrono::DateTime<Utc>) -> bool {
+    run.expires_at
+        .as_deref()
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+        .is_some_and(|at| at < now)
+}
+
 /// Runs the command for `run` (or passes at once without one).
 pub async fn execute(options: &RunnerOptions, run: &RerunMessage, body: &[u8]) -> Outcome {
+    execute_tracked(options, run, body, |_| {}).await
+}
+
+/// [`execute`], calling `on_start` with the command's process group once it runs.
+async fn execute_tracked(
+    options: &RunnerOptions,
+    run: &RerunMessage,
+    body: &[u8],
+    on_start: impl FnOnce(u32),
+) -> Outcome {
     let started = Instant::now();
     let Some(command) = &options.command else {
         return Outcome {
@@ -365,6 +625,7 @@ pub async fn execute(options: &RunnerOptions, run: &RerunMessage, body: &[u8]) -
         run,
         body,
         Duration::from_secs(options.timeout_secs),
+        on_start,
     )
     .await;
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -388,6 +649,7 @@ async fn run_command(
     run: &RerunMessage,
     body: &[u8],
     timeout: Duration,
+    started: impl FnOnce(u32),
 ) -> anyhow::Result<(bool, Vec<u8>)> {
     let mut shell = tokio::process::Command::new("sh");
     shell
@@ -402,8 +664,22 @@ async fn run_command(
     // not only the shell that started it
     #[cfg(unix)]
     shell.process_group(0);
+    // the shell dies with the runner, even a SIGKILLed one (Linux)
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+    unsafe {
+        shell.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = shell.spawn().context("the command cannot start")?;
     let group = ProcessGroup(child.id());
+    if let Some(id) = child.id() {
+        started(id);
+    }
     let mut stdin = child.stdin.take();
     let body = body.to_vec();
     let feed = async move {
@@ -447,13 +723,8 @@ struct ProcessGroup(Option<u32>);
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        #[cfg(unix)]
-        if let Some(pgid) = self.0.and_then(|id| libc::pid_t::try_from(id).ok()) {
-            // SAFETY: killpg only sends a signal; a group that is gone already
-            // makes it fail with ESRCH, which is ignored.
-            unsafe {
-                libc::killpg(pgid, libc::SIGKILL);
-            }
+        if let Some(group) = self.0 {
+            kill_group(group);
         }
     }
 }
@@ -514,6 +785,7 @@ mod tests {
                 platform: "ANDROID".into(),
                 version: "14".into(),
             },
+            expires_at: None,
         }
     }
 
@@ -569,6 +841,28 @@ mod tests {
     async fn a_nul_in_the_output_is_reported_as_a_replacement_character() {
         let outcome = execute(&options(Some(r"printf 'a\000b'"), 5), &message(), b"").await;
         assert_eq!(outcome.detail.as_deref(), Some("a\u{FFFD}b"));
+    }
+
+    #[test]
+    fn a_message_past_its_expires_at_has_expired() {
+        let now = Utc::now();
+        let mut run = message();
+        assert!(!expired(&run, now), "no expiresAt");
+        run.expires_at = Some("2026-11-30T09:00:00Z".into());
+        let before = chrono::DateTime::parse_from_rfc3339("2026-11-30T08:59:59Z").unwrap();
+        assert!(!expired(&run, before.to_utc()));
+        assert!(expired(&run, now));
+    }
+
+    #[test]
+    fn a_missing_queue_names_the_exchange_and_serve() {
+        let amqp = crate::config::Config::from_lookup(|_| None).unwrap().amqp;
+        let e = anyhow::anyhow!("NOT_FOUND - no queue 'scenario-runs.APPIUM' in vhost '/'")
+            .context("consuming scenario-runs.APPIUM");
+        let hint = missing_queue_hint(&e, &amqp, "APPIUM").unwrap();
+        assert!(hint.contains("AMQP_EXCHANGE (scenario-runs)"), "{hint}");
+        assert!(hint.contains("plan-queue serve"), "{hint}");
+        assert!(missing_queue_hint(&anyhow::anyhow!("refused"), &amqp, "APPIUM").is_none());
     }
 
     #[test]

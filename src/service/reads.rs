@@ -122,6 +122,12 @@ pub struct ExecutionPair {
     pub duration_ms: Option<i64>,
     pub report_url: Option<String>,
     pub detail: Option<String>,
+    /// Why plan-queue itself ended the pair: `CANCELLED`, `QUEUE_TIMEOUT`,
+    /// `RUN_TIMEOUT` (status `ABORTED`) or `DEAD_LETTERED` (status `ERROR`,
+    /// `detail` the broker's `x-death` reason); null when a runner's result
+    /// set the status (contract, section 14).
+    #[schema(example = "RUN_TIMEOUT")]
+    pub reason: Option<String>,
 }
 
 /// `GET /executions/{executionId}`: an execution with its pairs, ordered by
@@ -167,6 +173,11 @@ pub struct ResultPair {
     pub attempt: i32,
     /// The execution that holds the latest attempt.
     pub execution_id: i64,
+    /// Why plan-queue ended the latest attempt (`CANCELLED`, `QUEUE_TIMEOUT`,
+    /// `RUN_TIMEOUT`, `DEAD_LETTERED`); null when a runner's result set its
+    /// status or it is in flight (contract, section 14).
+    #[schema(example = json!(null))]
+    pub reason: Option<String>,
     /// An earlier attempt is `FAILED` or `ERROR` and a later one `PASSED`.
     pub flaky: bool,
     /// Every attempt, first to latest.
@@ -318,16 +329,26 @@ fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-/// An execution's status from its columns (see the module's rules).
-fn status_of(started_at: Option<DateTime<Utc>>, open_pairs: i32) -> ExecutionStatus {
+/// An execution's status from its columns (see the module's rules):
+/// `ended` pairs are terminal ones, which a pair ended without starting
+/// (cancelled, timed out, dead-lettered; contract, section 14) also is.
+fn status_of(started_at: Option<DateTime<Utc>>, open_pairs: i32, ended: i64) -> ExecutionStatus {
     match (started_at, open_pairs) {
-        (None, _) => ExecutionStatus::Queued,
-        (Some(_), 0) => ExecutionStatus::Finished,
-        (Some(_), _) => ExecutionStatus::Running,
+        (_, 0) => ExecutionStatus::Finished,
+        (None, _) if ended == 0 => ExecutionStatus::Queued,
+        _ => ExecutionStatus::Running,
     }
 }
 
+/// [`status_of`] an execution read with its counts.
+pub(crate) fn status_of_row(row: &ExecutionRow) -> ExecutionStatus {
+    let c = &row.counts;
+    let ended = c.passed + c.failed + c.error + c.skipped + c.aborted;
+    status_of(row.started_at, row.open_pairs, ended)
+}
+
 fn summary(row: ExecutionRow) -> ExecutionSummary {
+    let status = status_of_row(&row);
     let c = row.counts;
     let counts = StatusCounts {
         queued: c.queued,
@@ -348,7 +369,7 @@ fn summary(row: ExecutionRow) -> ExecutionSummary {
         requested_at: rfc3339(row.requested_at),
         started_at: row.started_at.map(rfc3339),
         finished_at: row.finished_at.map(rfc3339),
-        status: status_of(row.started_at, row.open_pairs),
+        status,
         counts,
     }
 }
@@ -366,6 +387,7 @@ fn pair(row: PairRow) -> ExecutionPair {
         duration_ms: row.duration_ms,
         report_url: row.report_url,
         detail: row.detail,
+        reason: row.reason,
     }
 }
 
@@ -375,6 +397,7 @@ fn pair(row: PairRow) -> ExecutionPair {
 fn consolidate(rows: Vec<AttemptRow>) -> Vec<ResultPair> {
     let mut pairs: Vec<ResultPair> = Vec::new();
     for row in rows {
+        let reason = row.reason;
         let attempt = PairAttempt {
             attempt: row.attempt,
             execution_id: row.execution_id,
@@ -392,6 +415,7 @@ fn consolidate(rows: Vec<AttemptRow>) -> Vec<ResultPair> {
                 status: attempt.status.clone(),
                 attempt: attempt.attempt,
                 execution_id: attempt.execution_id,
+                reason,
                 flaky: false,
                 attempts: vec![attempt],
             }),
@@ -421,6 +445,7 @@ mod tests {
             attempt,
             execution_id: 5000 + attempt as i64,
             status: status.to_owned(),
+            reason: None,
         }
     }
 
@@ -471,9 +496,15 @@ mod tests {
     #[test]
     fn an_execution_is_queued_then_running_then_finished() {
         let now = Some(Utc::now());
-        assert_eq!(status_of(None, 3), ExecutionStatus::Queued);
-        assert_eq!(status_of(now, 2), ExecutionStatus::Running);
-        assert_eq!(status_of(now, 0), ExecutionStatus::Finished);
+        assert_eq!(status_of(None, 3, 0), ExecutionStatus::Queued);
+        assert_eq!(status_of(now, 2, 0), ExecutionStatus::Running);
+        assert_eq!(status_of(now, 0, 3), ExecutionStatus::Finished);
+    }
+
+    #[test]
+    fn an_execution_whose_pairs_ended_without_starting_is_running_then_finished() {
+        assert_eq!(status_of(None, 2, 1), ExecutionStatus::Running);
+        assert_eq!(status_of(None, 0, 3), ExecutionStatus::Finished);
     }
 
     #[test]

@@ -596,6 +596,7 @@ impl Drop for TestApp {
             self.config.amqp.framework_types.clone(),
         );
         let dead_letter = self.config.amqp.dead_letter_name();
+        let watch = self.config.amqp.dead_letter_watch_name();
         let (results, events) = (
             self.config.amqp.results_name(),
             self.config.amqp.events_name(),
@@ -619,7 +620,7 @@ impl Drop for TestApp {
                                 )
                                 .await;
                         }
-                        for queue in [&dead_letter, &results] {
+                        for queue in [&dead_letter, &watch, &results] {
                             let _ = channel
                                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                                 .await;

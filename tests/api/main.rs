@@ -9,6 +9,7 @@ mod database_changes;
 mod delivery;
 mod docs;
 mod documents;
+mod ends;
 mod errors;
 mod faults;
 mod functions;

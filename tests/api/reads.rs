@@ -123,7 +123,7 @@ async fn the_seeded_run_4980_reads_back_finished_with_its_six_pairs() {
         data["pairs"][0],
         json!({"scenarioId": 111, "environmentId": 222, "attempt": 1, "status": "FAILED",
                "messageId": null, "publishedAt": null, "startedAt": null, "finishedAt": null,
-               "durationMs": null, "reportUrl": null, "detail": null})
+               "durationMs": null, "reportUrl": null, "detail": null, "reason": null})
     );
 }
 
@@ -225,7 +225,7 @@ async fn the_results_of_the_demo_plan_are_its_source_run_at_attempt_one() {
     assert_eq!(
         data["pairs"][3],
         json!({"scenarioId": 112, "environmentId": 223, "status": "ERROR", "attempt": 1,
-               "executionId": 4980, "flaky": false,
+               "executionId": 4980, "reason": null, "flaky": false,
                "attempts": [{"attempt": 1, "executionId": 4980, "status": "ERROR"}]})
     );
 }
@@ -245,7 +245,7 @@ async fn a_pair_that_failed_then_passed_on_a_rerun_is_flaky_and_its_latest_attem
     assert_eq!(
         find(&data["pairs"], (111, 222)),
         &json!({"scenarioId": 111, "environmentId": 222, "status": "PASSED", "attempt": 2,
-                "executionId": first, "flaky": true,
+                "executionId": first, "reason": null, "flaky": true,
                 "attempts": [{"attempt": 1, "executionId": 4980, "status": "FAILED"},
                              {"attempt": 2, "executionId": first, "status": "PASSED"}]})
     );

@@ -102,7 +102,7 @@ async fn try_publish_to(
     Ok(())
 }
 
-async fn publish(app: &TestApp, results: &[Value]) {
+pub(crate) async fn publish(app: &TestApp, results: &[Value]) {
     let bodies: Vec<(String, Vec<u8>)> = results
         .iter()
         .map(|r| (uuid::Uuid::new_v4().to_string(), r.to_string().into_bytes()))
@@ -112,7 +112,7 @@ async fn publish(app: &TestApp, results: &[Value]) {
 
 /// Waits until `/metrics` has the sample `line` (a whole line: the `# HELP`
 /// text may start like a sample).
-async fn wait_metric(app: &TestApp, line: &str) {
+pub(crate) async fn wait_metric(app: &TestApp, line: &str) {
     let started = Instant::now();
     while !app.metrics().await.lines().any(|l| l == line) {
         assert!(
@@ -124,7 +124,7 @@ async fn wait_metric(app: &TestApp, line: &str) {
     }
 }
 
-async fn wait_consumer(app: &TestApp) {
+pub(crate) async fn wait_consumer(app: &TestApp) {
     wait_metric(app, "plan_queue_results_consumer_connected 1").await;
 }
 
@@ -539,6 +539,19 @@ async fn an_execution_finished_event_carries_the_counts_and_the_flaky_pairs() {
     // a queue of the test's own on the events exchange
     let (connection, channel) = crate::helpers::broker_channel().await;
     let events = app.config.amqp.events_name();
+    // as plan-queue declares it (its relay may not have yet)
+    channel
+        .exchange_declare(
+            events.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     let queue = channel
         .queue_declare(
             "".into(),
