@@ -1,6 +1,8 @@
-//! Use cases: the rerun and the run of a whole plan (each one statement,
-//! one round trip), and reading executions and results back.
+//! Use cases: the rerun and the run of a whole plan, siblings on
+//! [`QueueService`] (each one statement, one round trip; `queue.rs` holds
+//! what they share), and reading executions and results back.
 
+pub mod queue;
 pub mod reads;
 pub mod rerun;
 pub mod run;
@@ -15,5 +17,6 @@ fn not_a_member(plan_id: i64, user_id: i64) -> ApiError {
         "user {user_id} is not a member of the project of plan {plan_id}"
     ))
 }
-pub use rerun::{QueuedPair, RerunAccepted, RerunContext, RerunOutcome, RerunService, SkippedPair};
+pub use queue::{QueueContext, QueueOutcome, QueueService, QueuedPair};
+pub use rerun::{RerunAccepted, RerunOutcome, SkippedPair};
 pub use run::{RunAccepted, RunOutcome};
