@@ -15,6 +15,8 @@ const LAYERS: &str = "## Layers";
 
 /// Module → the modules it may use, as the map's layer table says.
 type Layers = BTreeMap<String, BTreeSet<String>>;
+/// Module → its row in the table, from the top (0).
+type Rows = BTreeMap<String, usize>;
 
 #[test]
 fn every_import_under_src_is_one_the_architecture_map_allows_and_none_makes_a_circle() {
@@ -42,9 +44,9 @@ fn every_import_under_src_is_one_the_architecture_map_allows_and_none_makes_a_ci
 #[test]
 fn an_import_the_table_does_not_allow_fails_naming_the_file_line_and_path() {
     let doc = table(&[
-        ("`config.rs`", "—"),
         ("`amqp/`", "`config`"),
         ("`db/`", "—"),
+        ("`config.rs`", "—"),
     ]);
     let sources = [
         source("src/config.rs", "pub fn f() {}\n"),
@@ -81,6 +83,18 @@ fn a_circle_of_imports_fails_even_when_the_table_allows_each_arrow() {
 }
 
 #[test]
+fn a_row_that_may_use_a_module_above_it_fails() {
+    let doc = table(&[("`relay/`", "`db`"), ("`db/`", "`relay`")]);
+    let sources = [source("src/relay/mod.rs", ""), source("src/db/mod.rs", "")];
+    let failures = check(&doc, &sources);
+    assert!(
+        failures
+            .contains(&"the layer table lets `db` use `relay`, which stands above it".to_owned()),
+        "{failures:?}"
+    );
+}
+
+#[test]
 fn paths_in_comments_strings_and_other_crates_are_not_imports() {
     let doc = table(&[("`config.rs`", "—"), ("`db/`", "—")]);
     let sources = [
@@ -97,7 +111,7 @@ fn paths_in_comments_strings_and_other_crates_are_not_imports() {
 
 #[test]
 fn a_module_without_a_row_and_a_row_without_a_module_both_fail() {
-    let doc = table(&[("`config.rs`", "—"), ("`gone/`", "`config`")]);
+    let doc = table(&[("`gone/`", "`config`"), ("`config.rs`", "—")]);
     let sources = [
         source("src/config.rs", ""),
         source("src/relay/mod.rs", "use crate::config::X;\n"),
@@ -131,10 +145,17 @@ fn source(path: &str, text: &str) -> (String, String) {
 /// package root, text), one line each.
 fn check(doc: &str, sources: &[(String, String)]) -> Vec<String> {
     let mut failures = Vec::new();
-    let layers = match layer_table(doc) {
-        Ok(layers) => layers,
+    let (layers, rows) = match layer_table(doc) {
+        Ok(table) => table,
         Err(e) => return vec![e],
     };
+    for (module, may_use) in &layers {
+        for used in may_use.iter().filter(|m| rows.get(*m) <= rows.get(module)) {
+            failures.push(format!(
+                "the layer table lets `{module}` use `{used}`, which stands above it"
+            ));
+        }
+    }
     let aliases = crate_root_aliases(sources);
     let modules: BTreeMap<String, String> = sources
         .iter()
@@ -197,12 +218,13 @@ fn check(doc: &str, sources: &[(String, String)]) -> Vec<String> {
 /// The table under [`LAYERS`]: the first column names one or more modules
 /// (`config.rs`, `routes/`), the last the modules they may use, each in
 /// backticks (`—` for none; words outside backticks are comments).
-fn layer_table(doc: &str) -> Result<Layers, String> {
+fn layer_table(doc: &str) -> Result<(Layers, Rows), String> {
     let section = doc
         .split_once(LAYERS)
         .map(|(_, rest)| rest.split("\n## ").next().unwrap_or_default())
         .ok_or(format!("{MAP} has no section {LAYERS}"))?;
     let mut layers = Layers::new();
+    let mut rows = Rows::new();
     for line in section.lines().filter(|l| l.trim_start().starts_with('|')) {
         let cells: Vec<&str> = line.trim().trim_matches('|').split('|').collect();
         if cells.len() < 3 || cells[0].trim() == "module" || cells[0].contains("---") {
@@ -213,13 +235,14 @@ fn layer_table(doc: &str) -> Result<Layers, String> {
             .map(|m| top_of(m))
             .collect();
         for module in backticked(cells[0]) {
+            rows.insert(top_of(&module), rows.len());
             layers.insert(top_of(&module), may_use.clone());
         }
     }
     if layers.is_empty() {
         return Err(format!("{MAP}: no rows under {LAYERS}"));
     }
-    Ok(layers)
+    Ok((layers, rows))
 }
 
 /// The texts between backticks.
