@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::relay::upkeep::OutboxGate;
 use crate::relay::RelayStatus;
-use crate::service::{ReadService, RerunService};
+use crate::service::{QueueService, ReadService};
 use std::sync::Arc;
 
 /// The request id of the current request (from `X-Request-Id` or generated).
@@ -30,7 +30,8 @@ pub struct RequestFacts {
 pub struct AppState {
     pub config: Arc<Config>,
     pub verifier: TokenVerifier,
-    pub service: RerunService,
+    /// Runs and reruns.
+    pub queue: QueueService,
     /// Reading executions and results back (contract, section 11).
     pub reads: ReadService,
     /// Cancelling executions and plans (contract, section 16).

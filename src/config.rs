@@ -481,13 +481,36 @@ impl AmqpConfig {
     }
 }
 
+/// The broker URLs of `AMQP_URL`: split at commas, trimmed, empty parts
+/// dropped.
+pub fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `host:port` of a broker URL, for logs, readiness and metrics (never the
+/// credentials); the URL without its user info when it does not parse.
+pub fn node_of(url: &str) -> String {
+    match url.parse::<lapin::uri::AMQPUri>() {
+        Ok(uri) => format!("{}:{}", uri.authority.host, uri.authority.port),
+        Err(_) => {
+            let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            rest.split('/').next().unwrap_or_default().to_owned()
+        }
+    }
+}
+
 /// Upper and lower bounds that keep every setting usable: names RabbitMQ
 /// accepts (short strings of at most 255 bytes for `<exchange>.<TYPE>`),
 /// clock and retention arithmetic that cannot overflow, timeouts of at most a
 /// day, counts of at least one.
 fn check_ranges(config: &Config) -> anyhow::Result<()> {
     const DAY: Duration = Duration::from_secs(86_400);
-    let urls = crate::amqp::split_urls(&config.amqp.url);
+    let urls = split_urls(&config.amqp.url);
     if urls.is_empty() {
         bail!("AMQP_URL must name at least one broker (amqp://user:password@host:port/vhost)");
     }
@@ -495,7 +518,7 @@ fn check_ranges(config: &Config) -> anyhow::Result<()> {
         if url.parse::<lapin::uri::AMQPUri>().is_err() {
             bail!(
                 "AMQP_URL must be amqp:// or amqps:// URLs, comma-separated; {} is not one",
-                crate::amqp::node_of(url)
+                node_of(url)
             );
         }
     }
@@ -740,9 +763,9 @@ mod tests {
         assert_eq!(with(&[("AMQP_URL", one)]).unwrap().amqp.url, one);
         let several = format!("{one}, amqp://u:p@rabbit-2:5673/%2f,amqps://rabbit-3/vh");
         let config = with(&[("AMQP_URL", &several)]).unwrap();
-        let nodes: Vec<String> = crate::amqp::split_urls(&config.amqp.url)
+        let nodes: Vec<String> = split_urls(&config.amqp.url)
             .iter()
-            .map(|url| crate::amqp::node_of(url))
+            .map(|url| node_of(url))
             .collect();
         assert_eq!(nodes, ["127.0.0.1:5672", "rabbit-2:5673", "rabbit-3:5671"]);
         for bad in [

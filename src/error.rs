@@ -3,9 +3,14 @@
 //! Codes, HTTP statuses and messages come from the error table of
 //! `docs/CONTRACT.md`; the texts of 1000, 1002 and 1006 are the original
 //! API page's, byte for byte. This is the one place that maps failures to
-//! statuses: a database that cannot be reached becomes 503 code 1011, anything
-//! unexpected an opaque 500 code 1099 whose cause is only logged.
+//! statuses (the `From` impls below, like crates.io's `src/util/errors.rs`):
+//! the layers below return their own typed errors, a database that cannot be
+//! reached becomes 503 code 1011, anything unexpected an opaque 500 code 1099
+//! whose cause is only logged.
 
+use crate::db::{staleness, DbUnavailable};
+use crate::idempotency::{InvalidKey, KeyError};
+use crate::relay::upkeep::OutboxFull;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -280,9 +285,68 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The database is unreachable, its pool exhausted or closed: 503 code
+/// 1011, logged at warn.
+impl From<DbUnavailable> for ApiError {
+    fn from(e: DbUnavailable) -> Self {
+        log::warn!("{e}");
+        ApiError::Unavailable("database")
+    }
+}
+
+/// A stale connection ([`staleness`]: lost, read-only, a changed result
+/// type) is the database's failure, 503 code 1011; any other failure is
+/// 500 code 1099.
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        if staleness(&e).is_some() {
+            // logged by `with_connection`, which discards the connection
+            ApiError::Unavailable("database")
+        } else {
+            ApiError::Unexpected(anyhow::Error::new(e).context("database query failed"))
+        }
+    }
+}
+
+/// 400 code 1001 with the key's rule.
+impl From<InvalidKey> for ApiError {
+    fn from(e: InvalidKey) -> Self {
+        ApiError::InvalidRequest(e.to_string())
+    }
+}
+
+/// 409 code 1013 while the key is held, 422 code 1012 for another request.
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::InFlight => ApiError::IdempotencyKeyInFlight,
+            KeyError::Reused => ApiError::IdempotencyKeyReused,
+            KeyError::Database(e) => e.into(),
+            KeyError::Unexpected(e) => ApiError::Unexpected(e),
+        }
+    }
+}
+
+/// 503 code 1011 `Service unavailable: outbox`.
+impl From<OutboxFull> for ApiError {
+    fn from(_: OutboxFull) -> Self {
+        ApiError::Unavailable("outbox")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invalid_idempotency_key_is_code_1001() {
+        let err = ApiError::from(InvalidKey);
+        assert_eq!(err.code(), 1001);
+        assert_eq!(
+            err.to_string(),
+            "Invalid request: Idempotency-Key must be 1 to 255 printable ASCII characters"
+        );
+    }
 
     #[test]
     fn original_api_texts_are_kept_byte_for_byte() {

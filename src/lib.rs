@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod relay;
 pub mod results;
 pub mod routes;
+pub mod rules;
 pub mod runner;
 /// The fixture loader lives with the other table owners in `db`.
 pub use db::seed;

@@ -29,38 +29,22 @@
 //! | `plan_queue_results_late_total` | counter | | results for a pair plan-queue had already ended with a reason (acknowledged, changed nothing) |
 //! | `plan_queue_oldest_in_flight_pair_age_seconds` | gauge | | age of the oldest pair still `QUEUED` or `RUNNING` (from its execution's `requestedAt`), 0 when none; set by the deadline sweep |
 
-use crate::amqp::TopologyConflict;
+use crate::amqp::{PublishOutcome, TopologyConflict};
 use anyhow::Context;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Outcome of one relay publish, the `outcome` label of `plan_queue_publishes_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PublishOutcome {
-    /// The broker confirmed (acked) the message and did not return it.
-    Confirmed,
-    /// The broker returned the message as unroutable (e.g. NO_ROUTE).
-    Returned,
-    /// The broker nacked the message.
-    Nacked,
-    /// The publish or its confirm did not come within `PUBLISH_TIMEOUT_MS`.
-    TimedOut,
-    /// The connection or channel failed.
-    Failed,
-}
-
-impl PublishOutcome {
-    /// The label value: `confirmed`, `returned`, `nacked`, `timed_out`, `failed`.
-    pub fn label(self) -> &'static str {
-        match self {
-            PublishOutcome::Confirmed => "confirmed",
-            PublishOutcome::Returned => "returned",
-            PublishOutcome::Nacked => "nacked",
-            PublishOutcome::TimedOut => "timed_out",
-            PublishOutcome::Failed => "failed",
-        }
+/// The `outcome` label of `plan_queue_publishes_total`: `confirmed`,
+/// `returned`, `nacked`, `timed_out`, `failed`.
+fn outcome_label(outcome: PublishOutcome) -> &'static str {
+    match outcome {
+        PublishOutcome::Confirmed => "confirmed",
+        PublishOutcome::Returned => "returned",
+        PublishOutcome::Nacked => "nacked",
+        PublishOutcome::TimedOut => "timed_out",
+        PublishOutcome::Failed => "failed",
     }
 }
 
@@ -290,7 +274,9 @@ impl Metrics {
 
     /// Counts one relay publish by its outcome.
     pub fn publish(&self, outcome: PublishOutcome) {
-        self.publishes.with_label_values(&[outcome.label()]).inc();
+        self.publishes
+            .with_label_values(&[outcome_label(outcome)])
+            .inc();
     }
 
     /// Shows exactly `conflicts` (set at scrape time; resolved ones vanish).

@@ -16,7 +16,7 @@ use crate::relay::upkeep::{self, OutboxGate};
 use crate::relay::{Relay, RelayStatus};
 use crate::results::ResultsConsumer;
 use crate::routes;
-use crate::service::{ReadService, RerunService};
+use crate::service::{QueueService, ReadService};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{
@@ -67,7 +67,7 @@ pub struct Application {
 
 /// The outbox's upkeep tasks and what they need.
 struct Upkeep {
-    pool: crate::db::PgPool,
+    db: Db,
     gate: Arc<OutboxGate>,
     retention: Duration,
 }
@@ -110,11 +110,14 @@ impl Application {
         let results_status = Arc::new(BrokerStatus::default());
         let outbox_gate = OutboxGate::new(config.relay.max_pending);
         let upkeep = Upkeep {
-            pool: build_relay_pool(
-                &database.url,
-                UPKEEP_POOL_SIZE,
+            db: Db::new(
+                build_relay_pool(
+                    &database.url,
+                    UPKEEP_POOL_SIZE,
+                    database.checkout_timeout,
+                    database.max_lifetime,
+                ),
                 database.checkout_timeout,
-                database.max_lifetime,
             ),
             gate: outbox_gate.clone(),
             retention: config.relay.retention,
@@ -174,7 +177,7 @@ impl Application {
             results_status.clone(),
         );
         let state = web::Data::new(AppState {
-            service: RerunService::new(
+            queue: QueueService::new(
                 db.clone(),
                 wakeup.clone(),
                 config.limits.clone(),
@@ -264,10 +267,10 @@ impl Application {
         let gate = tokio::spawn(
             self.upkeep
                 .gate
-                .watch(self.upkeep.pool.clone(), self.shutdown.subscribe()),
+                .watch(self.upkeep.db.clone(), self.shutdown.subscribe()),
         );
         let retention = tokio::spawn(upkeep::delete_published_rows(
-            self.upkeep.pool,
+            self.upkeep.db,
             self.upkeep.retention,
             self.shutdown.subscribe(),
         ));

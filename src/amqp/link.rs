@@ -27,7 +27,8 @@
 //! rounds in which no node answered). The node in use (`host:port`, never
 //! the credentials) is logged and shown in [`BrokerStatus::broker_node`].
 
-use super::topology::TopologyConflict;
+use super::conflict::TopologyConflict;
+use crate::config::{node_of, split_urls};
 use anyhow::Context;
 use futures_util::StreamExt;
 use lapin::{Connection, ConnectionProperties, Event};
@@ -294,29 +295,6 @@ impl BrokerConnection {
             link.close(reason).await;
         }
         self.status.set_connected(false);
-    }
-}
-
-/// The broker URLs of `AMQP_URL`: split at commas, trimmed, empty parts
-/// dropped.
-pub fn split_urls(urls: &str) -> Vec<String> {
-    urls.split(',')
-        .map(str::trim)
-        .filter(|url| !url.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// `host:port` of a broker URL, for logs, readiness and metrics (never the
-/// credentials); the URL without its user info when it does not parse.
-pub fn node_of(url: &str) -> String {
-    match url.parse::<lapin::uri::AMQPUri>() {
-        Ok(uri) => format!("{}:{}", uri.authority.host, uri.authority.port),
-        Err(_) => {
-            let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-            rest.split('/').next().unwrap_or_default().to_owned()
-        }
     }
 }
 

@@ -3,28 +3,68 @@
 //! and part two's `<exchange>.results` and `<exchange>.events`, sections 9
 //! and 10), and a publisher with publisher confirms.
 
+pub mod conflict;
 pub mod link;
 pub mod topology;
 
-pub use link::{node_of, split_urls, BrokerConnection, BrokerStatus, Link};
+pub use conflict::TopologyConflict;
+pub use link::{BrokerConnection, BrokerStatus, Link};
 pub use topology::{
     declare_dead_letter_watch_each, declare_each, declare_results_each, declare_topology,
-    TopologyConflict,
+    event_routing_key,
 };
 
 use crate::config::AmqpConfig;
-use crate::db::models::{
-    MESSAGE_EXECUTION_CANCELLED, MESSAGE_EXECUTION_FINISHED, MESSAGE_RESULT_REJECTED,
-};
-use crate::db::outbox::ClaimedDispatch;
-use crate::metrics::PublishOutcome;
 use anyhow::Context;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
 use std::time::Duration;
+use uuid::Uuid;
 
 /// AMQP `delivery_mode` of a persistent message.
 pub const PERSISTENT: u8 = 2;
+
+/// One message to publish, as the transport sees it (the relay makes one
+/// of each claimed outbox row).
+#[derive(Debug, Clone, Copy)]
+pub struct OutgoingMessage<'a> {
+    /// The AMQP `message_id` property.
+    pub message_id: Uuid,
+    pub routing_key: &'a str,
+    /// The AMQP `type` property, e.g. `scenario.rerun`.
+    pub message_type: &'a str,
+    /// The JSON body.
+    pub body: &'a str,
+    /// The AMQP `correlation_id` property: the request id that queued it.
+    pub correlation_id: Option<&'a str>,
+    pub destination: Destination,
+}
+
+/// Which exchange of the topology a message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// `AMQP_EXCHANGE`, mandatory: a message no queue takes is returned.
+    Exchange,
+    /// `<exchange>.events` (contract, section 10), not mandatory: an event
+    /// nobody has bound a queue for is dropped, not retried.
+    Events,
+}
+
+/// What became of one publish, the `outcome` of
+/// `plan_queue_publishes_total` (`crate::metrics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// The broker confirmed (acked) the message and did not return it.
+    Confirmed,
+    /// The broker returned the message as unroutable (e.g. NO_ROUTE).
+    Returned,
+    /// The broker nacked the message.
+    Nacked,
+    /// The publish or its confirm did not come within `PUBLISH_TIMEOUT_MS`.
+    TimedOut,
+    /// The connection or channel failed.
+    Failed,
+}
 
 /// Why one message was not confirmed.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,8 +83,8 @@ pub enum PublishFailure {
 
 impl PublishFailure {
     /// True when the connection is in doubt (connection failure, timeout):
-    /// reconnect and retry at once. Otherwise the broker answered and the row
-    /// is retried after a back-off.
+    /// reconnect and retry at once. Otherwise the broker answered and the
+    /// message is retried after a back-off.
     pub fn needs_reconnect(&self) -> bool {
         matches!(
             self,
@@ -52,7 +92,7 @@ impl PublishFailure {
         )
     }
 
-    /// The reason, for logs and the dispatch row's `last_error`.
+    /// The reason, for logs and the caller's records.
     pub fn reason(&self) -> &str {
         match self {
             PublishFailure::Connection(r)
@@ -111,22 +151,12 @@ impl Publisher {
         &self.link
     }
 
-    /// Where a dispatch row goes: an event (`execution.finished`,
-    /// `execution.cancelled`, `result.rejected`) to
-    /// `<exchange>.events` (contract, sections 10, 16, 17), not mandatory (an event
-    /// nobody has bound a queue for is dropped, not retried); every other row
-    /// to the main exchange, mandatory.
-    fn route(&self, row: &ClaimedDispatch) -> (&str, bool) {
-        if [
-            MESSAGE_EXECUTION_FINISHED,
-            MESSAGE_EXECUTION_CANCELLED,
-            MESSAGE_RESULT_REJECTED,
-        ]
-        .contains(&row.message_type.as_str())
-        {
-            (&self.events_exchange, false)
-        } else {
-            (&self.exchange, true)
+    /// The exchange of `destination` and whether a publish there is
+    /// mandatory ([`Destination`]).
+    fn route(&self, destination: Destination) -> (&str, bool) {
+        match destination {
+            Destination::Events => (&self.events_exchange, false),
+            Destination::Exchange => (&self.exchange, true),
         }
     }
 
@@ -150,33 +180,33 @@ impl Publisher {
         self.link.is_open() && self.channel.status().connected()
     }
 
-    /// Publishes `batch` (persistent; mandatory but for events, [`Self::route`])
+    /// Publishes `batch` (persistent; mandatory but for events, [`Destination`])
     /// with pipelined confirms and
     /// waits at most `timeout` for all of them, not counting the time the
-    /// broker blocks the connection; one result per row, in order.
+    /// broker blocks the connection; one result per message, in order.
     /// A message returned as unroutable is a failure even though the broker
     /// also acks it.
     pub async fn publish_batch(
         &self,
-        batch: &[ClaimedDispatch],
+        batch: &[OutgoingMessage<'_>],
         timeout: Duration,
     ) -> Vec<Result<(), PublishFailure>> {
         let mut pending = Vec::with_capacity(batch.len());
-        for row in batch {
-            let (exchange, mandatory) = self.route(row);
+        for message in batch {
+            let (exchange, mandatory) = self.route(message.destination);
             let sent = self
                 .link
                 .within(
                     timeout,
                     self.channel.basic_publish(
                         exchange.into(),
-                        row.routing_key.as_str().into(),
+                        message.routing_key.into(),
                         BasicPublishOptions {
                             mandatory,
                             ..Default::default()
                         },
-                        row.body.as_bytes(),
-                        properties(row),
+                        message.body.as_bytes(),
+                        properties(message),
                     ),
                 )
                 .await;
@@ -207,7 +237,7 @@ impl Publisher {
     }
 }
 
-/// Every row of a batch failed on the connection: rows already sent have no
+/// Every message of a batch failed on the connection: those already sent have no
 /// known confirm either, so all are retried (a duplicate is allowed, a loss is not).
 fn fail_all(total: usize, failure: PublishFailure) -> Vec<Result<(), PublishFailure>> {
     vec![Err(failure); total]
@@ -232,17 +262,17 @@ fn confirmation_result(result: lapin::Result<Confirmation>) -> Result<(), Publis
     }
 }
 
-/// The AMQP properties of a dispatch row's message (contract, section 2).
-fn properties(row: &ClaimedDispatch) -> BasicProperties {
-    let message_id = row.message_id.to_string();
+/// The AMQP properties of a message (contract, section 2).
+fn properties(message: &OutgoingMessage<'_>) -> BasicProperties {
+    let message_id = message.message_id.to_string();
     let properties = BasicProperties::default()
         .with_delivery_mode(PERSISTENT)
         .with_content_type("application/json".into())
         .with_message_id(message_id.as_str().into())
-        .with_type(row.message_type.as_str().into())
+        .with_type(message.message_type.into())
         .with_app_id("plan-queue".into());
-    match &row.correlation_id {
-        Some(id) => properties.with_correlation_id(id.as_str().into()),
+    match message.correlation_id {
+        Some(id) => properties.with_correlation_id(id.into()),
         None => properties,
     }
 }

@@ -23,9 +23,9 @@
 //! with another value. A queue refused for that alone is declared again
 //! with the value it has, so it keeps its replicas and is not a conflict.
 
-use super::Link;
+use super::conflict::TopologyConflict;
+use super::link::Link;
 use crate::config::AmqpConfig;
-use crate::db::models::MESSAGE_EXECUTION_FINISHED;
 use anyhow::Context;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPError, AMQPErrorKind};
@@ -33,25 +33,10 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ErrorKind, ExchangeKind};
 use std::time::Duration;
 
-/// A part of the topology the broker refused to declare as configured
-/// (a channel-level error such as `PRECONDITION_FAILED` or `ACCESS_REFUSED`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TopologyConflict {
-    /// `queue`, `exchange` or `binding`.
-    #[schema(example = "queue")]
-    pub kind: String,
-    /// The queue or exchange, e.g. `scenario-runs.JUNIT`.
-    #[schema(example = "scenario-runs.JUNIT")]
-    pub name: String,
-    /// The argument that differs (from `inequivalent arg '…'`), else the
-    /// broker's error name, e.g. `ACCESS_REFUSED`.
-    #[schema(example = "x-dead-letter-exchange")]
-    pub argument: String,
-    /// The broker's reply text.
-    pub reason: String,
-    /// Routing keys whose dispatch rows wait until the conflict is resolved.
-    pub held_back: Vec<String>,
+/// The routing key of a framework type's `execution.finished` events on
+/// `<exchange>.events`: `execution.finished.<T>` (contract, section 10).
+pub fn event_routing_key(framework_type: &str) -> String {
+    format!("execution.finished.{framework_type}")
 }
 
 /// One declaration of the topology.
@@ -199,7 +184,7 @@ fn parts(config: &AmqpConfig) -> Vec<(Part, Vec<String>)> {
     let events: Vec<String> = config
         .framework_types
         .iter()
-        .map(|t| format!("{MESSAGE_EXECUTION_FINISHED}.{t}"))
+        .map(|t| event_routing_key(t))
         .collect();
     parts.push((
         Part::Exchange {

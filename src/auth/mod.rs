@@ -146,9 +146,10 @@ impl Caller {
         self.authorities.iter().any(|a| a == authority)
     }
 
-    /// The checks of code 1010 that need only the token: `PLAN_RUN`, and
-    /// `sub` = `user_id` unless the caller holds `QUEUE_ADMIN`.
-    pub fn authorize_rerun(&self, user_id: i64) -> Result<(), ApiError> {
+    /// The checks of code 1010 that need only the token, for a run or a
+    /// rerun (anything that queues): `PLAN_RUN`, and `sub` = `user_id`
+    /// unless the caller holds `QUEUE_ADMIN`.
+    pub fn authorize_queue(&self, user_id: i64) -> Result<(), ApiError> {
         if !self.has(PLAN_RUN) {
             return Err(ApiError::AccessDenied(
                 "the token lacks the PLAN_RUN authority".to_owned(),
@@ -415,8 +416,8 @@ mod tests {
             .authenticate(&headers(&token))
             .unwrap();
         assert_eq!(caller.subject, "13");
-        assert!(caller.authorize_rerun(13).is_ok());
-        assert_eq!(caller.authorize_rerun(14).unwrap_err().code(), 1010);
+        assert!(caller.authorize_queue(13).is_ok());
+        assert_eq!(caller.authorize_queue(14).unwrap_err().code(), 1010);
     }
 
     #[test]
@@ -450,7 +451,7 @@ mod tests {
             signed(serde_json::json!({"sub": 13, "exp": exp, "authorities": ["PLAN_RUN"]}));
         let caller = verifier.authenticate(&headers(&numeric)).unwrap();
         assert_eq!(caller.subject, "13");
-        assert!(caller.authorize_rerun(13).is_ok());
+        assert!(caller.authorize_queue(13).is_ok());
         for claims in [
             serde_json::json!({"exp": exp, "authorities": ["PLAN_RUN"]}),
             serde_json::json!({"sub": null, "exp": exp}),

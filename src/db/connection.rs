@@ -24,7 +24,6 @@
 //! transaction that did not commit (a connection lost during `COMMIT` leaves
 //! the outcome unknown, so that failure is returned, never retried).
 
-use super::DbUnavailable;
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, ManageConnection, Pool, PooledConnection, R2D2Connection};
@@ -34,6 +33,13 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+/// A failure of the database itself (not of a query's input): unreachable,
+/// pool exhausted, connection lost, read-only. `crate::error` answers it as
+/// 503 code 1011.
+#[derive(Debug, thiserror::Error)]
+#[error("database unavailable: {0}")]
+pub struct DbUnavailable(pub String);
 
 /// An r2d2 pool of diesel PostgreSQL connections that retire when stale.
 pub type PgPool = Pool<Manager>;

@@ -4,15 +4,18 @@
 //! [`Db::run`] waits for one of `DB_POOL_SIZE` permits, then runs its closure
 //! in `spawn_blocking`, checking the connection out inside the closure; so at
 //! most pool-size closures run, no connection is held across an `.await`, and
-//! a checkout that times out becomes 503 code 1011 (the pattern of
-//! vaultwarden's `src/db/mod.rs`). A connection the database changed under
+//! a checkout that times out is [`DbUnavailable`], which `crate::error`
+//! answers as 503 code 1011 (the pattern of vaultwarden's `src/db/mod.rs`).
+//! Every component runs diesel this way: the request path on its pool, the
+//! relay, the outbox upkeep and the results consumer each on a [`Db`] of
+//! their own small pool. A connection the database changed under
 //! (killed, read-only, stale prepared statements) is discarded and the work
 //! run once more on a fresh one ([`connection::with_connection`]); no
 //! connection lives longer than `DB_MAX_LIFETIME_SECS`.
 
 pub mod connection;
-pub mod functions;
 pub mod ends;
+pub mod functions;
 pub mod idempotency;
 pub mod models;
 pub mod outbox;
@@ -22,7 +25,6 @@ pub mod results;
 pub mod schema;
 pub mod seed;
 
-use crate::error::ApiError;
 use anyhow::Context;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
@@ -37,34 +39,7 @@ use tokio::sync::Semaphore;
 /// The migrations of `migrations/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
-pub use connection::{staleness, with_connection, DbConnection, PgPool, Stale};
-
-/// A failure of the database itself (not of a query's input): unreachable,
-/// pool exhausted, connection lost, read-only. Answered as 503 code 1011.
-#[derive(Debug, thiserror::Error)]
-#[error("database unavailable: {0}")]
-pub struct DbUnavailable(pub String);
-
-impl From<DbUnavailable> for ApiError {
-    fn from(e: DbUnavailable) -> Self {
-        log::warn!("{e}");
-        ApiError::Unavailable("database")
-    }
-}
-
-/// A stale connection ([`staleness`]: lost, read-only, a changed result
-/// type) is the database's failure, 503 code 1011; any other failure is
-/// 500 code 1099.
-impl From<diesel::result::Error> for ApiError {
-    fn from(e: diesel::result::Error) -> Self {
-        if staleness(&e).is_some() {
-            // logged by `with_connection`, which discards the connection
-            ApiError::Unavailable("database")
-        } else {
-            ApiError::Unexpected(anyhow::Error::new(e).context("database query failed"))
-        }
-    }
-}
+pub use connection::{staleness, with_connection, DbConnection, DbUnavailable, PgPool, Stale};
 
 /// Whether the session of `conn` can write; a read-only one is discarded.
 fn probe_writable(conn: &mut DbConnection) -> Result<(), NotWritable> {
@@ -78,7 +53,7 @@ fn probe_writable(conn: &mut DbConnection) -> Result<(), NotWritable> {
                      OR current_setting('transaction_read_only')::boolean) AS writable",
     )
     .get_result(&mut **conn)
-    .map_err(|e| NotWritable::Failed(e.into()))?;
+    .map_err(|e| NotWritable::Failed(anyhow::Error::new(e)))?;
     if !row.writable {
         conn.discard(Stale::ReadOnly);
         return Err(NotWritable::ReadOnly);
@@ -89,7 +64,7 @@ fn probe_writable(conn: &mut DbConnection) -> Result<(), NotWritable> {
 /// Why [`Db::writable`] did not answer true.
 enum NotWritable {
     ReadOnly,
-    Failed(ApiError),
+    Failed(anyhow::Error),
 }
 
 impl From<DbUnavailable> for NotWritable {
@@ -100,7 +75,7 @@ impl From<DbUnavailable> for NotWritable {
 
 impl From<anyhow::Error> for NotWritable {
     fn from(e: anyhow::Error) -> Self {
-        NotWritable::Failed(e.into())
+        NotWritable::Failed(e)
     }
 }
 
@@ -202,8 +177,9 @@ impl Db {
     /// on a fresh one, so that the answer turns as soon as the database is
     /// writable again.
     ///
-    /// Errors: [`DbUnavailable`] as 503 code 1011, as for [`Db::run`].
-    pub async fn writable(&self) -> Result<bool, ApiError> {
+    /// Errors: [`DbUnavailable`] (no permit or connection in time), or the
+    /// probe failed.
+    pub async fn writable(&self) -> anyhow::Result<bool> {
         let probe = self.blocking(|pool, timeout| {
             match connection::with_pooled(pool, timeout, probe_writable) {
                 // that connection and its elders are retired: ask a fresh one

@@ -7,7 +7,7 @@
 //! `bench/rerun-2pair.pgbench` replays the rerun's call; keep the two in
 //! step (see `bench/BENCHMARKS.md`).
 
-use crate::domain::{Refusal, RefusalArgs, UnknownRefusal};
+use crate::rules::{Refusal, RefusalArgs, UnknownRefusal};
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};

@@ -10,7 +10,7 @@ use crate::db::schema::{
     environments, execution_pairs, executions, plan_environments, plan_scenarios, plans,
     project_members, projects, scenarios, users,
 };
-use crate::domain::PairStatus;
+use crate::rules::PairStatus;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;

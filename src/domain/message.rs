@@ -1,7 +1,7 @@
 //! The AMQP message bodies: one queued pair (contract, section 2) and a
 //! runner's result (section 9).
 
-use super::status::PairStatus;
+use crate::rules::PairStatus;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The scenario part of a message: `{"name": …}`.

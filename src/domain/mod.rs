@@ -8,11 +8,10 @@ pub mod reads;
 pub mod refusal;
 pub mod request;
 pub mod run_request;
-pub mod status;
 
+pub use crate::rules::{PairStatus, Refusal, RefusalArgs, UnknownRefusal};
 pub use message::{EnvironmentInfo, RerunMessage, ResultMessage, ScenarioInfo};
 pub use reads::{parse_page_query, parse_path_id, PageRequest};
-pub use refusal::{Refusal, RefusalArgs, Refused, UnknownRefusal};
+pub use refusal::Refused;
 pub use request::{parse_rerun_request, Id, OnInFlight, RequestedPair, RerunRequest};
 pub use run_request::{parse_run_request, RunRequest};
-pub use status::PairStatus;

@@ -7,8 +7,8 @@
 //! that need the database (1000, 1002, 1004, 1005, and 1007/1008 after
 //! expansion) belong to the rerun service.
 
-use super::status::PairStatus;
 use crate::error::ApiError;
+use crate::rules::PairStatus;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;

@@ -1,21 +1,17 @@
 //! The `Idempotency-Key` header value.
 
-use crate::error::ApiError;
-
 /// An `Idempotency-Key`: 1 to 255 printable ASCII characters (contract,
 /// section 1; after the IETF httpapi idempotency-key draft).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
-    /// Parses the header's bytes. Errors: 400 code 1001 when empty, longer
+    /// Parses the header's bytes. Errors: [`InvalidKey`] when empty, longer
     /// than 255 bytes or not printable ASCII (0x20–0x7E).
-    pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, InvalidKey> {
         if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (0x20..=0x7e).contains(b))
         {
-            return Err(ApiError::InvalidRequest(
-                "Idempotency-Key must be 1 to 255 printable ASCII characters".to_owned(),
-            ));
+            return Err(InvalidKey);
         }
         Ok(IdempotencyKey(String::from_utf8_lossy(bytes).into_owned()))
     }
@@ -25,6 +21,12 @@ impl IdempotencyKey {
         &self.0
     }
 }
+
+/// An `Idempotency-Key` that is not 1 to 255 printable ASCII characters;
+/// `crate::error` answers it as 400 code 1001 with this text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Idempotency-Key must be 1 to 255 printable ASCII characters")]
+pub struct InvalidKey;
 
 #[cfg(test)]
 mod tests {
@@ -38,7 +40,7 @@ mod tests {
     }
 
     #[test]
-    fn empty_long_or_non_printable_keys_are_code_1001() {
+    fn empty_long_or_non_printable_keys_are_invalid() {
         for bad in [
             &b""[..],
             &[b'k'; 256],
@@ -46,8 +48,7 @@ mod tests {
             b"caf\xc3\xa9",
             b"nul\0",
         ] {
-            let err = IdempotencyKey::parse(bad).unwrap_err();
-            assert_eq!(err.code(), 1001, "{bad:?}");
+            assert_eq!(IdempotencyKey::parse(bad), Err(InvalidKey), "{bad:?}");
         }
     }
 }

@@ -1,24 +1,26 @@
 //! Idempotency-Key (contract, section 1): the key ([`IdempotencyKey`]), the
-//! rules of a keyed request inside its transaction ([`begin`], [`finish`]),
-//! and the expiry job ([`clean_expired_keys`]). The table's queries are in
-//! `crate::db::idempotency` (the pattern of zero-to-production's
-//! `src/idempotency/`).
+//! flow of a keyed request inside its transaction ([`with_key`], built of
+//! [`begin`] and [`finish`]), and the expiry job ([`clean_expired_keys`]).
+//! The table's queries are in `crate::db::idempotency` (the pattern of
+//! zero-to-production's `src/idempotency/`).
 //!
 //! A keyed request takes a transaction-scoped lock on `(subject, key)` (a
-//! concurrent twin answers 409 code 1013), then either replays the stored
-//! first answer (same normalised request) or refuses (422 code 1012, another
-//! request), or runs and stores its answer in the same transaction as its
-//! data. A dry run is checked against a used key but never stored.
+//! concurrent twin is [`KeyError::InFlight`]), then either replays the stored
+//! first answer (same normalised request) or refuses
+//! ([`KeyError::Reused`], another request), or runs and stores its answer in
+//! the same transaction as its data. A dry run is checked against a used key
+//! but never stored. `crate::error` words each refusal as the contract does.
 
 mod key;
 
-pub use key::IdempotencyKey;
+pub use key::{IdempotencyKey, InvalidKey};
 
 use crate::db::idempotency::{self as table, NewAnswer};
 use crate::db::Db;
-use crate::error::ApiError;
+use anyhow::Context;
 use chrono::Utc;
-use diesel::PgConnection;
+use diesel::{Connection, PgConnection};
+use serde::Serialize;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -32,46 +34,129 @@ pub struct Replay {
     pub body: String,
 }
 
-/// Locks `key` of `subject` for this transaction and looks it up.
+/// Why a keyed request cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Another request holds the key right now (409 code 1013).
+    #[error("a request with this Idempotency-Key is still being processed")]
+    InFlight,
+    /// The key was first used with another request (422 code 1012).
+    #[error("Idempotency-Key reused with a different request")]
+    Reused,
+    /// The key's table could not be read or written.
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+    /// The request or its answer could not be serialised.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Whose key a request carries: the token's subject (the key's scope), the
+/// key, and how long first answers are kept (`IDEMPOTENCY_RETENTION_SECS`).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyScope<'a> {
+    pub subject: &'a str,
+    pub key: &'a IdempotencyKey,
+    pub retention: Duration,
+}
+
+/// What a call under a key produced.
+#[derive(Debug)]
+pub enum Keyed<T> {
+    /// The call ran (its answer stored under the key, if any and not a dry run).
+    Fresh(T),
+    /// A retry with a known key: the first answer, as stored.
+    Replayed(Replay),
+}
+
+/// The 200 answer of a call, to store under its key.
+#[derive(Debug)]
+pub struct Answer {
+    /// The whole answer body, sent again as it is to a retry.
+    pub body: String,
+    /// The execution the call created, if any.
+    pub execution_id: Option<i64>,
+}
+
+/// Runs `call` the way a request with an optional Idempotency-Key runs
+/// (contract, section 1). Without a key (`scope` `None`): `call` alone,
+/// outside a transaction. With one, in one transaction: [`begin`] (lock,
+/// look up; a retry of the same normalised `request` gets
+/// [`Keyed::Replayed`]), then `call`, then, unless `dry_run`, its answer
+/// (made by `answer`) stored with [`finish`].
+///
+/// Errors: [`KeyError`] (converted into `E`), and whatever `call` or
+/// `answer` returns; with a key, nothing is written on any error.
+pub fn with_key<T, E>(
+    conn: &mut PgConnection,
+    scope: Option<KeyScope<'_>>,
+    request: &impl Serialize,
+    dry_run: bool,
+    call: impl FnOnce(&mut PgConnection) -> Result<T, E>,
+    answer: impl FnOnce(&T) -> Result<Answer, E>,
+) -> Result<Keyed<T>, E>
+where
+    E: From<KeyError> + From<diesel::result::Error>,
+{
+    let Some(scope) = scope else {
+        return call(conn).map(Keyed::Fresh);
+    };
+    conn.transaction(|conn| {
+        let normalised = serde_json::to_string(request)
+            .context("normalising the request")
+            .map_err(KeyError::from)?;
+        if let Some(replay) = begin(conn, &scope, &normalised)? {
+            return Ok(Keyed::Replayed(replay));
+        }
+        let fresh = call(conn)?;
+        if !dry_run {
+            let Answer { body, execution_id } = answer(&fresh)?;
+            finish(conn, &scope, &normalised, &body, execution_id)?;
+        }
+        Ok(Keyed::Fresh(fresh))
+    })
+}
+
+/// Locks the key of `scope` for this transaction and looks it up.
 ///
 /// Returns the stored answer when `normalised` (the request, serialised in a
 /// canonical form) equals the one it was first used with; `None` when the
-/// key is new or expired (older than `retention`). Errors: 409 code 1013
-/// while another request holds the key, 422 code 1012 for another request.
+/// key is new or expired (older than the retention). Errors:
+/// [`KeyError::InFlight`] while another request holds the key,
+/// [`KeyError::Reused`] for another request.
 pub fn begin(
     conn: &mut PgConnection,
-    subject: &str,
-    key: &IdempotencyKey,
+    scope: &KeyScope<'_>,
     normalised: &str,
-    retention: Duration,
-) -> Result<Option<Replay>, ApiError> {
-    if !table::try_lock(conn, subject, key.as_str())? {
-        return Err(ApiError::IdempotencyKeyInFlight);
+) -> Result<Option<Replay>, KeyError> {
+    let key = scope.key.as_str();
+    if !table::try_lock(conn, scope.subject, key)? {
+        return Err(KeyError::InFlight);
     }
-    match table::find(conn, subject, key.as_str(), table::cutoff(retention))? {
+    match table::find(conn, scope.subject, key, table::cutoff(scope.retention))? {
         None => Ok(None),
         Some(stored) if stored.request == normalised => Ok(Some(Replay {
             status: u16::try_from(stored.status_code).unwrap_or(500),
             body: stored.response_body,
         })),
-        Some(_) => Err(ApiError::IdempotencyKeyReused),
+        Some(_) => Err(KeyError::Reused),
     }
 }
 
-/// Stores the 200 answer `body` of `key` in the request's transaction.
+/// Stores the 200 answer `body` of the key of `scope` in the request's
+/// transaction.
 pub fn finish(
     conn: &mut PgConnection,
-    subject: &str,
-    key: &IdempotencyKey,
+    scope: &KeyScope<'_>,
     normalised: &str,
     body: &str,
     execution_id: Option<i64>,
-) -> Result<(), ApiError> {
+) -> Result<(), KeyError> {
     table::save(
         conn,
         &NewAnswer {
-            subject,
-            key: key.as_str(),
+            subject: scope.subject,
+            key: scope.key.as_str(),
             request: normalised,
             status_code: 200,
             response_body: body,
@@ -83,10 +168,12 @@ pub fn finish(
 }
 
 /// Deletes the keys first used more than `retention` ago; returns how many.
-/// Errors: 1011 when the database is unavailable.
-pub async fn delete_expired(db: &Db, retention: Duration) -> Result<usize, ApiError> {
-    db.run(move |conn| table::delete_expired(conn, retention).map_err(ApiError::from))
-        .await
+/// Errors: the database is unavailable or the delete failed.
+pub async fn delete_expired(db: &Db, retention: Duration) -> anyhow::Result<usize> {
+    db.run(move |conn| {
+        table::delete_expired(conn, retention).context("deleting expired Idempotency-Keys")
+    })
+    .await
 }
 
 /// The expiry job: deletes expired keys hourly until `shutdown` turns true.

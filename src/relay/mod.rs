@@ -20,8 +20,8 @@
 //! The relay wakes when a rerun commits ([`tokio::sync::Notify`]) and
 //! otherwise looks for due rows every `RELAY_POLL_MS`.
 //!
-//! Its claims and marks run through [`with_connection`]: a connection the
-//! database changed under (killed, read-only after a failover) is discarded
+//! Its claims and marks run through [`Db::run`] on the relay's own pool: a
+//! connection the database changed under (killed, read-only after a failover) is discarded
 //! and the statement run again on a fresh one; a round that still fails is
 //! logged and retried after `RELAY_POLL_MS`.
 //!
@@ -38,12 +38,16 @@
 pub mod upkeep;
 
 use crate::amqp::{
-    declare_each, BrokerConnection, BrokerStatus, Link, PublishFailure, Publisher, TopologyConflict,
+    declare_each, BrokerConnection, BrokerStatus, Destination, Link, OutgoingMessage,
+    PublishFailure, PublishOutcome, Publisher, TopologyConflict,
 };
 use crate::config::{AmqpConfig, RelayConfig};
+use crate::db::models::{
+    MESSAGE_EXECUTION_CANCELLED, MESSAGE_EXECUTION_FINISHED, MESSAGE_RESULT_REJECTED,
+};
 use crate::db::outbox::{self, ClaimedDispatch, Settlement};
-use crate::db::{staleness, with_connection, PgPool};
-use crate::metrics::{Metrics, PublishOutcome};
+use crate::db::{staleness, Db, PgPool};
+use crate::metrics::Metrics;
 use anyhow::Context;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -61,7 +65,8 @@ const CONNECTION_NAME: &str = "plan-queue relay";
 pub struct Relay {
     amqp: AmqpConfig,
     config: RelayConfig,
-    pool: PgPool,
+    /// The relay's own small pool.
+    db: Db,
     wakeup: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
     status: Arc<RelayStatus>,
@@ -76,7 +81,7 @@ const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
 
 impl Relay {
     /// `amqp` names the broker and topology, `config` the relay's batch,
-    /// poll and lease; `pool` is the relay's own small pool; `wakeup` is notified by the rerun
+    /// poll and lease; `pool` is the relay's own small pool; `wakeup` is notified by the queue
     /// service after each commit; the relay stops when `shutdown` turns true;
     /// every publish is counted in `metrics` by its outcome.
     pub fn new(
@@ -88,10 +93,11 @@ impl Relay {
         status: Arc<RelayStatus>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let timeout = pool.connection_timeout();
         Relay {
             amqp,
             config,
-            pool,
+            db: Db::new(pool, timeout),
             wakeup,
             shutdown,
             status,
@@ -230,16 +236,13 @@ impl Relay {
             return;
         };
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let pool = self.pool.clone();
-        let released = blocking(move || {
-            with_connection(&pool, pool.connection_timeout(), |conn| {
-                outbox::release(
-                    conn,
-                    &ids,
-                    "not published: the relay lost or paused its broker connection, or stopped",
-                )
-                .context("releasing dispatch rows")
-            })
+        let released = self.db.run(move |conn| {
+            outbox::release(
+                conn,
+                &ids,
+                "not published: the relay lost or paused its broker connection, or stopped",
+            )
+            .context("releasing dispatch rows")
         });
         if let Err(e) = released.await {
             log::warn!(
@@ -351,13 +354,12 @@ impl Relay {
         log_results(&batch, &results);
         let claimed = batch.len();
         let settlements: Vec<Settlement> = results.iter().map(settlement).collect();
-        let pool = self.pool.clone();
-        let marked = blocking(move || {
-            with_connection(&pool, pool.connection_timeout(), |conn| {
+        let marked = self
+            .db
+            .run(move |conn| {
                 outbox::settle(conn, &ids, &settlements).context("marking dispatch rows")
             })
-        })
-        .await;
+            .await;
         let mut next = match (marked, next) {
             (Ok(()), next) => next.transpose()?,
             (Err(e), next) => {
@@ -402,8 +404,9 @@ impl Relay {
                 self.extend_lease(ids).await;
             }
         };
+        let messages: Vec<OutgoingMessage<'_>> = batch.iter().map(outgoing).collect();
         tokio::select! {
-            results = publisher.publish_batch(batch, self.amqp.publish_timeout) => results,
+            results = publisher.publish_batch(&messages, self.amqp.publish_timeout) => results,
             _ = stopping_while_blocked => {
                 let failure = PublishFailure::Connection(
                     "the relay stopped while the broker blocked publishing".to_owned(),
@@ -416,11 +419,9 @@ impl Relay {
 
     /// Renews the lease of rows still being published.
     async fn extend_lease(&self, ids: &[i64]) {
-        let (pool, ids, lease) = (self.pool.clone(), ids.to_vec(), self.config.lease);
-        let extended = blocking(move || {
-            with_connection(&pool, pool.connection_timeout(), |conn| {
-                outbox::extend_lease(conn, &ids, lease).context("extending the lease")
-            })
+        let (ids, lease) = (ids.to_vec(), self.config.lease);
+        let extended = self.db.run(move |conn| {
+            outbox::extend_lease(conn, &ids, lease).context("extending the lease")
         });
         if let Err(e) = extended.await {
             log::warn!(
@@ -434,12 +435,12 @@ impl Relay {
     /// blocking pool, skipping the routing keys a topology conflict holds
     /// back; before the first claim, adopts the rows that record no exchange.
     async fn claim(&self) -> anyhow::Result<Vec<ClaimedDispatch>> {
-        let (pool, size, lease) = (self.pool.clone(), self.config.batch_size, self.config.lease);
+        let (size, lease) = (self.config.batch_size, self.config.lease);
         let held_back = held_back(&self.status.conflicts());
         let exchange = self.amqp.exchange.clone();
         let adopted = self.adopted.clone();
-        blocking(move || {
-            with_connection(&pool, pool.connection_timeout(), |conn| {
+        self.db
+            .run(move |conn| {
                 if !adopted.load(Ordering::Relaxed) {
                     let rows = outbox::adopt_unowned(conn, &exchange)
                         .context("adopting dispatch rows without an exchange")?;
@@ -451,8 +452,7 @@ impl Relay {
                 outbox::claim(conn, &exchange, size, lease, &held_back)
                     .context("claiming dispatch rows")
             })
-        })
-        .await
+            .await
     }
 
     /// Waits for a commit, the poll interval, or shutdown.
@@ -521,12 +521,28 @@ struct RoundResult {
     next: Option<Vec<ClaimedDispatch>>,
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .context("relay database task panicked")?
+/// The message of a claimed row: an event (`execution.finished`,
+/// `execution.cancelled`, `result.rejected`; contract, sections 10, 16, 17)
+/// goes to `<exchange>.events`, every other row to the main exchange.
+fn outgoing(row: &ClaimedDispatch) -> OutgoingMessage<'_> {
+    OutgoingMessage {
+        message_id: row.message_id,
+        routing_key: &row.routing_key,
+        message_type: &row.message_type,
+        body: &row.body,
+        correlation_id: row.correlation_id.as_deref(),
+        destination: if [
+            MESSAGE_EXECUTION_FINISHED,
+            MESSAGE_EXECUTION_CANCELLED,
+            MESSAGE_RESULT_REJECTED,
+        ]
+        .contains(&row.message_type.as_str())
+        {
+            Destination::Events
+        } else {
+            Destination::Exchange
+        },
+    }
 }
 
 /// What the outbox records for one publish result.

@@ -5,9 +5,9 @@
 //! the disk.
 
 use crate::db::outbox;
-use crate::db::PgPool;
-use crate::error::ApiError;
+use crate::db::{with_connection, Db, PgPool};
 use anyhow::Context;
+use diesel::PgConnection;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,43 +36,46 @@ impl OutboxGate {
         })
     }
 
-    /// Ok while the backlog is at most `OUTBOX_MAX_PENDING`. Errors: 503 code
-    /// 1011 `Service unavailable: outbox` (with `Retry-After`).
-    pub fn admit(&self) -> Result<(), ApiError> {
+    /// Ok while the backlog is at most `OUTBOX_MAX_PENDING`. Errors:
+    /// [`OutboxFull`] (answered as 503 code 1011 `Service unavailable:
+    /// outbox`, with `Retry-After`).
+    pub fn admit(&self) -> Result<(), OutboxFull> {
         if self.pending.load(Ordering::Relaxed) > self.max_pending {
-            return Err(ApiError::Unavailable("outbox"));
+            return Err(OutboxFull);
         }
         Ok(())
     }
 
-    /// Counts the backlog every second until `shutdown` turns true; a failed
-    /// count keeps the last figure.
-    pub async fn watch(self: Arc<Self>, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+    /// Counts the backlog every second on `db` until `shutdown` turns true;
+    /// a failed count keeps the last figure.
+    pub async fn watch(self: Arc<Self>, db: Db, mut shutdown: watch::Receiver<bool>) {
         let mut every = tokio::time::interval(COUNT_EVERY);
         loop {
             tokio::select! {
                 _ = every.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let pool = pool.clone();
-            let counted = tokio::task::spawn_blocking(move || {
-                let mut conn = pool.get().context("no database connection")?;
-                outbox::backlog(&mut conn).context("counting the outbox backlog")
-            })
-            .await;
+            let counted = db
+                .run(|conn| outbox::backlog(conn).context("counting the outbox backlog"))
+                .await;
             match counted {
-                Ok(Ok(backlog)) => self.pending.store(backlog.pending, Ordering::Relaxed),
-                Ok(Err(e)) => log::debug!("outbox gate: {e:#}"),
-                Err(e) => log::warn!("outbox gate: counting task failed: {e}"),
+                Ok(backlog) => self.pending.store(backlog.pending, Ordering::Relaxed),
+                Err(e) => log::debug!("outbox gate: {e:#}"),
             }
         }
     }
 }
 
-/// Deletes rows published more than `retention` ago, in batches of
+/// The unpublished backlog is past `OUTBOX_MAX_PENDING`: no new run or
+/// rerun until the relay caught up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the outbox backlog is past OUTBOX_MAX_PENDING")]
+pub struct OutboxFull;
+
+/// Deletes rows published more than `retention` ago on `db`, in batches of
 /// [`DELETE_BATCH`], every minute until `shutdown` turns true.
 pub async fn delete_published_rows(
-    pool: PgPool,
+    db: Db,
     retention: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -82,24 +85,28 @@ pub async fn delete_published_rows(
             _ = every.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let pool = pool.clone();
-        let deleted = tokio::task::spawn_blocking(move || delete_all_due(&pool, retention)).await;
-        match deleted {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => log::info!("outbox: deleted {n} published dispatch rows"),
-            Ok(Err(e)) => log::warn!("outbox: deleting published rows failed: {e:#}"),
-            Err(e) => log::warn!("outbox: deleting task failed: {e}"),
+        match db.run(move |conn| delete_due(conn, retention)).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("outbox: deleted {n} published dispatch rows"),
+            Err(e) => log::warn!("outbox: deleting published rows failed: {e:#}"),
         }
     }
 }
 
-/// Deletes every row published more than `retention` ago, batch by batch;
-/// returns how many. Blocking.
+/// [`delete_due`] on a connection of `pool`, on the calling thread (it
+/// blocks: for a caller already on a blocking thread).
 pub fn delete_all_due(pool: &PgPool, retention: Duration) -> anyhow::Result<usize> {
-    let mut conn = pool.get().context("no database connection")?;
+    with_connection(pool, pool.connection_timeout(), |conn| {
+        delete_due(conn, retention)
+    })
+}
+
+/// Deletes every row published more than `retention` ago, batch by batch;
+/// returns how many.
+fn delete_due(conn: &mut PgConnection, retention: Duration) -> anyhow::Result<usize> {
     let mut total = 0;
     loop {
-        let deleted = outbox::delete_published(&mut conn, retention, DELETE_BATCH)
+        let deleted = outbox::delete_published(conn, retention, DELETE_BATCH)
             .context("deleting published dispatch rows")?;
         total += deleted;
         if deleted < DELETE_BATCH as usize {

@@ -121,7 +121,7 @@ impl ExecutionFinished {
 
     /// `execution.finished.<frameworkType>`.
     pub fn routing_key(&self) -> String {
-        format!("execution.finished.{}", self.framework_type)
+        crate::amqp::event_routing_key(&self.framework_type)
     }
 }
 

@@ -29,7 +29,7 @@ pub mod message;
 
 use crate::amqp::{declare_results_each, BrokerConnection, BrokerStatus};
 use crate::config::{AmqpConfig, ResultsConfig};
-use crate::db::{staleness, PgPool};
+use crate::db::{staleness, Db, DbUnavailable, PgPool};
 use crate::domain::events::ResultRejected;
 use crate::metrics::Metrics;
 use anyhow::Context;
@@ -54,7 +54,8 @@ const CONNECTION_NAME: &str = "plan-queue results consumer";
 pub struct ResultsConsumer {
     amqp: AmqpConfig,
     config: ResultsConfig,
-    pool: PgPool,
+    /// The consumer's own small pool.
+    db: Db,
     relay_wakeup: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
@@ -98,11 +99,12 @@ impl ResultsConsumer {
     ) -> Self {
         let broker =
             BrokerConnection::new(&amqp.url, CONNECTION_NAME, amqp.publish_timeout, status);
+        let timeout = pool.connection_timeout();
         ResultsConsumer {
             broker,
             amqp,
             config,
-            pool,
+            db: Db::new(pool, timeout),
             relay_wakeup,
             shutdown,
             metrics,
@@ -320,31 +322,23 @@ impl ResultsConsumer {
         Ok(total)
     }
 
-    /// One transaction on the blocking pool.
+    /// One transaction on the blocking pool ([`Db::run`]).
     async fn apply(&self, checked: &[Checked]) -> Result<BatchOutcome, Failure> {
         let results: Vec<RunnerResult> = checked.iter().map(|c| c.result.clone()).collect();
-        let pool = self.pool.clone();
         let exchange = self.amqp.exchange.clone();
         log::debug!("results consumer: applying {} results", results.len());
-        blocking(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|e| Failure::Unavailable(format!("no database connection: {e}")))?;
-            apply::apply_batch(&mut conn, &results, &exchange).map_err(|e| classify(&e))
-        })
-        .await
+        self.db
+            .run(move |conn| {
+                apply::apply_batch(conn, &results, &exchange).map_err(|e| classify(&e))
+            })
+            .await
     }
 
     /// Ok when the database answers `SELECT 1` on a pooled connection.
     async fn ping(&self) -> Result<(), Failure> {
-        let pool = self.pool.clone();
-        blocking(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|e| Failure::Unavailable(format!("no database connection: {e}")))?;
-            crate::db::ping(&mut conn).map_err(|e| Failure::Unavailable(e.to_string()))
-        })
-        .await
+        self.db
+            .run(|conn| crate::db::ping(conn).map_err(|e| Failure::Unavailable(e.to_string())))
+            .await
     }
 
     /// After the commit: rejects the results that named no pair (or were
@@ -455,22 +449,22 @@ impl ResultsConsumer {
                 .map(|id| id.to_string()),
             rejection.to_string(),
         );
-        let (pool, exchange) = (self.pool.clone(), self.amqp.exchange.clone());
-        let written = blocking(move || {
-            let body = serde_json::to_string(&event).map_err(|e| Failure::Data(e.to_string()))?;
-            let mut conn = pool
-                .get()
-                .map_err(|e| Failure::Unavailable(format!("no database connection: {e}")))?;
-            crate::db::outbox::insert_rejection_event(
-                &mut conn,
-                event.event_id,
-                run_message_id,
-                &body,
-                &exchange,
-            )
-            .map_err(|e| classify(&e))
-        })
-        .await;
+        let exchange = self.amqp.exchange.clone();
+        let written = self
+            .db
+            .run(move |conn| {
+                let body =
+                    serde_json::to_string(&event).map_err(|e| Failure::Data(e.to_string()))?;
+                crate::db::outbox::insert_rejection_event(
+                    conn,
+                    event.event_id,
+                    run_message_id,
+                    &body,
+                    &exchange,
+                )
+                .map_err(|e| classify(&e))
+            })
+            .await;
         match written {
             Ok(()) => self.relay_wakeup.notify_one(),
             Err(Failure::Unavailable(e) | Failure::Data(e)) => {
@@ -519,12 +513,16 @@ fn classify(e: &diesel::result::Error) -> Failure {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Failure> + Send + 'static,
-) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-        Err(Failure::Data(format!(
-            "results database task panicked: {e}"
-        )))
-    })
+/// No connection came in time ([`Db::run`]).
+impl From<DbUnavailable> for Failure {
+    fn from(e: DbUnavailable) -> Self {
+        Failure::Unavailable(format!("no database connection: {}", e.0))
+    }
+}
+
+/// The database task failed (it panicked).
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Data(format!("results {e:#}"))
+    }
 }

@@ -8,7 +8,7 @@
 //! where an execution or plan the caller may not see answers as an unknown
 //! one (404 code 1017 / 1000), and one with nothing in flight 409 code 1020.
 
-use super::rerun::read_request;
+use super::queue::QueueRequest;
 use crate::app::AppState;
 use crate::domain::parse_path_id;
 use crate::error::{ApiError, Envelope};
@@ -109,8 +109,9 @@ async fn cancel(
         .get(name)
         .and_then(parse_path_id)
         .ok_or_else(|| ApiError::NotFound(request.path().to_owned()))?;
-    let (caller, _, body) = read_request(&request, payload, &state).await?;
-    check_empty_body(&body)?;
+    let read = QueueRequest::read(&request, payload, &state).await?;
+    check_empty_body(&read.body)?;
+    let caller = read.caller;
     let visible = caller.authorize_cancel()?;
     let cancelled_by = caller
         .subject

@@ -5,6 +5,7 @@ pub mod executions;
 pub mod fallback;
 pub mod health;
 pub mod metrics;
+pub mod queue;
 pub mod rerun;
 pub mod run;
 

@@ -1,11 +1,10 @@
 //! `POST /queue/run` (contract, section 7).
 
-use super::rerun::{context, log_accepted, read_request, replayed};
-use crate::app::{AppState, RequestFacts};
+use super::queue::{log_accepted, respond, QueueRequest};
+use crate::app::AppState;
 use crate::domain::parse_run_request;
 use crate::error::{ApiError, Envelope};
-use crate::service::RunOutcome;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 /// The path of the run operation.
 pub const RUN_PATH: &str = "/queue/run";
@@ -57,36 +56,25 @@ pub async fn run(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (caller, idempotency_key, body) = read_request(&request, payload, &state).await?;
-    let parsed = parse_run_request(&body, &state.config.amqp.framework_types)?;
+    let read = QueueRequest::read(&request, payload, &state).await?;
+    let parsed = parse_run_request(&read.body, &state.config.amqp.framework_types)?;
     let (plan_id, user_id) = (parsed.plan_id, parsed.user_id);
-    request
-        .extensions_mut()
-        .insert(RequestFacts { plan_id, user_id });
-    caller.authorize_rerun(user_id)?;
-    if !parsed.dry_run {
-        state.outbox_gate.admit()?;
-    }
-    let context = context(&request, caller.subject, idempotency_key);
+    let context = read.admit(&request, &state, (plan_id, user_id), parsed.dry_run)?;
     let correlation_id = context.correlation_id.clone();
-    match state.service.run(parsed, context).await? {
-        RunOutcome::Accepted(accepted) => {
-            if accepted.execution_id.is_some() {
-                state
-                    .metrics
-                    .run_accepted(&accepted.framework_type, accepted.queued.len());
-            }
-            let pairs = accepted.queued.len();
-            log_accepted(
-                "run",
-                plan_id,
-                user_id,
-                accepted.execution_id,
-                pairs,
-                correlation_id.as_deref(),
-            );
-            Ok(HttpResponse::Ok().json(Envelope::success(accepted)))
+    let outcome = state.queue.run(parsed, context).await?;
+    respond(outcome, |accepted| {
+        let pairs = accepted.queued.len();
+        if accepted.execution_id.is_some() {
+            state.metrics.run_accepted(&accepted.framework_type, pairs);
         }
-        RunOutcome::Replayed { status, body } => replayed(status, body),
-    }
+        let request_id = correlation_id.as_deref();
+        log_accepted(
+            "run",
+            plan_id,
+            user_id,
+            accepted.execution_id,
+            pairs,
+            request_id,
+        );
+    })
 }

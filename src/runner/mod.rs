@@ -42,9 +42,9 @@
 
 use crate::amqp::{BrokerConnection, BrokerStatus, Link};
 use crate::config::AmqpConfig;
-use crate::db::models::MESSAGE_EXECUTION_CANCELLED;
 use crate::domain::events::ExecutionCancelled;
 use crate::domain::{PairStatus, RerunMessage, ResultMessage};
+use crate::rules::names::MESSAGE_EXECUTION_CANCELLED;
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
 use futures_util::StreamExt;

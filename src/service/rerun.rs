@@ -23,29 +23,14 @@
 //! the reruns in progress, and a rerun that waited for a run takes that run
 //! as its source.
 
+use super::queue::{Accepted, QueueContext, QueueOutcome, QueueService, QueuedPair};
 use crate::config::Limits;
 use crate::db::queries;
-use crate::db::Db;
 use crate::domain::{OnInFlight, Refused, RerunRequest};
-use crate::error::{ApiError, Envelope};
-use crate::idempotency::{self, IdempotencyKey, Replay};
+use crate::error::ApiError;
 use diesel::prelude::*;
 use serde::Serialize;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::Notify;
 use uuid::Uuid;
-
-/// One pair in the 200 answer.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct QueuedPair {
-    pub scenario_id: i64,
-    pub environment_id: i64,
-    pub attempt: i32,
-    /// `None` for a dry run, which queues nothing.
-    pub message_id: Option<String>,
-}
 
 /// The `data` of the 200 answer.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -79,64 +64,19 @@ pub struct SkippedPair {
 }
 
 /// What a rerun request produced.
-#[derive(Debug)]
-pub enum RerunOutcome {
-    /// Committed (or validated, for a dry run).
-    Accepted(RerunAccepted),
-    /// A retry with a known Idempotency-Key: the first answer, as stored.
-    Replayed { status: u16, body: String },
-}
+pub type RerunOutcome = QueueOutcome<RerunAccepted>;
 
-/// Who asks and how: what the request carries besides its body.
-#[derive(Debug, Clone, Default)]
-pub struct RerunContext {
-    /// The token's subject; scope of the Idempotency-Key.
-    pub subject: String,
-    /// `X-Request-Id`, carried as the AMQP `correlation_id`.
-    pub correlation_id: Option<String>,
-    pub idempotency_key: Option<IdempotencyKey>,
-}
-
-/// The rerun use case, and the run of a plan (`crate::service::run`); cheap
-/// to clone.
-#[derive(Clone)]
-pub struct RerunService {
-    pub(super) db: Db,
-    pub(super) relay_wakeup: Arc<Notify>,
-    /// `MAX_PAIRS` and `MAX_ATTEMPTS`.
-    pub(super) limits: Limits,
-    /// The configured framework types (a plan's own must be one, section 7).
-    pub(super) framework_types: Arc<[String]>,
-    pub(super) idempotency_retention: Duration,
-    /// `AMQP_EXCHANGE`, recorded on every dispatch row written.
-    pub(super) exchange: Arc<str>,
-}
-
-impl RerunService {
-    /// `relay_wakeup` is notified after every commit that wrote dispatch rows;
-    /// `exchange` (`AMQP_EXCHANGE`) is recorded on them.
-    pub fn new(
-        db: Db,
-        relay_wakeup: Arc<Notify>,
-        limits: Limits,
-        framework_types: &[String],
-        idempotency_retention: Duration,
-        exchange: &str,
-    ) -> Self {
-        RerunService {
-            db,
-            relay_wakeup,
-            limits,
-            framework_types: framework_types.into(),
-            idempotency_retention,
-            exchange: exchange.into(),
-        }
+impl Accepted for RerunAccepted {
+    fn execution_id(&self) -> Option<i64> {
+        self.execution_id
     }
+}
 
+impl QueueService {
     /// Checks `request` against the database and, unless it is a dry run,
     /// records the rerun and its dispatch rows: one statement and one commit
     /// without an Idempotency-Key; with one, that statement between the
-    /// key's two in one transaction.
+    /// key's two in one transaction ([`QueueService::queue`]).
     ///
     /// Errors, in the contract's order: 1000, 1002, 1010 (membership), 1004,
     /// 1005, 1007 and 1008 after expansion, then 1016, 1014, 1015 (section
@@ -145,96 +85,42 @@ impl RerunService {
     pub async fn rerun(
         &self,
         request: RerunRequest,
-        context: RerunContext,
+        context: QueueContext,
     ) -> Result<RerunOutcome, ApiError> {
-        let limits = self.limits.clone();
-        let retention = self.idempotency_retention;
-        let exchange = self.exchange.clone();
-        // kept across a second try after a lost connection (run_replayable)
-        let first_message_id = Uuid::new_v4();
-        let mut tries = 0;
-        let outcome = self
-            .db
-            .run_replayable(move |conn| {
-                tries += 1;
-                let call = Call {
-                    limits: &limits,
-                    exchange: &exchange,
-                    first_message_id,
-                    replay: tries > 1,
-                };
-                if context.idempotency_key.is_none() {
-                    return queue_rerun(conn, &request, &context, &call)
-                        .map(RerunOutcome::Accepted);
-                }
-                conn.transaction(|conn| {
-                    let key = match check_key(conn, &request, request.dry_run, &context, retention)?
-                    {
-                        Keyed::Replay(replay) => {
-                            return Ok(RerunOutcome::Replayed {
-                                status: replay.status,
-                                body: replay.body,
-                            })
-                        }
-                        Keyed::Proceed(key) => key,
-                    };
-                    let accepted = queue_rerun(conn, &request, &context, &call)?;
-                    store_answer(conn, &context, key, &accepted, accepted.execution_id)?;
-                    Ok(RerunOutcome::Accepted(accepted))
-                })
-            })
-            .await?;
-        if matches!(&outcome, RerunOutcome::Accepted(a) if a.execution_id.is_some()) {
-            self.relay_wakeup.notify_one();
+        let dry_run = request.dry_run;
+        self.queue(request, dry_run, context, Self::queue_rerun)
+            .await
+    }
+
+    /// Checks and, unless a dry run, writes the rerun in one statement
+    /// ([`queries::QueueRerun`]); the failed check becomes its contract
+    /// error ([`answer`]).
+    fn queue_rerun(
+        &self,
+        conn: &mut PgConnection,
+        request: &RerunRequest,
+        write: &queries::WriteContext<'_>,
+    ) -> Result<RerunAccepted, ApiError> {
+        let limits = &self.limits;
+        let scenario_ids: Vec<i64> = request.pairs.iter().map(|p| p.scenario_id).collect();
+        let environment_ids: Vec<Option<i64>> =
+            request.pairs.iter().map(|p| p.environment_id).collect();
+        let row: queries::QueueRerunRow = queries::QueueRerun {
+            plan_id: request.plan_id,
+            user_id: request.user_id,
+            framework_type: &request.framework_type,
+            scenario_ids: &scenario_ids,
+            environment_ids: &environment_ids,
+            statuses: &request.statuses,
+            on_in_flight: on_in_flight_name(request.on_in_flight),
+            max_pairs: i32::try_from(limits.max_pairs).unwrap_or(i32::MAX),
+            max_attempts: limits.max_attempts,
+            dry_run: request.dry_run,
+            write,
         }
-        Ok(outcome)
+        .get_result(conn)?;
+        answer(request, limits, row)
     }
-}
-
-/// What a rerun's call takes besides the request.
-struct Call<'a> {
-    limits: &'a Limits,
-    exchange: &'a str,
-    /// See [`queries::WriteContext`].
-    first_message_id: Uuid,
-    /// Made again after a lost connection.
-    replay: bool,
-}
-
-/// Checks and, unless a dry run, writes the rerun in one statement
-/// ([`queries::QueueRerun`]); the failed check becomes its contract error
-/// ([`answer`]).
-fn queue_rerun(
-    conn: &mut PgConnection,
-    request: &RerunRequest,
-    context: &RerunContext,
-    call: &Call,
-) -> Result<RerunAccepted, ApiError> {
-    let limits = call.limits;
-    let write = queries::WriteContext::now(
-        context.correlation_id.as_deref(),
-        call.exchange,
-        call.first_message_id,
-        call.replay,
-    );
-    let scenario_ids: Vec<i64> = request.pairs.iter().map(|p| p.scenario_id).collect();
-    let environment_ids: Vec<Option<i64>> =
-        request.pairs.iter().map(|p| p.environment_id).collect();
-    let row: queries::QueueRerunRow = queries::QueueRerun {
-        plan_id: request.plan_id,
-        user_id: request.user_id,
-        framework_type: &request.framework_type,
-        scenario_ids: &scenario_ids,
-        environment_ids: &environment_ids,
-        statuses: &request.statuses,
-        on_in_flight: on_in_flight_name(request.on_in_flight),
-        max_pairs: i32::try_from(limits.max_pairs).unwrap_or(i32::MAX),
-        max_attempts: limits.max_attempts,
-        dry_run: request.dry_run,
-        write: &write,
-    }
-    .get_result(conn)?;
-    answer(request, limits, row)
 }
 
 /// `onInFlight` as `queue_rerun` takes it (the request's own spelling).
@@ -310,57 +196,4 @@ fn answer(
         queued,
         skipped,
     })
-}
-
-/// What an Idempotency-Key asks of a request.
-pub(super) enum Keyed<'a> {
-    /// A retry: send the first answer again.
-    Replay(Replay),
-    /// Go on; store the answer under this key and normalised request (none
-    /// without a key, or for a dry run).
-    Proceed(Option<(&'a IdempotencyKey, String)>),
-}
-
-/// Checks the request's Idempotency-Key, if any ([`idempotency::begin`]:
-/// 1013 while held, 1012 for another request). `request` serialised is the
-/// normalised request. A dry run with a key is checked against it (a key used
-/// for a real request is 1012 for its dry run) but never stores it.
-pub(super) fn check_key<'a, R: Serialize>(
-    conn: &mut PgConnection,
-    request: &R,
-    dry_run: bool,
-    context: &'a RerunContext,
-    retention: Duration,
-) -> Result<Keyed<'a>, ApiError> {
-    let Some(key) = &context.idempotency_key else {
-        return Ok(Keyed::Proceed(None));
-    };
-    let normalised = serde_json::to_string(request).map_err(anyhow::Error::from)?;
-    if let Some(replay) = idempotency::begin(conn, &context.subject, key, &normalised, retention)? {
-        return Ok(Keyed::Replay(replay));
-    }
-    Ok(Keyed::Proceed((!dry_run).then_some((key, normalised))))
-}
-
-/// Stores the 200 answer around `accepted` under `key` (from [`check_key`]),
-/// in the request's transaction.
-pub(super) fn store_answer<T: Serialize>(
-    conn: &mut PgConnection,
-    context: &RerunContext,
-    key: Option<(&IdempotencyKey, String)>,
-    accepted: &T,
-    execution_id: Option<i64>,
-) -> Result<(), ApiError> {
-    let Some((key, normalised)) = key else {
-        return Ok(());
-    };
-    let body = serde_json::to_string(&Envelope::success(accepted)).map_err(anyhow::Error::from)?;
-    idempotency::finish(
-        conn,
-        &context.subject,
-        key,
-        &normalised,
-        &body,
-        execution_id,
-    )
 }

@@ -11,7 +11,7 @@
 //! (1014) sees every pair they queued; a rerun that waits for the run takes
 //! it as its source. Runs of one plan go one after another.
 
-use super::rerun::{check_key, store_answer, Keyed, QueuedPair, RerunContext, RerunService};
+use super::queue::{Accepted, QueueContext, QueueOutcome, QueueService, QueuedPair};
 use crate::db::queries;
 use crate::domain::{Refused, RunRequest};
 use crate::error::ApiError;
@@ -36,19 +36,19 @@ pub struct RunAccepted {
 }
 
 /// What a run request produced.
-#[derive(Debug)]
-pub enum RunOutcome {
-    /// Committed (or validated, for a dry run).
-    Accepted(RunAccepted),
-    /// A retry with a known Idempotency-Key: the first answer, as stored.
-    Replayed { status: u16, body: String },
+pub type RunOutcome = QueueOutcome<RunAccepted>;
+
+impl Accepted for RunAccepted {
+    fn execution_id(&self) -> Option<i64> {
+        self.execution_id
+    }
 }
 
-impl RerunService {
+impl QueueService {
     /// Checks a run `request` against the database and, unless it is a dry
     /// run, records the run and its dispatch rows: one statement and one
     /// commit without an Idempotency-Key; with one, that statement between
-    /// the key's two in one transaction.
+    /// the key's two in one transaction ([`QueueService::queue`]).
     ///
     /// Errors, in the contract's order: 1000, 1002, 1010 (membership), 1006
     /// when neither the body nor the plan names a framework type (1003 when
@@ -58,64 +58,20 @@ impl RerunService {
     pub async fn run(
         &self,
         request: RunRequest,
-        context: RerunContext,
+        context: QueueContext,
     ) -> Result<RunOutcome, ApiError> {
-        let service = self.clone();
-        // kept across a second try after a lost connection (run_replayable)
-        let first_message_id = Uuid::new_v4();
-        let mut tries = 0;
-        let outcome = self
-            .db
-            .run_replayable(move |conn| {
-                tries += 1;
-                let replay = tries > 1;
-                if context.idempotency_key.is_none() {
-                    return service
-                        .queue_run(conn, &request, &context, first_message_id, replay)
-                        .map(RunOutcome::Accepted);
-                }
-                conn.transaction(|conn| {
-                    let retention = service.idempotency_retention;
-                    let key = match check_key(conn, &request, request.dry_run, &context, retention)?
-                    {
-                        Keyed::Replay(replay) => {
-                            return Ok(RunOutcome::Replayed {
-                                status: replay.status,
-                                body: replay.body,
-                            })
-                        }
-                        Keyed::Proceed(key) => key,
-                    };
-                    let accepted =
-                        service.queue_run(conn, &request, &context, first_message_id, replay)?;
-                    store_answer(conn, &context, key, &accepted, accepted.execution_id)?;
-                    Ok(RunOutcome::Accepted(accepted))
-                })
-            })
-            .await?;
-        if matches!(&outcome, RunOutcome::Accepted(a) if a.execution_id.is_some()) {
-            self.relay_wakeup.notify_one();
-        }
-        Ok(outcome)
+        let dry_run = request.dry_run;
+        self.queue(request, dry_run, context, Self::queue_run).await
     }
 
     /// Checks and, unless a dry run, writes the run in one statement
-    /// ([`queries::QueueRun`], `first_message_id` and `replay` as there); the failed
-    /// check becomes its contract error.
+    /// ([`queries::QueueRun`]); the failed check becomes its contract error.
     fn queue_run(
         &self,
         conn: &mut PgConnection,
         request: &RunRequest,
-        context: &RerunContext,
-        first_message_id: Uuid,
-        replay: bool,
+        write: &queries::WriteContext<'_>,
     ) -> Result<RunAccepted, ApiError> {
-        let write = queries::WriteContext::now(
-            context.correlation_id.as_deref(),
-            &self.exchange,
-            first_message_id,
-            replay,
-        );
         let row: queries::QueueRunRow = queries::QueueRun {
             plan_id: request.plan_id,
             user_id: request.user_id,
@@ -126,7 +82,7 @@ impl RerunService {
             force: request.force,
             max_pairs: i32::try_from(self.limits.max_pairs).unwrap_or(i32::MAX),
             dry_run: request.dry_run,
-            write: &write,
+            write,
         }
         .get_result(conn)?;
         self.answer(request, row)

@@ -86,7 +86,7 @@ fn token_defaults_to_plan_run() {
         })
         .unwrap();
     assert_eq!(caller.authorities, vec!["PLAN_RUN".to_owned()]);
-    assert!(caller.authorize_rerun(21).is_ok());
+    assert!(caller.authorize_queue(21).is_ok());
 }
 
 #[test]

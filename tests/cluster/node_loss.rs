@@ -342,7 +342,7 @@ async fn report_results(
                 match opened {
                     Some(pair) => {
                         published.connections += 1;
-                        published.nodes.push(plan_queue::amqp::node_of(&url));
+                        published.nodes.push(plan_queue::config::node_of(&url));
                         channel = Some(pair);
                     }
                     None => {

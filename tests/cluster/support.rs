@@ -529,7 +529,7 @@ pub async fn ledger_consumer(
         {
             let mut l = ledger.lock().unwrap();
             l.connections += 1;
-            l.nodes.push(plan_queue::amqp::node_of(&url));
+            l.nodes.push(plan_queue::config::node_of(&url));
         }
         loop {
             let delivery = tokio::select! {
