@@ -6,7 +6,7 @@ use plan_queue::config::Config;
 use plan_queue::runner::{self, RunnerOptions};
 use plan_queue::smoke::{self, SmokeOptions};
 use plan_queue::startup::Application;
-use plan_queue::{auth, db, seed};
+use plan_queue::{auth, db, page, seed};
 use std::path::PathBuf;
 
 /// Reruns scenario–environment pairs of a test plan through RabbitMQ.
@@ -42,6 +42,10 @@ enum Command {
         /// Seconds the token is valid.
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
+        /// Print a link to the page at BIND_ADDR that signs in with the token
+        /// (`http://<BIND_ADDR>/#token=…`) instead of the bare token.
+        #[arg(long)]
+        link: bool,
     },
     /// Check a live deployment: readiness, the OpenAPI document, a dry-run
     /// rerun that must validate, an unknown plan that must answer 1000.
@@ -86,6 +90,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             user_id,
             mut authorities,
             ttl_secs,
+            link,
         } => {
             let config = Config::from_env()?;
             if config.tokens.public_key_file.is_some() || config.tokens.jwks_file.is_some() {
@@ -103,7 +108,11 @@ fn run(command: Command) -> anyhow::Result<()> {
                 &authorities,
                 ttl_secs,
             )?;
-            println!("{token}");
+            if link {
+                println!("{}", page::sign_in_link(&config.http.bind_addr, &token));
+            } else {
+                println!("{token}");
+            }
             Ok(())
         }
         Command::Smoke(options) => run_smoke(options),

@@ -14,6 +14,7 @@ pub mod connection;
 pub mod idempotency;
 pub mod models;
 pub mod outbox;
+pub mod plans;
 pub(crate) mod queries;
 pub mod reads;
 pub mod results;

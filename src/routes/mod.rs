@@ -4,6 +4,8 @@ pub mod executions;
 pub mod fallback;
 pub mod health;
 pub mod metrics;
+pub mod page;
+pub mod plans;
 pub mod rerun;
 pub mod run;
 

@@ -1,6 +1,7 @@
 //! Use cases: the rerun and the run of a whole plan (each one statement,
 //! one round trip), and reading executions and results back.
 
+pub mod plans;
 pub mod reads;
 pub mod rerun;
 pub mod run;

@@ -45,7 +45,7 @@ pub struct StatusCounts {
 impl StatusCounts {
     /// Adds `n` pairs of `status`; a status outside the seven (the schema's
     /// CHECK forbids it) is not counted.
-    fn add(&mut self, status: &str, n: i64) {
+    pub(crate) fn add(&mut self, status: &str, n: i64) {
         let slot = match status {
             STATUS_QUEUED => &mut self.queued,
             STATUS_RUNNING => &mut self.running,
@@ -292,7 +292,7 @@ impl ReadService {
     /// Runs `read` on the blocking pool in a read-only, repeatable-read
     /// transaction: one snapshot (run again on a fresh connection when the
     /// database changed under the first, see `db::connection`).
-    async fn snapshot<T: Send + 'static>(
+    pub(crate) async fn snapshot<T: Send + 'static>(
         &self,
         mut read: impl FnMut(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -330,7 +330,7 @@ fn status_of(started_at: Option<DateTime<Utc>>, open_pairs: i32) -> ExecutionSta
     }
 }
 
-fn summary(row: ExecutionRow) -> ExecutionSummary {
+pub(crate) fn summary(row: ExecutionRow) -> ExecutionSummary {
     let c = row.counts;
     let counts = StatusCounts {
         queued: c.queued,

@@ -81,7 +81,7 @@ impl Drop for ResultsTap {
 }
 
 /// Starts `plan-queue runner` for APPIUM on the app's exchange.
-fn start_runner(app: &TestApp, command: &str) -> std::process::Child {
+pub(crate) fn start_runner(app: &TestApp, command: &str) -> std::process::Child {
     let c = &app.config;
     std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"))
         .args(["runner", "--framework-type", "appium", "--command", command])
