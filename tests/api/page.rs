@@ -412,7 +412,7 @@ async fn a_tester_signs_in_reruns_what_failed_and_watches_the_grid_turn_green() 
     let same = browser.eval("window.sameDocument").await;
     assert_eq!(same, json!(true), "the page was reloaded");
     let labels = cell_labels(&browser).await;
-    let rerun_cell = "Checkout with saved card on Pixel 8: PASSED, attempt 2";
+    let rerun_cell = "Checkout with saved card on Pixel 8: PASSED, attempt 2, flaky";
     assert!(labels.contains(&rerun_cell.to_owned()), "{labels:?}");
     browser.screenshots("plan-grid-green").await;
 
@@ -421,6 +421,12 @@ async fn a_tester_signs_in_reruns_what_failed_and_watches_the_grid_turn_green() 
     browser
         .visit(&at("#/plans/614/history"), rows, "the history")
         .await;
+    let older = browser.eval("getComputedStyle(document.getElementById('older')).display");
+    assert_eq!(
+        older.await,
+        json!("none"),
+        "four executions fit on one page"
+    );
     let newest = browser.text("#history tbody tr").await;
     assert!(
         newest.contains(&format!("#{rerun}")),
@@ -527,4 +533,97 @@ async fn the_page_and_its_assets_answer_head_and_wrong_methods_as_the_api_does()
         let (status, body) = read(send("GET", path).await.unwrap()).await;
         assert_eq!((status, code(&body)), (404, 1001), "{path}: {body}");
     }
+}
+
+/// Plan 9000 of project 7: 200 scenarios × 10 environments, one full run
+/// 900000 whose 2 000 pairs are PASSED, every tenth FAILED, and the last ten
+/// still QUEUED (so the page polls as while pairs run).
+const LARGE_PLAN_SQL: &str = "
+INSERT INTO scenarios (id, project_id, name)
+     SELECT 100000 + s, 7, 'Scenario number ' || s || ' of the large plan'
+       FROM generate_series(1, 200) s;
+INSERT INTO environments (id, name, platform, version)
+     SELECT 9000 + e, 'Device ' || e, 'ANDROID', '1' || e FROM generate_series(1, 10) e;
+INSERT INTO plans (id, project_id, name, framework_type)
+     VALUES (9000, 7, 'Large plan (200 x 10)', 'APPIUM');
+INSERT INTO plan_scenarios (plan_id, scenario_id)
+     SELECT 9000, 100000 + s FROM generate_series(1, 200) s;
+INSERT INTO plan_environments (plan_id, environment_id)
+     SELECT 9000, 9000 + e FROM generate_series(1, 10) e;
+INSERT INTO executions (id, plan_id, kind, requested_by, framework_type, requested_at,
+                        started_at, open_pairs)
+     VALUES (900000, 9000, 'RUN', 13, 'APPIUM', now(), now(), 10);
+INSERT INTO execution_pairs (execution_id, scenario_id, environment_id, status, attempt,
+                             source_execution_id, started_at, finished_at, duration_ms)
+     SELECT 900000, 100000 + s, 9000 + e,
+            CASE WHEN s = 200 THEN 'QUEUED' WHEN (s * 10 + e) % 10 = 3 THEN 'FAILED'
+                 ELSE 'PASSED' END,
+            1, 900000, now(), CASE WHEN s = 200 THEN NULL ELSE now() END,
+            CASE WHEN s = 200 THEN NULL ELSE 1000 END
+       FROM generate_series(1, 200) s, generate_series(1, 10) e;";
+
+/// The benchmark of bench/BENCHMARKS.md ("The page"): the plan page of 200
+/// scenarios × 10 environments, from navigation to the grid rendered, and
+/// from a result committed to its cell changed. Prints the timings; run with
+/// `cargo test --test api -- --ignored --nocapture page_of_200`.
+#[tokio::test]
+#[ignore = "a benchmark: prints timings, asserts none"]
+async fn page_of_200_scenarios_by_10_environments_render_and_update_times() {
+    let test = "page_of_200_scenarios_by_10_environments_render_and_update_times";
+    let Some(browser) = Browser::start(test).await else {
+        return;
+    };
+    let app = spawn_app().await;
+    app.sql(LARGE_PLAN_SQL).await;
+    let token = app.token(13, &["PLAN_RUN"]);
+    let listed = "document.querySelector('[data-plan=\"9000\"]')";
+    let link = format!("{}/#token={token}", app.address);
+    browser.visit(&link, listed, "the large plan listed").await;
+    let grid = "document.querySelectorAll('#grid button.cell').length === 2000";
+    let mut renders = Vec::new();
+    for _ in 0..7 {
+        // a new document each time: navigation start is the time origin
+        browser.client.goto("about:blank").await.unwrap();
+        let plan = format!("{}/#/plans/9000", app.address);
+        browser.visit(&plan, grid, "the grid of 2 000 cells").await;
+        let mark = "performance.getEntriesByName('planQueue:grid')[0].startTime";
+        let build = "window.planQueueStats.lastRenderMs";
+        let (mark, build) = (browser.eval(mark).await, browser.eval(build).await);
+        renders.push((mark.as_f64().unwrap(), build.as_f64().unwrap()));
+    }
+    browser.screenshots("large-plan").await;
+    let mut updates = Vec::new();
+    for s in 0..5 {
+        let (scenario, environment) = (100_200, 9001 + s);
+        let cell = format!("document.querySelector('[data-key=\"{scenario}:{environment}\"]')");
+        let changed = format!("{cell}.classList.contains('s-PASSED')");
+        let patches = browser.eval("window.planQueueStats.gridPatches").await;
+        let committed = Instant::now();
+        app.sql(&format!(
+            "UPDATE execution_pairs SET status = 'PASSED', finished_at = now() \
+              WHERE execution_id = 900000 AND scenario_id = {scenario} \
+                AND environment_id = {environment}"
+        ))
+        .await;
+        let wait = browser.wait_for(&changed, Duration::from_secs(10), "the updated cell");
+        wait.await;
+        let seen = committed.elapsed().as_secs_f64() * 1000.0;
+        let patch = browser.eval("window.planQueueStats.lastPatchMs").await;
+        let after = browser.eval("window.planQueueStats.gridPatches").await;
+        assert_eq!(after.as_i64(), patches.as_i64().map(|n| n + 1), "one patch");
+        updates.push((seen, patch.as_f64().unwrap()));
+    }
+    let results = Instant::now();
+    api_data(&app, "/plans/9000/results").await;
+    let fetch = results.elapsed().as_secs_f64() * 1000.0;
+    println!("page of 200 x 10: navigation to grid rendered, ms (grid DOM build, ms):");
+    for (mark, build) in &renders {
+        println!("  {mark:.0} ({build:.1})");
+    }
+    println!("result committed to cell changed, ms (patch of the changed cell, ms):");
+    for (seen, patch) in &updates {
+        println!("  {seen:.0} ({patch:.2})");
+    }
+    println!("GET /plans/9000/results (2 000 pairs) from the test: {fetch:.0} ms");
+    browser.finish().await;
 }

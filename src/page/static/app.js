@@ -253,7 +253,7 @@
         <div class="meta">${esc(p.projectName)} · ${esc(p.frameworkType || "no framework type")} ·
           ${p.scenarioCount} scenarios × ${p.environmentCount} environments</div>
         <div class="meta">${run ? `Latest run #${run.executionId}, ${when(run.requestedAt)} · ${esc(run.status)}` : "Never ran"}</div>
-        ${countChips(p.resultCounts)}
+        ${run ? countChips(p.resultCounts) : ""}
       </article>`;
     });
     main.innerHTML = `<h1>Plans</h1>
@@ -381,6 +381,7 @@
         <tbody>${body}</tbody></table>`;
       state.cells = new Map();
       for (const button of gridwrap.querySelectorAll("button.cell")) state.cells.set(button.dataset.key, button);
+      void gridwrap.offsetHeight; // the layout too, in the figure below
       stats.gridRenders += 1;
       stats.lastRenderMs = performance.now() - started;
       performance.mark("planQueue:grid");
@@ -434,7 +435,7 @@
       } else if (changed.length) {
         patchGrid(changed);
       }
-      summary.innerHTML = results ? `Run #${results.sourceExecutionId} · ${countChips(results.counts)}` : "";
+      summary.innerHTML = results ? `<span>Run #${results.sourceExecutionId}</span> ${countChips(results.counts)}` : "";
       const flying = results && (results.counts.QUEUED > 0 || results.counts.RUNNING > 0);
       document.getElementById("cancel").disabled = !flying;
       document.getElementById("rerun-failed").disabled = !results || results.counts.FAILED + results.counts.ERROR === 0;
@@ -615,13 +616,13 @@
     renderWho();
     document.title = `History of ${plan.name} · plan-queue`;
     main.innerHTML = `${planHeader(plan, "history")}
-      <table class="list" id="history">
+      <div class="scroll"><table class="list" id="history">
         <caption class="sr-only">Executions, newest first</caption>
         <thead><tr><th scope="col">Execution</th><th scope="col">Kind</th>
           <th scope="col" class="hide-narrow">Requested by</th><th scope="col">Requested</th>
-          <th scope="col">Status</th><th scope="col">Pairs</th></tr></thead>
+          <th scope="col" class="hide-narrow">Status</th><th scope="col">Pairs</th></tr></thead>
         <tbody></tbody>
-      </table>
+      </table></div>
       <p><button type="button" id="older" hidden>Older executions</button></p>`;
     const tbody = main.querySelector("#history tbody");
     const older = document.getElementById("older");
@@ -636,7 +637,7 @@
             <td>${esc(x.kind)}${x.trigger ? ` <span class="muted">${esc(x.trigger)}</span>` : ""}</td>
             <td class="hide-narrow">user ${x.requestedBy}</td>
             <td>${when(x.requestedAt)}</td>
-            <td>${esc(x.status)}</td>
+            <td class="hide-narrow">${esc(x.status)}</td>
             <td>${countChips(x.counts)}</td></tr>`)
           .join("") || (before ? "" : `<tr><td colspan="6" class="muted">No execution yet.</td></tr>`)
       );
@@ -676,9 +677,9 @@
         ${x.sourceExecutionId !== x.executionId ? ` · rerun of run <a href="#/executions/${x.sourceExecutionId}">#${x.sourceExecutionId}</a>` : ""}</p>
       <div class="toolbar">${countChips(x.counts)}<span class="spacer"></span>
         ${flying ? `<button type="button" id="cancel-execution">Cancel this execution</button>` : ""}</div>
-      <table class="list"><thead><tr><th scope="col">Scenario</th><th scope="col">Environment</th><th scope="col">Attempt</th>
+      <div class="scroll"><table class="list"><thead><tr><th scope="col">Scenario</th><th scope="col">Environment</th><th scope="col">Attempt</th>
         <th scope="col">Status</th><th scope="col" class="hide-narrow">Started</th><th scope="col" class="hide-narrow">Duration</th>
-        <th scope="col" class="hide-narrow">Report</th></tr></thead><tbody>${rows}</tbody></table>`;
+        <th scope="col" class="hide-narrow">Report</th></tr></thead><tbody>${rows}</tbody></table></div>`;
     const cancel = document.getElementById("cancel-execution");
     if (cancel)
       cancel.addEventListener("click", async () => {
