@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod page;
 pub mod relay;
 pub mod results;
 pub mod routes;

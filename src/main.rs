@@ -7,7 +7,7 @@ use plan_queue::runner::{self, RunnerOptions};
 use plan_queue::smoke::{self, SmokeOptions};
 use plan_queue::startup::Application;
 use plan_queue::watch::{self, EventsOptions};
-use plan_queue::{auth, db, seed};
+use plan_queue::{auth, db, page, seed};
 use std::path::PathBuf;
 
 /// Reruns scenario–environment pairs of a test plan through RabbitMQ.
@@ -43,6 +43,10 @@ enum Command {
         /// Seconds the token is valid.
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
+        /// Print a link to the page at BIND_ADDR that signs in with the token
+        /// (`http://<BIND_ADDR>/#token=…`) instead of the bare token.
+        #[arg(long)]
+        link: bool,
     },
     /// Check a live deployment: readiness, the OpenAPI document, a dry-run
     /// rerun that must validate, an unknown plan that must answer 1000.
@@ -90,6 +94,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             user_id,
             mut authorities,
             ttl_secs,
+            link,
         } => {
             let config = Config::from_env()?;
             if config.tokens.public_key_file.is_some() || config.tokens.jwks_file.is_some() {
@@ -107,7 +112,11 @@ fn run(command: Command) -> anyhow::Result<()> {
                 &authorities,
                 ttl_secs,
             )?;
-            println!("{token}");
+            if link {
+                println!("{}", page::sign_in_link(&config.http.bind_addr, &token));
+            } else {
+                println!("{token}");
+            }
             Ok(())
         }
         Command::Smoke(options) => run_smoke(options),

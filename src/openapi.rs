@@ -43,7 +43,9 @@ Every answer is a `{data, result}` envelope; `result.code` 0 means success."
         routes::executions::plan_executions,
         routes::executions::plan_results,
         routes::cancel::cancel_execution,
-        routes::cancel::cancel_plan
+        routes::cancel::cancel_plan,
+        routes::plans::plans,
+        routes::plans::plan
     ),
     components(schemas(ApiResult)),
     modifiers(&BearerAuth, &PairsOrShorthand, &ErrorAnswers, &QueueAlias),
@@ -342,6 +344,8 @@ pub fn read_error_examples(path: &str) -> Vec<(&'static str, ApiError)> {
                 ),
             ));
         }
+        routes::plans::PLANS_PATH => errors.retain(|(name, _)| *name != "idNotAPositiveInteger"),
+        routes::plans::PLAN_PATH => errors.push(("planNotFound", PlanNotFoundToRead)),
         _ => {
             errors.push(("planNotFound", PlanNotFoundToRead));
             errors.push(("neverRan", NoExecutedResults(615)));
@@ -425,6 +429,8 @@ impl Modify for ErrorAnswers {
             routes::executions::EXECUTION_PATH,
             routes::executions::PLAN_EXECUTIONS_PATH,
             routes::executions::PLAN_RESULTS_PATH,
+            routes::plans::PLANS_PATH,
+            routes::plans::PLAN_PATH,
         ] {
             if let Some(operation) = openapi
                 .paths

@@ -334,6 +334,13 @@ fn routes_table(cfg: &mut web::ServiceConfig) {
             routes::executions::PLAN_RESULTS_PATH,
             routes::plan_results,
         ))
+        .service(get_resource(
+            routes::plans::PLANS_PATH,
+            routes::plans::plans,
+        ))
+        .service(get_resource(routes::plans::PLAN_PATH, routes::plans::plan))
+        .service(get_resource(routes::page::PAGE_PATH, routes::page::index))
+        .service(get_resource(routes::page::ASSET_PATH, routes::page::asset))
         .default_service(web::to(routes::not_found));
 }
 

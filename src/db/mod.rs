@@ -19,6 +19,7 @@ pub mod functions;
 pub mod idempotency;
 pub mod models;
 pub mod outbox;
+pub mod plans;
 pub(crate) mod queries;
 pub mod reads;
 pub mod results;

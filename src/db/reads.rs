@@ -77,7 +77,7 @@ pub struct StatusCountsRow {
 
 /// `SELECT` of [`ExecutionRow`] from `executions x`, with the counts of its
 /// pairs (one pass over them by their primary key).
-fn execution_columns() -> String {
+pub(crate) fn execution_columns() -> String {
     let count = |status: &str, name: &str| {
         format!("count(*) FILTER (WHERE p.status = '{status}') AS {name}")
     };
@@ -100,7 +100,7 @@ fn execution_columns() -> String {
 }
 
 /// `plans p` is visible to the member `$n` (any plan when `$n` is null).
-fn visible_plan(param: u8) -> String {
+pub(crate) fn visible_plan(param: u8) -> String {
     format!(
         "(${param}::bigint IS NULL OR EXISTS (SELECT 1 FROM project_members m \
           WHERE m.project_id = p.project_id AND m.user_id = ${param}))"

@@ -22,7 +22,7 @@ pub const PLAN_RESULTS_PATH: &str = "/plans/{planId}/results";
 
 /// The id in the path segment `name`; 404 code 1001 (as an unknown route)
 /// when it is not a positive integer.
-fn path_id(request: &HttpRequest, name: &str) -> Result<Id, ApiError> {
+pub(crate) fn path_id(request: &HttpRequest, name: &str) -> Result<Id, ApiError> {
     request
         .match_info()
         .get(name)
@@ -31,7 +31,7 @@ fn path_id(request: &HttpRequest, name: &str) -> Result<Id, ApiError> {
 }
 
 /// The caller's read scope: 401 code 1009, 403 code 1010.
-fn read_scope(request: &HttpRequest, state: &AppState) -> Result<ReadScope, ApiError> {
+pub(crate) fn read_scope(request: &HttpRequest, state: &AppState) -> Result<ReadScope, ApiError> {
     state
         .verifier
         .authenticate(request.headers())?

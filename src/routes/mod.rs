@@ -5,6 +5,8 @@ pub mod executions;
 pub mod fallback;
 pub mod health;
 pub mod metrics;
+pub mod page;
+pub mod plans;
 pub mod queue;
 pub mod rerun;
 pub mod run;

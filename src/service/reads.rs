@@ -41,7 +41,7 @@ pub struct StatusCounts {
 impl StatusCounts {
     /// Adds `n` pairs of `status`; a status outside the seven (the schema's
     /// CHECK forbids it) is not counted.
-    fn add(&mut self, status: &str, n: i64) {
+    pub(crate) fn add(&mut self, status: &str, n: i64) {
         let Ok(status) = status.parse::<PairStatus>() else {
             return;
         };
@@ -300,7 +300,7 @@ impl ReadService {
     /// Runs `read` on the blocking pool in a read-only, repeatable-read
     /// transaction: one snapshot (run again on a fresh connection when the
     /// database changed under the first, see `db::connection`).
-    async fn snapshot<T: Send + 'static>(
+    pub(crate) async fn snapshot<T: Send + 'static>(
         &self,
         mut read: impl FnMut(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -347,7 +347,7 @@ pub(crate) fn status_of_row(row: &ExecutionRow) -> ExecutionStatus {
     status_of(row.started_at, row.open_pairs, ended)
 }
 
-fn summary(row: ExecutionRow) -> ExecutionSummary {
+pub(crate) fn summary(row: ExecutionRow) -> ExecutionSummary {
     let status = status_of_row(&row);
     let c = row.counts;
     let counts = StatusCounts {

@@ -97,19 +97,9 @@ fn rendered_dom(chromium: &Path, url: &str) -> String {
     let profile =
         std::env::temp_dir().join(format!("plan-queue-chromium-{}", uuid::Uuid::new_v4()));
     let mut child = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--virtual-time-budget=20000",
-            "--dump-dom",
-        ])
+        .arg("--headless")
+        .args(crate::page::CHROMIUM_FLAGS)
+        .args(["--virtual-time-budget=20000", "--dump-dom"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(url)
         .stdout(Stdio::piped())

@@ -19,6 +19,8 @@ mod messages;
 mod nothing_lost;
 mod operations;
 mod outbox;
+mod page;
+mod plans;
 mod proxy;
 mod reads;
 mod rerun;
