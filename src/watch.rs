@@ -10,7 +10,10 @@ use crate::amqp::{BrokerConnection, BrokerStatus};
 use crate::config::AmqpConfig;
 use anyhow::Context;
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,9 +32,10 @@ pub struct EventsOptions {
 }
 
 /// Prints `<routing key> <body>` per event on standard output until `count`
-/// events were printed or the process is asked to stop. Errors: the broker
-/// cannot be reached, or `<exchange>.events` does not exist (start
-/// `plan-queue serve` with the same `AMQP_EXCHANGE` first).
+/// events were printed or the process is asked to stop. Declares
+/// `<exchange>.events` as `serve` does (durable topic), so it may start
+/// first. Errors: the broker cannot be reached, or refuses the declaration
+/// or the binding.
 pub async fn run(config: AmqpConfig, options: EventsOptions) -> anyhow::Result<()> {
     let status = Arc::new(BrokerStatus::default());
     let mut broker = BrokerConnection::new(
@@ -51,7 +55,21 @@ pub async fn run(config: AmqpConfig, options: EventsOptions) -> anyhow::Result<(
         .queue_declare("".into(), private, FieldTable::default())
         .await
         .context("cannot declare a queue for the events")?;
+    // declared as `serve` declares it (durable topic), so the watch can
+    // start first
     let exchange = config.events_name();
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("cannot declare the exchange {exchange}"))?;
     channel
         .queue_bind(
             queue.name().as_str().into(),
