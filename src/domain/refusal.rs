@@ -1,5 +1,5 @@
 //! The refusals of the server functions ([`Refusal`], defined in
-//! `crate::rules`) worded as the contract's errors: [`Refusal::into_error`]
+//! `crate::rules`) worded as the contract's errors: [`Refused::error`]
 //! with what the request said ([`Refused`]); the texts themselves are
 //! `ApiError`'s, in `src/error.rs`.
 
@@ -19,12 +19,15 @@ pub struct Refused<'a> {
     pub statuses: &'a [String],
 }
 
-impl Refusal {
-    /// The contract's error for this refusal of `request`: its code, HTTP
-    /// status and message (`ApiError`).
-    pub fn into_error(self, request: &Refused) -> ApiError {
+impl Refused<'_> {
+    /// The contract's error for `refusal` of this request: its code, HTTP
+    /// status and message (`ApiError`). A method of the request, so that the
+    /// wording, which needs `ApiError`, stays in the domain while
+    /// [`Refusal`] itself is in `crate::rules`, which uses nothing.
+    pub fn error(&self, refusal: Refusal) -> ApiError {
+        let request = self;
         let plan_id = request.plan_id;
-        match self {
+        match refusal {
             Refusal::PlanNotFound => ApiError::PlanNotFound,
             Refusal::UserNotFound => ApiError::UserNotFound,
             Refusal::NotAMember => ApiError::not_a_member(plan_id, request.user_id),
@@ -122,20 +125,21 @@ mod tests {
             execution_id: Some(5012),
             ..RefusalArgs::default()
         };
-        let pair = Refusal::parse(1014, args).unwrap().into_error(&request());
+        let pair = request().error(Refusal::parse(1014, args).unwrap());
         assert_eq!(
             pair.to_string(),
             "Scenario 111 on environment 223 is already queued or running (execution 5012)"
         );
-        let plan = Refusal::parse(
-            1014,
-            RefusalArgs {
-                execution_id: Some(5012),
-                ..RefusalArgs::default()
-            },
-        )
-        .unwrap()
-        .into_error(&request());
+        let plan = request().error(
+            Refusal::parse(
+                1014,
+                RefusalArgs {
+                    execution_id: Some(5012),
+                    ..RefusalArgs::default()
+                },
+            )
+            .unwrap(),
+        );
         assert_eq!(
             plan.to_string(),
             "Plan 614 is already running (execution 5012)"
@@ -146,9 +150,8 @@ mod tests {
             ..RefusalArgs::default()
         };
         assert_eq!(
-            Refusal::parse(1019, environment)
-                .unwrap()
-                .into_error(&request())
+            request()
+                .error(Refusal::parse(1019, environment).unwrap())
                 .to_string(),
             "Environment 301 is not in plan 614"
         );
@@ -157,9 +160,8 @@ mod tests {
             ..RefusalArgs::default()
         };
         assert_eq!(
-            Refusal::parse(1005, unrun)
-                .unwrap()
-                .into_error(&request())
+            request()
+                .error(Refusal::parse(1005, unrun).unwrap())
                 .to_string(),
             "Scenario 999 on environment any is not in the last executed results of plan 614"
         );
@@ -199,7 +201,7 @@ mod tests {
             let refusal = Refusal::parse(code, RefusalArgs::default())
                 .unwrap_or_else(|e| panic!("{e}: add its variant to Refusal"));
             assert_eq!(
-                i32::from(refusal.into_error(&request).code()),
+                i32::from(request.error(refusal).code()),
                 code,
                 "code {code} is worded as another code"
             );

@@ -2,7 +2,7 @@
 //! (`src/db/functions/`): a failed check comes back as a code of the
 //! contract's error table and its arguments, parsed here into one variant
 //! per code. Its wording as the contract's error is
-//! `crate::domain::refusal` (`Refusal::into_error`; the texts themselves are
+//! `crate::domain::refusal` (`Refused::error`; the texts themselves are
 //! `ApiError`'s, in `src/error.rs`).
 //!
 //! A code the SQL can return and this enum does not map fails the test

@@ -140,13 +140,14 @@ fn answer(
     row: queries::QueueRerunRow,
 ) -> Result<RerunAccepted, ApiError> {
     if let Some(refusal) = row.refusal().map_err(anyhow::Error::from)? {
-        return Err(refusal.into_error(&Refused {
+        return Err(Refused {
             plan_id: request.plan_id,
             user_id: request.user_id,
             max_pairs: limits.max_pairs,
             max_attempts: limits.max_attempts,
             statuses: &request.statuses,
-        }));
+        }
+        .error(refusal));
     }
     let source_execution_id = row
         .source_id

@@ -97,13 +97,14 @@ impl QueueService {
     ) -> Result<RunAccepted, ApiError> {
         let plan_id = request.plan_id;
         if let Some(refusal) = row.refusal().map_err(anyhow::Error::from)? {
-            return Err(refusal.into_error(&Refused {
+            return Err(Refused {
                 plan_id,
                 user_id: request.user_id,
                 max_pairs: self.limits.max_pairs,
                 max_attempts: self.limits.max_attempts,
                 statuses: &[],
-            }));
+            }
+            .error(refusal));
         }
         let framework_type = row
             .framework_type_used
