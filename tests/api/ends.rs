@@ -4,7 +4,7 @@
 
 use crate::helpers::{broker_channel, code, message, spawn_app_with, TestApp};
 use crate::results::{publish, wait_consumer, wait_metric};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use lapin::options::{BasicGetOptions, BasicNackOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
@@ -184,6 +184,44 @@ fn asyncapi_names_the_new_events_and_the_watch_queue_and_their_examples_satisfy_
             "{example}"
         );
     }
+}
+
+/// `expiresAt` of a published message minus its `requestedAt`.
+fn time_to_expiry(body: &Value) -> chrono::Duration {
+    let expires = body["expiresAt"].as_str().expect("expiresAt");
+    assert!(expires.ends_with('Z') && expires.len() == 20, "{expires}");
+    at(&body["expiresAt"]) - at(&body["requestedAt"])
+}
+
+#[tokio::test]
+async fn every_run_and_rerun_message_expires_its_queue_timeout_after_its_request() {
+    let app = spawn_app_with(|c| c.deadlines.queue_timeout_secs = 600).await;
+    let data = run(&app, 614).await;
+    let id = data["executionId"].as_i64().unwrap();
+    let runs = app.consume("APPIUM", 12, Duration::from_secs(10)).await;
+    assert_eq!(runs.len(), 12);
+    let requested = at(&execution(&app, id).await["requestedAt"]).trunc_subsecs(0);
+    for m in &runs {
+        assert_eq!(m.kind.as_deref(), Some("scenario.run"));
+        assert_eq!(at(&m.body["requestedAt"]), requested, "{}", m.body);
+        assert_eq!(time_to_expiry(&m.body), chrono::Duration::seconds(600));
+    }
+
+    let (status, body) = app
+        .rerun(
+            &json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM",
+            "scenarioEnvironmentPairs": [{"scenarioId": 111, "environmentId": 222}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let reruns = app.consume("APPIUM", 1, Duration::from_secs(10)).await;
+    assert_eq!(reruns.len(), 1);
+    assert_eq!(reruns[0].kind.as_deref(), Some("scenario.rerun"));
+    assert_eq!(reruns[0].body["attempt"], 2);
+    assert_eq!(
+        time_to_expiry(&reruns[0].body),
+        chrono::Duration::seconds(600)
+    );
 }
 
 #[tokio::test]
