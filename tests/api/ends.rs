@@ -670,22 +670,91 @@ async fn a_runner_without_its_queue_says_what_to_check_and_stops_on_sigterm_whil
     assert!(stderr.contains("plan-queue serve"), "{stderr}");
 }
 
+/// `plan-queue seed --file` of plan 615 with `runTimeoutSecs` given as
+/// `value` (JSON), on the test's database: the process's output.
+async fn seed_plan_615(app: &TestApp, value: &str) -> std::process::Output {
+    let path = std::env::temp_dir().join(format!("pq-fixture-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"plans": [{{"id": 615, "projectId": 7, "name": "Nightly regression (never run)",
+                           "runTimeoutSecs": {value}, "scenarioIds": [111], "environmentIds": [222]}}]}}"#
+        ),
+    )
+    .unwrap();
+    let url = app.db_url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        let output = crate::helpers::plan_queue(
+            &["seed", "--file", path.to_str().unwrap()],
+            &[("DATABASE_URL", &url)],
+        );
+        std::fs::remove_file(&path).unwrap();
+        output
+    })
+    .await
+    .unwrap();
+    output
+}
+
 #[tokio::test]
-async fn a_plans_own_run_timeout_wins_over_run_timeout_secs() {
+async fn a_fixture_plans_run_timeout_is_stored_and_wins_over_run_timeout_secs() {
     let app = spawn_app_with(|c| c.deadlines.sweep_interval = Duration::from_millis(200)).await;
-    app.sql("UPDATE plans SET run_timeout_secs = 5 WHERE id = 615")
-        .await;
+    let stored = "SELECT coalesce(run_timeout_secs, 0)::bigint AS n FROM plans WHERE id = 615";
+    for (bad, said) in [
+        ("4", "plan 615: runTimeoutSecs must be between 5 and 604800"),
+        (
+            "604801",
+            "plan 615: runTimeoutSecs must be between 5 and 604800",
+        ),
+        (
+            "\"60\"",
+            "plan 615: plans[0].runTimeoutSecs: invalid type: string",
+        ),
+        (
+            "60.5",
+            "plan 615: plans[0].runTimeoutSecs: invalid type: floating point",
+        ),
+    ] {
+        let output = seed_plan_615(&app, bad).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "runTimeoutSecs {bad} was accepted"
+        );
+        assert!(stderr.contains(said), "{bad}: {stderr}");
+        assert_eq!(app.count_sql(stored).await, 0, "{bad} changed the plan");
+    }
+
+    let output = seed_plan_615(&app, "5").await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(app.count_sql(stored).await, 5);
+
     wait_consumer(&app).await;
-    let data = run(&app, 615).await;
-    let id = data["executionId"].as_i64().unwrap();
+    let own = run(&app, 615).await;
+    let other = run(&app, 614).await;
+    let (own_id, other_id) = (
+        own["executionId"].as_i64().unwrap(),
+        other["executionId"].as_i64().unwrap(),
+    );
     publish(
         &app,
-        &[result(id, &data["queued"][0], "RUNNING", Utc::now())],
+        &[
+            result(own_id, &own["queued"][0], "RUNNING", Utc::now()),
+            result(other_id, &other["queued"][0], "RUNNING", Utc::now()),
+        ],
     )
     .await;
-    let done = wait_finished(&app, id, Duration::from_secs(20)).await;
+    let done = wait_finished(&app, own_id, Duration::from_secs(20)).await;
+    let ended = &done["pairs"][0];
+    assert_eq!(ended["reason"], "RUN_TIMEOUT", "RUN_TIMEOUT_SECS is 7200");
+    let late = at(&ended["finishedAt"]) - (at(&ended["startedAt"]) + chrono::Duration::seconds(5));
+    assert!(
+        late >= chrono::Duration::zero() && late < chrono::Duration::seconds(10),
+        "ended {late} after the plan's deadline"
+    );
+    let still = &execution(&app, other_id).await["pairs"][0];
     assert_eq!(
-        done["pairs"][0]["reason"], "RUN_TIMEOUT",
-        "RUN_TIMEOUT_SECS is 7200"
+        still["status"], "RUNNING",
+        "plan 614 has no runTimeoutSecs: RUN_TIMEOUT_SECS holds"
     );
 }
