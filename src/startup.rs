@@ -184,6 +184,7 @@ impl Application {
                 &config.amqp.framework_types,
                 config.idempotency.retention,
                 &config.amqp.exchange,
+                config.deadlines.queue_timeout(),
             ),
             reads: ReadService::new(db.clone()),
             cancels: crate::service::cancel::CancelService::new(

@@ -121,13 +121,34 @@ pub struct FixtureResult {
     pub detail: Option<String>,
 }
 
+/// Parses a fixture's text; an error names the field (e.g.
+/// `plans[1].runTimeoutSecs`) and, inside a plan, the plan's id.
+fn parse(text: &str) -> anyhow::Result<Fixture> {
+    let mut reader = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+        let path = e.path().to_string();
+        let plan_id = path
+            .strip_prefix("plans[")
+            .and_then(|rest| rest.split(']').next())
+            .and_then(|i| i.parse::<usize>().ok())
+            .and_then(|i| {
+                let value: serde_json::Value = serde_json::from_str(text).ok()?;
+                value["plans"][i]["id"].as_i64()
+            });
+        match plan_id {
+            Some(id) => anyhow::anyhow!("plan {id}: {path}: {}", e.inner()),
+            None => anyhow::anyhow!("{path}: {}", e.inner()),
+        }
+    })
+}
+
 impl Fixture {
     /// Reads and parses the fixture at `path`.
     pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read fixture {}", path.display()))?;
-        let fixture: Fixture = serde_json::from_str(&text)
-            .with_context(|| format!("fixture {} is not valid", path.display()))?;
+        let fixture: Fixture =
+            parse(&text).with_context(|| format!("fixture {} is not valid", path.display()))?;
         fixture.check()?;
         Ok(fixture)
     }

@@ -70,11 +70,15 @@ pub struct QueueService {
     pub(super) idempotency_retention: Duration,
     /// `AMQP_EXCHANGE`, recorded on every dispatch row written.
     pub(super) exchange: Arc<str>,
+    /// `QUEUE_TIMEOUT_SECS` (5-2592000), for the messages' `expiresAt`
+    /// (contract, section 15).
+    pub(super) queue_timeout_secs: i32,
 }
 
 impl QueueService {
     /// `relay_wakeup` is notified after every commit that wrote dispatch rows;
-    /// `exchange` (`AMQP_EXCHANGE`) is recorded on them.
+    /// `exchange` (`AMQP_EXCHANGE`) is recorded on them; `queue_timeout`
+    /// (`QUEUE_TIMEOUT_SECS`) gives their messages' `expiresAt`.
     pub fn new(
         db: Db,
         relay_wakeup: Arc<Notify>,
@@ -82,6 +86,7 @@ impl QueueService {
         framework_types: &[String],
         idempotency_retention: Duration,
         exchange: &str,
+        queue_timeout: Duration,
     ) -> Self {
         QueueService {
             db,
@@ -90,6 +95,7 @@ impl QueueService {
             framework_types: framework_types.into(),
             idempotency_retention,
             exchange: exchange.into(),
+            queue_timeout_secs: i32::try_from(queue_timeout.as_secs()).unwrap_or(i32::MAX),
         }
     }
 

@@ -117,6 +117,7 @@ impl QueueService {
             max_attempts: limits.max_attempts,
             dry_run: request.dry_run,
             write,
+            queue_timeout_secs: self.queue_timeout_secs,
         }
         .get_result(conn)?;
         answer(request, limits, row)

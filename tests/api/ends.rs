@@ -1,10 +1,12 @@
-//! Every pair ends (contract, sections 14–17): queue and run deadlines
-//! enforced by the sweep, cancels, dead-lettered run messages, late results;
-//! and two instances on one database ending each pair once.
+//! Every pair ends (contract, sections 14–17): `expiresAt` in the run and
+//! rerun messages, queue and run deadlines enforced by the sweep (a plan's
+//! own `runTimeoutSecs` from a fixture), cancels, dead-lettered run messages,
+//! late results; two instances on one database ending each pair once, and a
+//! SIGKILL while deadlines pass: the pairs still end, once, after the restart.
 
 use crate::helpers::{broker_channel, code, message, spawn_app_with, TestApp};
 use crate::results::{publish, wait_consumer, wait_metric};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use lapin::options::{BasicGetOptions, BasicNackOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
@@ -184,6 +186,44 @@ fn asyncapi_names_the_new_events_and_the_watch_queue_and_their_examples_satisfy_
             "{example}"
         );
     }
+}
+
+/// `expiresAt` of a published message minus its `requestedAt`.
+fn time_to_expiry(body: &Value) -> chrono::Duration {
+    let expires = body["expiresAt"].as_str().expect("expiresAt");
+    assert!(expires.ends_with('Z') && expires.len() == 20, "{expires}");
+    at(&body["expiresAt"]) - at(&body["requestedAt"])
+}
+
+#[tokio::test]
+async fn every_run_and_rerun_message_expires_its_queue_timeout_after_its_request() {
+    let app = spawn_app_with(|c| c.deadlines.queue_timeout_secs = 600).await;
+    let data = run(&app, 614).await;
+    let id = data["executionId"].as_i64().unwrap();
+    let runs = app.consume("APPIUM", 12, Duration::from_secs(10)).await;
+    assert_eq!(runs.len(), 12);
+    let requested = at(&execution(&app, id).await["requestedAt"]).trunc_subsecs(0);
+    for m in &runs {
+        assert_eq!(m.kind.as_deref(), Some("scenario.run"));
+        assert_eq!(at(&m.body["requestedAt"]), requested, "{}", m.body);
+        assert_eq!(time_to_expiry(&m.body), chrono::Duration::seconds(600));
+    }
+
+    let (status, body) = app
+        .rerun(
+            &json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM",
+            "scenarioEnvironmentPairs": [{"scenarioId": 111, "environmentId": 222}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let reruns = app.consume("APPIUM", 1, Duration::from_secs(10)).await;
+    assert_eq!(reruns.len(), 1);
+    assert_eq!(reruns[0].kind.as_deref(), Some("scenario.rerun"));
+    assert_eq!(reruns[0].body["attempt"], 2);
+    assert_eq!(
+        time_to_expiry(&reruns[0].body),
+        chrono::Duration::seconds(600)
+    );
 }
 
 #[tokio::test]
@@ -452,20 +492,8 @@ async fn two_instances_on_one_database_end_each_deadline_pair_once() {
     }
     let _ = other.kill();
     let _ = other.wait();
+    assert_each_finished_once(&app, &ids).await;
     for id in ids {
-        let events = app
-            .count_sql(&format!(
-                "SELECT count(*) AS n FROM dispatches \
-                  WHERE message_type = 'execution.finished' AND execution_id = {id}"
-            ))
-            .await;
-        assert_eq!(events, 1, "execution {id}");
-        let open = app
-            .count_sql(&format!(
-                "SELECT open_pairs::bigint AS n FROM executions WHERE id = {id}"
-            ))
-            .await;
-        assert_eq!(open, 0);
         let ended = app
             .count_sql(&format!(
                 "SELECT count(*) AS n FROM execution_pairs \
@@ -474,6 +502,114 @@ async fn two_instances_on_one_database_end_each_deadline_pair_once() {
             .await;
         assert_eq!(ended, 12);
     }
+}
+
+/// `plan-queue serve` as a child process whose deadlines are 5 s, swept
+/// every 100 ms (the in-process app's are the longest allowed, so only
+/// the child ends pairs).
+async fn spawn_sweeper(app: &TestApp) -> std::process::Child {
+    app.spawn_binary(&[
+        ("QUEUE_TIMEOUT_SECS", "5".to_owned()),
+        ("RUN_TIMEOUT_SECS", "5".to_owned()),
+        ("DEADLINE_SWEEP_MS", "100".to_owned()),
+    ])
+    .await
+    .0
+}
+
+#[tokio::test]
+async fn pairs_whose_deadlines_pass_while_plan_queue_is_killed_end_once_after_the_restart() {
+    let app = spawn_app_with(|c| {
+        c.deadlines.queue_timeout_secs = 2_592_000;
+        c.deadlines.run_timeout_secs = 604_800;
+    })
+    .await;
+    wait_consumer(&app).await;
+    let mut first = Child(spawn_sweeper(&app).await);
+    // eight runs 700 ms apart, the first pair of each reported RUNNING:
+    // their queue and run deadlines pass over some 6 seconds
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let data = run(&app, 614).await;
+        let id = data["executionId"].as_i64().unwrap();
+        publish(
+            &app,
+            &[result(id, &data["queued"][0], "RUNNING", Utc::now())],
+        )
+        .await;
+        ids.push(id);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let last_deadline = Instant::now() + Duration::from_secs(5);
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let ended = format!(
+        "SELECT count(*) AS n FROM execution_pairs \
+          WHERE execution_id IN ({list}) AND reason IS NOT NULL"
+    );
+    // SIGKILL once the first pairs have ended, the others still in flight
+    let started = Instant::now();
+    while app.count_sql(&ended).await == 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "nothing ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let before = app.count_sql(&ended).await;
+    assert!(
+        before > 0 && before < 96,
+        "killed in the middle: {before} of 96 ended"
+    );
+    app.sql(&format!(
+        "CREATE TABLE ended_before_restart AS SELECT * FROM execution_pairs \
+          WHERE execution_id IN ({list}) AND reason IS NOT NULL"
+    ))
+    .await;
+
+    // every deadline passes while nothing sweeps with 5 s deadlines
+    tokio::time::sleep_until((last_deadline + Duration::from_secs(1)).into()).await;
+    assert_eq!(
+        app.count_sql(&ended).await,
+        before,
+        "nothing ends while it is down"
+    );
+
+    let _second = Child(spawn_sweeper(&app).await);
+    let restarted = Utc::now();
+    for id in &ids {
+        let done = wait_finished(&app, *id, Duration::from_secs(20)).await;
+        assert_eq!(done["pairs"][0]["reason"], "RUN_TIMEOUT", "{done}");
+        assert!(
+            done["pairs"].as_array().unwrap()[1..]
+                .iter()
+                .all(|p| p["status"] == "ABORTED" && p["reason"] == "QUEUE_TIMEOUT"),
+            "{done}"
+        );
+    }
+    assert_eq!(app.count_sql(&ended).await, 96);
+    let changed = app
+        .count_sql(
+            "SELECT count(*) AS n FROM ended_before_restart b \
+               JOIN execution_pairs p USING (execution_id, scenario_id, environment_id) \
+              WHERE (p.status, p.reason, p.finished_at) IS DISTINCT FROM \
+                    (b.status, b.reason, b.finished_at)",
+        )
+        .await;
+    assert_eq!(changed, 0, "a pair ended before the kill was ended again");
+    let late = app
+        .count_sql(&format!(
+            "SELECT count(*) AS n FROM execution_pairs p \
+              WHERE p.execution_id IN ({list}) \
+                AND NOT EXISTS (SELECT 1 FROM ended_before_restart b \
+                                 WHERE (b.execution_id, b.scenario_id, b.environment_id) \
+                                     = (p.execution_id, p.scenario_id, p.environment_id)) \
+                AND NOT (p.finished_at >= '{}'::timestamptz - interval '1 second' \
+                         AND p.finished_at < '{}'::timestamptz + interval '10 seconds')",
+            restarted.to_rfc3339(),
+            restarted.to_rfc3339()
+        ))
+        .await;
+    assert_eq!(late, 0, "the others end within 10 s of the restart");
+    assert_each_finished_once(&app, &ids).await;
 }
 
 /// Processes whose command line contains `marker`.
@@ -501,10 +637,11 @@ async fn wait_gone(marker: &str, within: Duration) {
     }
 }
 
-/// A runner process, killed when the test ends (also when it fails).
-struct Runner(std::process::Child);
+/// A child process (a runner, a `plan-queue serve`), killed when the test
+/// ends (also when it fails).
+struct Child(std::process::Child);
 
-impl Drop for Runner {
+impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -529,29 +666,43 @@ fn rand_digits() -> u64 {
     u64::from(uuid::Uuid::new_v4().as_fields().0) % 1_000_000_000
 }
 
-#[tokio::test]
-async fn a_cancel_kills_the_running_command_and_the_runner_never_starts_the_queued_pairs() {
-    let app = spawn_app_with(|_| {}).await;
-    wait_consumer(&app).await;
-    let marker = unique_sleep();
-    let _runner = Runner(crate::runner::start_runner(
-        &app,
-        &format!("{marker}; echo done"),
-    ));
-    let id = run(&app, 614).await["executionId"].as_i64().unwrap();
-    wait_first_running(&app, id).await;
-    assert!(!processes_with(&marker).is_empty(), "the command runs");
+/// A file each start of a runner's command appends its message id to.
+struct Started(std::path::PathBuf);
 
-    let (status, body) = cancel(&app, &format!("/executions/{id}/cancel"), 13).await;
-    assert_eq!(status, 200, "{body}");
-    wait_gone(&marker, Duration::from_secs(10)).await;
-    // the eleven queued messages are taken and acknowledged without running
+impl Started {
+    fn new() -> Self {
+        Started(std::env::temp_dir().join(format!("pq-started-{}", uuid::Uuid::new_v4())))
+    }
+
+    /// The shell command that records a start.
+    fn command(&self) -> String {
+        format!("echo \"$PQ_MESSAGE_ID\" >> {}", self.0.display())
+    }
+
+    /// The message ids whose command started, in order.
+    fn take(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+        text.lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Waits until the APPIUM queue has a consumer and no ready message, then
+/// a second more (for what the consumer holds); asserts that the runner
+/// reported nothing (no result arrived for an ended pair).
+async fn wait_consumed(app: &TestApp) {
+    let queue = app.config.amqp.queue_name("APPIUM");
     let started = Instant::now();
     loop {
         let (_connection, channel) = broker_channel().await;
-        let queue = channel
+        let declared = channel
             .queue_declare(
-                app.config.amqp.queue_name("APPIUM").as_str().into(),
+                queue.as_str().into(),
                 QueueDeclareOptions {
                     passive: true,
                     ..Default::default()
@@ -560,7 +711,7 @@ async fn a_cancel_kills_the_running_command_and_the_runner_never_starts_the_queu
             )
             .await
             .unwrap();
-        if queue.message_count() == 0 {
+        if declared.message_count() == 0 && declared.consumer_count() > 0 {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(20), "not consumed");
@@ -572,7 +723,53 @@ async fn a_cancel_kills_the_running_command_and_the_runner_never_starts_the_queu
         metrics
             .lines()
             .any(|l| l == "plan_queue_results_late_total 0"),
-        "the runner reported a cancelled pair: {metrics}"
+        "the runner reported a pair that had ended: {metrics}"
+    );
+}
+
+/// Each of `ids` has one `execution.finished` event and no open pair.
+async fn assert_each_finished_once(app: &TestApp, ids: &[i64]) {
+    for id in ids {
+        let events = app
+            .count_sql(&format!(
+                "SELECT count(*) AS n FROM dispatches \
+                  WHERE message_type = 'execution.finished' AND execution_id = {id}"
+            ))
+            .await;
+        assert_eq!(events, 1, "execution {id}: one execution.finished");
+        let open = app
+            .count_sql(&format!(
+                "SELECT open_pairs::bigint AS n FROM executions WHERE id = {id}"
+            ))
+            .await;
+        assert_eq!(open, 0, "execution {id}: each pair closed once");
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_kills_the_running_command_and_the_runner_never_starts_the_queued_pairs() {
+    let app = spawn_app_with(|_| {}).await;
+    wait_consumer(&app).await;
+    let marker = unique_sleep();
+    let started = Started::new();
+    let _runner = Child(crate::runner::start_runner(
+        &app,
+        &format!("{}; {marker}; echo done", started.command()),
+    ));
+    let data = run(&app, 614).await;
+    let id = data["executionId"].as_i64().unwrap();
+    wait_first_running(&app, id).await;
+    assert!(!processes_with(&marker).is_empty(), "the command runs");
+
+    let (status, body) = cancel(&app, &format!("/executions/{id}/cancel"), 13).await;
+    assert_eq!(status, 200, "{body}");
+    wait_gone(&marker, Duration::from_secs(10)).await;
+    // the eleven queued messages are taken and acknowledged without running
+    wait_consumed(&app).await;
+    assert_eq!(
+        started.take(),
+        [data["queued"][0]["messageId"].as_str().unwrap()],
+        "only the first pair's command ever started"
     );
 }
 
@@ -581,7 +778,7 @@ async fn a_sigkilled_runner_leaves_no_command_behind() {
     let app = spawn_app_with(|_| {}).await;
     wait_consumer(&app).await;
     let marker = unique_sleep();
-    let mut runner = Runner(crate::runner::start_runner(&app, &format!("exec {marker}")));
+    let mut runner = Child(crate::runner::start_runner(&app, &format!("exec {marker}")));
     let id = run(&app, 615).await["executionId"].as_i64().unwrap();
     wait_first_running(&app, id).await;
     assert!(!processes_with(&marker).is_empty(), "the command runs");
@@ -594,7 +791,7 @@ async fn a_sigkilled_runner_leaves_no_command_behind() {
 async fn a_runner_without_its_queue_says_what_to_check_and_stops_on_sigterm_while_it_waits() {
     let app = spawn_app_with(|_| {}).await;
     let c = &app.config;
-    let mut runner = Runner(
+    let mut runner = Child(
         std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"))
             .args(["runner", "--framework-type", "APPIUM"])
             .env("AMQP_URL", crate::helpers::AMQP_URL)
@@ -632,22 +829,110 @@ async fn a_runner_without_its_queue_says_what_to_check_and_stops_on_sigterm_whil
     assert!(stderr.contains("plan-queue serve"), "{stderr}");
 }
 
+/// `plan-queue seed --file` of plan 615 with `runTimeoutSecs` given as
+/// `value` (JSON), on the test's database: the process's output.
+async fn seed_plan_615(app: &TestApp, value: &str) -> std::process::Output {
+    let path = std::env::temp_dir().join(format!("pq-fixture-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"plans": [{{"id": 615, "projectId": 7, "name": "Nightly regression (never run)",
+                           "runTimeoutSecs": {value}, "scenarioIds": [111], "environmentIds": [222]}}]}}"#
+        ),
+    )
+    .unwrap();
+    let url = app.db_url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        let output = crate::helpers::plan_queue(
+            &["seed", "--file", path.to_str().unwrap()],
+            &[("DATABASE_URL", &url)],
+        );
+        std::fs::remove_file(&path).unwrap();
+        output
+    })
+    .await
+    .unwrap();
+    output
+}
+
 #[tokio::test]
-async fn a_plans_own_run_timeout_wins_over_run_timeout_secs() {
+async fn a_fixture_plans_run_timeout_is_stored_and_wins_over_run_timeout_secs() {
     let app = spawn_app_with(|c| c.deadlines.sweep_interval = Duration::from_millis(200)).await;
-    app.sql("UPDATE plans SET run_timeout_secs = 5 WHERE id = 615")
-        .await;
+    let stored = "SELECT coalesce(run_timeout_secs, 0)::bigint AS n FROM plans WHERE id = 615";
+    for (bad, said) in [
+        ("4", "plan 615: runTimeoutSecs must be between 5 and 604800"),
+        (
+            "604801",
+            "plan 615: runTimeoutSecs must be between 5 and 604800",
+        ),
+        (
+            "\"60\"",
+            "plan 615: plans[0].runTimeoutSecs: invalid type: string",
+        ),
+        (
+            "60.5",
+            "plan 615: plans[0].runTimeoutSecs: invalid type: floating point",
+        ),
+    ] {
+        let output = seed_plan_615(&app, bad).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "runTimeoutSecs {bad} was accepted"
+        );
+        assert!(stderr.contains(said), "{bad}: {stderr}");
+        assert_eq!(app.count_sql(stored).await, 0, "{bad} changed the plan");
+    }
+
+    let output = seed_plan_615(&app, "5").await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(app.count_sql(stored).await, 5);
+
     wait_consumer(&app).await;
-    let data = run(&app, 615).await;
-    let id = data["executionId"].as_i64().unwrap();
+    let own = run(&app, 615).await;
+    let other = run(&app, 614).await;
+    let (own_id, other_id) = (
+        own["executionId"].as_i64().unwrap(),
+        other["executionId"].as_i64().unwrap(),
+    );
     publish(
         &app,
-        &[result(id, &data["queued"][0], "RUNNING", Utc::now())],
+        &[
+            result(own_id, &own["queued"][0], "RUNNING", Utc::now()),
+            result(other_id, &other["queued"][0], "RUNNING", Utc::now()),
+        ],
     )
     .await;
-    let done = wait_finished(&app, id, Duration::from_secs(20)).await;
-    assert_eq!(
-        done["pairs"][0]["reason"], "RUN_TIMEOUT",
-        "RUN_TIMEOUT_SECS is 7200"
+    let done = wait_finished(&app, own_id, Duration::from_secs(20)).await;
+    let ended = &done["pairs"][0];
+    assert_eq!(ended["reason"], "RUN_TIMEOUT", "RUN_TIMEOUT_SECS is 7200");
+    let late = at(&ended["finishedAt"]) - (at(&ended["startedAt"]) + chrono::Duration::seconds(5));
+    assert!(
+        late >= chrono::Duration::zero() && late < chrono::Duration::seconds(10),
+        "ended {late} after the plan's deadline"
     );
+    let still = &execution(&app, other_id).await["pairs"][0];
+    assert_eq!(
+        still["status"], "RUNNING",
+        "plan 614 has no runTimeoutSecs: RUN_TIMEOUT_SECS holds"
+    );
+}
+
+#[tokio::test]
+async fn a_runner_that_comes_after_expires_at_acknowledges_the_message_without_running_it() {
+    let app = spawn_app_with(|c| {
+        c.deadlines.queue_timeout_secs = 5;
+        c.deadlines.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    wait_consumer(&app).await;
+    let id = run(&app, 615).await["executionId"].as_i64().unwrap();
+    app.dispatch_all_pending().await;
+    let done = wait_finished(&app, id, Duration::from_secs(20)).await;
+    assert_eq!(done["pairs"][0]["reason"], "QUEUE_TIMEOUT");
+
+    let started = Started::new();
+    let _runner = Child(crate::runner::start_runner(&app, &started.command()));
+    wait_consumed(&app).await;
+    assert!(started.take().is_empty(), "the runner ran an expired pair");
 }

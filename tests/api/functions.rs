@@ -85,6 +85,16 @@ impl PrivateDb {
             .row
     }
 
+    /// The distinct `(requestedAt, expiresAt)` of the dispatch rows of
+    /// execution `id`, as a JSON array of two-element arrays.
+    fn message_times(&mut self, id: i64) -> Value {
+        self.json(&format!(
+            "SELECT jsonb_agg(DISTINCT jsonb_build_array(body::jsonb->'requestedAt', \
+                                                         body::jsonb->'expiresAt')) AS row \
+               FROM dispatches WHERE execution_id = {id}"
+        ))
+    }
+
     fn count(&mut self, sql: &str) -> i64 {
         #[derive(QueryableByName)]
         struct Count {
@@ -151,6 +161,7 @@ const RERUN: &[(&str, &str)] = &[
         "'0b6f2f0e-4a0c-4f53-9d0e-3c1f1d2a7b11'",
     ),
     ("p_replay", "false"),
+    ("p_queue_timeout_secs", "86400"),
 ];
 
 /// `queue_run`'s arguments, in order, with the values of a valid run.
@@ -173,6 +184,7 @@ const RUN: &[(&str, &str)] = &[
         "'7d1c2b3a-0000-4000-8000-000000000001'",
     ),
     ("p_replay", "false"),
+    ("p_queue_timeout_secs", "86400"),
 ];
 
 /// Arguments changed from the defaults: (name, SQL expression).
@@ -322,6 +334,7 @@ fn queue_rerun_writes_the_rerun_its_pairs_and_their_dispatch_rows() {
     let row = db.rerun(&[
         ("p_scenario_ids", "'{111}'"),
         ("p_environment_ids", "'{NULL}'"),
+        ("p_queue_timeout_secs", "3600"),
     ]);
     assert_eq!(row["error_code"], Value::Null, "{row}");
     assert_eq!(row["source_id"], json!(4980));
@@ -348,6 +361,11 @@ fn queue_rerun_writes_the_rerun_its_pairs_and_their_dispatch_rows() {
               WHERE execution_id = {id} AND status = 'QUEUED' AND source_execution_id = 4980"
         )),
         2
+    );
+    assert_eq!(
+        db.message_times(id),
+        json!([["2026-12-06T10:00:00Z", "2026-12-06T11:00:00Z"]]),
+        "expiresAt is requestedAt + the queue timeout"
     );
 }
 
@@ -446,6 +464,11 @@ fn queue_run_writes_every_pair_then_refuses_a_second_run_in_flight() {
                 AND d.message_type = 'scenario.run'"
         )),
         12
+    );
+    assert_eq!(
+        db.message_times(id),
+        json!([["2026-12-06T10:00:00Z", "2026-12-07T10:00:00Z"]]),
+        "expiresAt is requestedAt + the queue timeout"
     );
     let again = db.run(&[("p_first_message_id", "gen_random_uuid()")]);
     assert_eq!(

@@ -218,7 +218,7 @@ async fn reruns_of_disjoint_pairs_of_one_plan_do_not_wait_for_each_other() {
         let held: Held = diesel::sql_query(format!(
             "SELECT queued_attempts FROM queue_rerun(614, 13, 'APPIUM', '{{111}}', '{{222}}', \
              '{{}}', 'queue', 50, 50, false, now(), '2026-11-30T00:00:00Z', NULL, '{exchange}', \
-             gen_random_uuid(), false)"
+             gen_random_uuid(), false, 86400)"
         ))
         .get_result(&mut conn)
         .unwrap();
@@ -281,7 +281,7 @@ async fn the_rerun_call_made_again_with_its_first_message_id_answers_what_it_wro
             format!(
                 "SELECT new_execution_id, queued_attempts, queued_message_ids FROM queue_rerun(614, \
                  13, 'APPIUM', '{{111,112}}', '{{222,223}}', '{{}}', 'queue', 50, 50, false, now(), \
-                 '2026-11-30T00:00:00Z', NULL, '{exchange}', '{first}', {replay})"
+                 '2026-11-30T00:00:00Z', NULL, '{exchange}', '{first}', {replay}, 86400)"
             )
         };
         let once: Answer = diesel::sql_query(call(false)).get_result(&mut conn).unwrap();

@@ -14,6 +14,9 @@
 --    reruns of disjoint pairs of one plan do not wait for each other.
 -- A volatile function reads with a fresh snapshot per statement, so the
 -- attempts read after the pair locks include every rerun committed before.
+-- p_queue_timeout_secs was added for the message's expiresAt (section 15).
+DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
+                                    INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN);
 CREATE OR REPLACE FUNCTION queue_rerun(
     p_plan_id BIGINT,
     p_user_id BIGINT,
@@ -40,6 +43,8 @@ CREATE OR REPLACE FUNCTION queue_rerun(
     -- it committed
     p_first_message_id UUID,
     p_replay BOOLEAN,
+    -- QUEUE_TIMEOUT_SECS: the message's expiresAt is requestedAt + it
+    p_queue_timeout_secs INTEGER,
     -- the failed check (1000, 1002, 1010, 1004, 1005, 1007, 1008, 1016, 1014,
     -- 1015) and its arguments; NULL when the rerun was accepted
     OUT error_code INTEGER,
@@ -253,7 +258,8 @@ BEGIN
 
     -- the rerun, its pairs and one dispatch row per pair, in one statement;
     -- the message body of section 2, keys in the contract's order, compact
-    -- as the service's own serialisation (docs/asyncapi.yaml)
+    -- as the service's own serialisation (docs/asyncapi.yaml), with the
+    -- expiresAt of section 15
     v_id := nextval('executions_id_seq');
     new_execution_id := v_id;
     WITH t AS (
@@ -276,10 +282,14 @@ BEGIN
         SELECT t.m, v_id, p_framework_type, 'scenario.rerun',
                format('{"messageId":"%s","executionId":%s,"sourceExecutionId":%s,"planId":%s,'
                       '"userId":%s,"frameworkType":%s,"scenarioId":%s,"environmentId":%s,'
-                      '"attempt":%s,"requestedAt":%s,"scenario":{"name":%s},'
+                      '"attempt":%s,"requestedAt":%s,"expiresAt":%s,"scenario":{"name":%s},'
                       '"environment":{"name":%s,"platform":%s,"version":%s}}',
                       t.m, v_id, v_source, p_plan_id, p_user_id, to_json(p_framework_type),
-                      t.s, t.e, t.a, to_json(p_requested_at_text), to_json(sc.name),
+                      t.s, t.e, t.a, to_json(p_requested_at_text),
+                      to_json(to_char(date_trunc('second', p_requested_at) AT TIME ZONE 'UTC'
+                                      + make_interval(secs => p_queue_timeout_secs),
+                                      'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+                      to_json(sc.name),
                       to_json(en.name), to_json(en.platform), to_json(en.version)),
                p_correlation_id, p_exchange
           FROM t

@@ -5,6 +5,9 @@
 -- their own source) and one dispatch row per pair (type scenario.run). The
 -- service words a failed check (src/domain/refusal.rs, called from
 -- src/service/run.rs).
+-- p_queue_timeout_secs was added for the message's expiresAt (section 15).
+DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN,
+                                  INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN);
 CREATE OR REPLACE FUNCTION queue_run(
     p_plan_id BIGINT,
     p_user_id BIGINT,
@@ -25,6 +28,8 @@ CREATE OR REPLACE FUNCTION queue_run(
     -- as queue_rerun's
     p_first_message_id UUID,
     p_replay BOOLEAN,
+    -- QUEUE_TIMEOUT_SECS: the message's expiresAt is requestedAt + it
+    p_queue_timeout_secs INTEGER,
     -- the failed check (1000, 1002, 1010, 1006, 1003, 1019, 1018, 1008,
     -- 1014) and its arguments; NULL when the run was accepted
     OUT error_code INTEGER,
@@ -169,16 +174,21 @@ BEGIN
                                  source_execution_id, message_id)
     SELECT v_id, t.s, t.e, 'QUEUED', 1, v_id, t.m
       FROM unnest(queued_scenario_ids, queued_environment_ids, queued_message_ids) AS t(s, e, m);
-    -- the message body of section 7 (section 2's, attempt 1, its own source)
+    -- the message body of section 7 (section 2's, attempt 1, its own source;
+    -- expiresAt of section 15)
     INSERT INTO dispatches (message_id, execution_id, routing_key, message_type, body,
                             correlation_id, exchange)
     SELECT t.m, v_id, framework_type_used, 'scenario.run',
            format('{"messageId":"%s","executionId":%s,"sourceExecutionId":%s,"planId":%s,'
                   '"userId":%s,"frameworkType":%s,"scenarioId":%s,"environmentId":%s,'
-                  '"attempt":1,"requestedAt":%s,"scenario":{"name":%s},'
+                  '"attempt":1,"requestedAt":%s,"expiresAt":%s,"scenario":{"name":%s},'
                   '"environment":{"name":%s,"platform":%s,"version":%s}}',
                   t.m, v_id, v_id, p_plan_id, p_user_id, to_json(framework_type_used),
-                  t.s, t.e, to_json(p_requested_at_text), to_json(sc.name),
+                  t.s, t.e, to_json(p_requested_at_text),
+                  to_json(to_char(date_trunc('second', p_requested_at) AT TIME ZONE 'UTC'
+                                  + make_interval(secs => p_queue_timeout_secs),
+                                  'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+                  to_json(sc.name),
                   to_json(en.name), to_json(en.platform), to_json(en.version)),
            p_correlation_id, p_exchange
       FROM unnest(queued_scenario_ids, queued_environment_ids, queued_message_ids)
