@@ -137,6 +137,11 @@ impl Application {
             relay_status.clone(),
             metrics.clone(),
         );
+        // an execution finished by a result, a deadline or a dead letter
+        // queues its automatic rerun (contract, section 18)
+        let retries = crate::results::apply::Retries::Queue {
+            max_attempts: config.limits.max_attempts,
+        };
         let deadlines = crate::deadlines::DeadlineSweep::new(
             config.deadlines.clone(),
             build_pool(
@@ -149,6 +154,7 @@ impl Application {
             wakeup.clone(),
             metrics.clone(),
             shutdown_rx.clone(),
+            retries,
         );
         let dead_letters = crate::deadletter::DeadLetterWatch::new(
             config.amqp.clone(),
@@ -161,6 +167,7 @@ impl Application {
             wakeup.clone(),
             shutdown_rx.clone(),
             metrics.clone(),
+            retries,
         );
         let results = ResultsConsumer::new(
             config.amqp.clone(),
@@ -175,6 +182,7 @@ impl Application {
             shutdown_rx,
             metrics.clone(),
             results_status.clone(),
+            retries,
         );
         let state = web::Data::new(AppState {
             queue: QueueService::new(
@@ -333,6 +341,10 @@ fn routes_table(cfg: &mut web::ServiceConfig) {
         .service(get_resource(
             routes::executions::PLAN_RESULTS_PATH,
             routes::plan_results,
+        ))
+        .service(get_resource(
+            routes::flakiness::PLAN_FLAKINESS_PATH,
+            routes::flakiness::plan_flakiness,
         ))
         .service(get_resource(
             routes::plans::PLANS_PATH,

@@ -112,6 +112,9 @@ pub struct QueueRerun<'a> {
     pub dry_run: bool,
     /// When, by whom traced, to which exchange, and the first message id.
     pub write: &'a WriteContext<'a>,
+    /// The body's `retryFailed` (contract, section 18), stored as the
+    /// execution's retry budget; `None`: the plan's.
+    pub retry_failed: Option<i32>,
 }
 static_query_id!(QueueRerun<'_>, QueueRerunId);
 
@@ -208,6 +211,8 @@ impl QueryFragment<Pg> for QueueRerun<'_> {
         out.push_bind_param::<Bool, _>(&self.dry_run)?;
         out.push_sql(", ");
         self.write.push(&mut out)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Integer>, _>(&self.retry_failed)?;
         out.push_sql(")");
         Ok(())
     }
@@ -236,6 +241,9 @@ pub struct QueueRun<'a> {
     pub dry_run: bool,
     /// When, by whom traced, to which exchange, and the first message id.
     pub write: &'a WriteContext<'a>,
+    /// The body's `retryFailed` (contract, section 18), stored as the
+    /// execution's retry budget; `None`: the plan's.
+    pub retry_failed: Option<i32>,
 }
 static_query_id!(QueueRun<'_>, QueueRunId);
 
@@ -322,6 +330,8 @@ impl QueryFragment<Pg> for QueueRun<'_> {
         out.push_bind_param::<Bool, _>(&self.dry_run)?;
         out.push_sql(", ");
         self.write.push(&mut out)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Integer>, _>(&self.retry_failed)?;
         out.push_sql(")");
         Ok(())
     }

@@ -117,6 +117,7 @@ impl QueueService {
             max_attempts: limits.max_attempts,
             dry_run: request.dry_run,
             write,
+            retry_failed: request.retry_failed,
         }
         .get_result(conn)?;
         answer(request, limits, row)

@@ -83,6 +83,7 @@ impl QueueService {
             max_pairs: i32::try_from(self.limits.max_pairs).unwrap_or(i32::MAX),
             dry_run: request.dry_run,
             write,
+            retry_failed: request.retry_failed,
         }
         .get_result(conn)?;
         self.answer(request, row)

@@ -5,6 +5,9 @@
 -- their own source) and one dispatch row per pair (type scenario.run). The
 -- service words a failed check (src/domain/refusal.rs, called from
 -- src/service/run.rs).
+-- issue 19 added p_retry_failed (the new signature is another function)
+DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN, INTEGER,
+                                  BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN);
 CREATE OR REPLACE FUNCTION queue_run(
     p_plan_id BIGINT,
     p_user_id BIGINT,
@@ -25,6 +28,8 @@ CREATE OR REPLACE FUNCTION queue_run(
     -- as queue_rerun's
     p_first_message_id UUID,
     p_replay BOOLEAN,
+    -- the body's retryFailed (section 18); NULL: the plan's
+    p_retry_failed INTEGER DEFAULT NULL,
     -- the failed check (1000, 1002, 1010, 1006, 1003, 1019, 1018, 1008,
     -- 1014) and its arguments; NULL when the run was accepted
     OUT error_code INTEGER,
@@ -163,8 +168,9 @@ BEGIN
     queued_message_ids := p_first_message_id
                           || ARRAY(SELECT gen_random_uuid() FROM generate_series(2, v_n));
     INSERT INTO executions (id, plan_id, kind, source_execution_id, requested_by,
-                            framework_type, requested_at, open_pairs)
-    VALUES (v_id, p_plan_id, 'RUN', NULL, p_user_id, framework_type_used, p_requested_at, v_n);
+                            framework_type, requested_at, open_pairs, retry_budget)
+    VALUES (v_id, p_plan_id, 'RUN', NULL, p_user_id, framework_type_used, p_requested_at, v_n,
+            coalesce(p_retry_failed, (SELECT pl.retry_failed FROM plans pl WHERE pl.id = p_plan_id)));
     INSERT INTO execution_pairs (execution_id, scenario_id, environment_id, status, attempt,
                                  source_execution_id, message_id)
     SELECT v_id, t.s, t.e, 'QUEUED', 1, v_id, t.m
