@@ -58,21 +58,22 @@ pub fn plan_flakiness(
         return Ok((0, Vec::new()));
     }
     let failing = format!("('{STATUS_FAILED}', '{STATUS_ERROR}')");
+    // per run, a GroupAggregate over its chain in index order (no hash of
+    // runs x pairs groups, which spilled to disk: bench/BENCHMARKS.md)
     let pairs = diesel::sql_query(format!(
-        "WITH runs AS ({last_runs}), \
-         pair_runs AS ( \
-            SELECT p.scenario_id, p.environment_id, \
-                   bool_or(p.attempt = 1 AND p.status IN {failing}) AS failed_first, \
-                   coalesce(min(p.attempt) FILTER (WHERE p.status IN {failing}) \
-                            < max(p.attempt) FILTER (WHERE p.status = $3), false) AS flaky \
-              FROM runs r JOIN execution_pairs p ON p.source_execution_id = r.id \
-             GROUP BY r.id, p.scenario_id, p.environment_id) \
-         SELECT scenario_id, environment_id, count(*) AS runs, \
-                count(*) FILTER (WHERE failed_first) AS failed_first, \
-                count(*) FILTER (WHERE flaky) AS flaky \
-           FROM pair_runs \
-          GROUP BY scenario_id, environment_id \
-          ORDER BY scenario_id, environment_id"
+        "WITH runs AS ({last_runs}) \
+         SELECT pr.scenario_id, pr.environment_id, count(*) AS runs, \
+                count(*) FILTER (WHERE pr.failed_first) AS failed_first, \
+                count(*) FILTER (WHERE pr.flaky) AS flaky \
+           FROM runs r CROSS JOIN LATERAL ( \
+                SELECT p.scenario_id, p.environment_id, \
+                       bool_or(p.attempt = 1 AND p.status IN {failing}) AS failed_first, \
+                       coalesce(min(p.attempt) FILTER (WHERE p.status IN {failing}) \
+                                < max(p.attempt) FILTER (WHERE p.status = $3), false) AS flaky \
+                  FROM execution_pairs p WHERE p.source_execution_id = r.id \
+                 GROUP BY p.scenario_id, p.environment_id) pr \
+          GROUP BY pr.scenario_id, pr.environment_id \
+          ORDER BY pr.scenario_id, pr.environment_id"
     ))
     .bind::<BigInt, _>(plan_id)
     .bind::<BigInt, _>(runs)
