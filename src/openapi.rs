@@ -42,6 +42,7 @@ Every answer is a `{data, result}` envelope; `result.code` 0 means success."
         routes::executions::execution,
         routes::executions::plan_executions,
         routes::executions::plan_results,
+        routes::flakiness::plan_flakiness,
         routes::cancel::cancel_execution,
         routes::cancel::cancel_plan,
         routes::plans::plans,
@@ -346,6 +347,13 @@ pub fn read_error_examples(path: &str) -> Vec<(&'static str, ApiError)> {
         }
         routes::plans::PLANS_PATH => errors.retain(|(name, _)| *name != "idNotAPositiveInteger"),
         routes::plans::PLAN_PATH => errors.push(("planNotFound", PlanNotFoundToRead)),
+        routes::flakiness::PLAN_FLAKINESS_PATH => {
+            errors.push(("planNotFound", PlanNotFoundToRead));
+            errors.push((
+                "runsOutOfRange",
+                InvalidRequest("runs must be an integer from 1 to 100, got `0`".to_owned()),
+            ));
+        }
         _ => {
             errors.push(("planNotFound", PlanNotFoundToRead));
             errors.push(("neverRan", NoExecutedResults(615)));
@@ -429,6 +437,7 @@ impl Modify for ErrorAnswers {
             routes::executions::EXECUTION_PATH,
             routes::executions::PLAN_EXECUTIONS_PATH,
             routes::executions::PLAN_RESULTS_PATH,
+            routes::flakiness::PLAN_FLAKINESS_PATH,
             routes::plans::PLANS_PATH,
             routes::plans::PLAN_PATH,
         ] {

@@ -137,6 +137,14 @@ impl Application {
             relay_status.clone(),
             metrics.clone(),
         );
+        // an execution finished by a result, a deadline or a dead letter
+        // queues its automatic rerun (contract, section 18)
+        let retries = crate::results::apply::Retries::Queue {
+            max_attempts: config.limits.max_attempts,
+            // QUEUE_TIMEOUT_SECS is at most 2 592 000 (config checks it)
+            queue_timeout_secs: i32::try_from(config.deadlines.queue_timeout_secs)
+                .unwrap_or(i32::MAX),
+        };
         let deadlines = crate::deadlines::DeadlineSweep::new(
             config.deadlines.clone(),
             build_pool(
@@ -149,6 +157,7 @@ impl Application {
             wakeup.clone(),
             metrics.clone(),
             shutdown_rx.clone(),
+            retries,
         );
         let dead_letters = crate::deadletter::DeadLetterWatch::new(
             config.amqp.clone(),
@@ -161,6 +170,7 @@ impl Application {
             wakeup.clone(),
             shutdown_rx.clone(),
             metrics.clone(),
+            retries,
         );
         let results = ResultsConsumer::new(
             config.amqp.clone(),
@@ -175,6 +185,7 @@ impl Application {
             shutdown_rx,
             metrics.clone(),
             results_status.clone(),
+            retries,
         );
         let state = web::Data::new(AppState {
             queue: QueueService::new(
@@ -334,6 +345,10 @@ fn routes_table(cfg: &mut web::ServiceConfig) {
         .service(get_resource(
             routes::executions::PLAN_RESULTS_PATH,
             routes::plan_results,
+        ))
+        .service(get_resource(
+            routes::flakiness::PLAN_FLAKINESS_PATH,
+            routes::flakiness::plan_flakiness,
         ))
         .service(get_resource(
             routes::plans::PLANS_PATH,

@@ -42,6 +42,7 @@ pub const FUNCTIONS: &[ServerFunction<'static>] = &[
     server_function!("written_by_call"),
     server_function!("queue_rerun"),
     server_function!("queue_run"),
+    server_function!("queue_retry"),
 ];
 
 /// The advisory lock [`apply_functions`] holds for its transaction, so that

@@ -15,6 +15,7 @@
 
 pub mod connection;
 pub mod ends;
+pub mod flakiness;
 pub mod functions;
 pub mod idempotency;
 pub mod models;

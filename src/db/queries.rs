@@ -115,6 +115,9 @@ pub struct QueueRerun<'a> {
     /// `QUEUE_TIMEOUT_SECS`: each message's `expiresAt` is `requestedAt` +
     /// it (contract, section 15).
     pub queue_timeout_secs: i32,
+    /// The body's `retryFailed` (contract, section 18), stored as the
+    /// execution's retry budget; `None`: the plan's.
+    pub retry_failed: Option<i32>,
 }
 static_query_id!(QueueRerun<'_>, QueueRerunId);
 
@@ -213,6 +216,8 @@ impl QueryFragment<Pg> for QueueRerun<'_> {
         self.write.push(&mut out)?;
         out.push_sql(", ");
         out.push_bind_param::<Integer, _>(&self.queue_timeout_secs)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Integer>, _>(&self.retry_failed)?;
         out.push_sql(")");
         Ok(())
     }
@@ -244,6 +249,9 @@ pub struct QueueRun<'a> {
     /// `QUEUE_TIMEOUT_SECS`: each message's `expiresAt` is `requestedAt` +
     /// it (contract, section 15).
     pub queue_timeout_secs: i32,
+    /// The body's `retryFailed` (contract, section 18), stored as the
+    /// execution's retry budget; `None`: the plan's.
+    pub retry_failed: Option<i32>,
 }
 static_query_id!(QueueRun<'_>, QueueRunId);
 
@@ -332,6 +340,8 @@ impl QueryFragment<Pg> for QueueRun<'_> {
         self.write.push(&mut out)?;
         out.push_sql(", ");
         out.push_bind_param::<Integer, _>(&self.queue_timeout_secs)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Integer>, _>(&self.retry_failed)?;
         out.push_sql(")");
         Ok(())
     }

@@ -51,6 +51,12 @@ pub struct ExecutionRow {
     /// Pairs not yet terminal.
     #[diesel(sql_type = Integer)]
     pub open_pairs: i32,
+    /// `USER`, or `RETRY` for an automatic rerun (contract, section 18).
+    #[diesel(sql_type = Text)]
+    pub trigger: String,
+    /// The execution whose failures an automatic rerun retries.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub retry_of: Option<i64>,
     /// Its pairs per status.
     #[diesel(embed)]
     pub counts: StatusCountsRow,
@@ -85,7 +91,7 @@ pub(crate) fn execution_columns() -> String {
         "SELECT x.id AS execution_id, x.plan_id, x.kind, \
                 coalesce(x.source_execution_id, x.id) AS source_execution_id, \
                 x.framework_type, x.requested_by, x.requested_at, x.started_at, \
-                x.finished_at, x.open_pairs, c.* \
+                x.finished_at, x.open_pairs, x.trigger, x.retry_of, c.* \
            FROM executions x \
           CROSS JOIN LATERAL (SELECT {}, {}, {}, {}, {}, {}, {} FROM execution_pairs p \
                                WHERE p.execution_id = x.id) c",

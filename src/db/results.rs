@@ -259,3 +259,35 @@ pub fn flaky_pairs(
     .bind::<Array<Text>, _>(failing)
     .load(conn)
 }
+
+#[derive(QueryableByName)]
+struct RetryRow {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    retry: Option<i64>,
+}
+
+/// Queues the automatic rerun of the finished execution `execution_id`'s
+/// `FAILED` and `ERROR` pairs (contract, section 18) through the server
+/// function `queue_retry` (`src/db/functions/queue_retry.sql`), which writes
+/// it with `queue_rerun`: trigger `RETRY`, its budget one less, pairs at
+/// `max_attempts` (`MAX_ATTEMPTS`) or in flight elsewhere left out, its
+/// dispatch rows recording `exchange`. Called in the transaction that
+/// finished the execution.
+///
+/// Returns the retry's execution id; `None` when its budget is 0 or no pair
+/// is left to retry.
+pub fn queue_retry(
+    conn: &mut PgConnection,
+    execution_id: i64,
+    max_attempts: i32,
+    queue_timeout_secs: i32,
+    exchange: &str,
+) -> QueryResult<Option<i64>> {
+    diesel::sql_query("SELECT queue_retry($1, $2, $3, $4) AS retry")
+        .bind::<BigInt, _>(execution_id)
+        .bind::<Integer, _>(max_attempts)
+        .bind::<Text, _>(exchange)
+        .bind::<Integer, _>(queue_timeout_secs)
+        .get_result::<RetryRow>(conn)
+        .map(|r| r.retry)
+}

@@ -58,6 +58,9 @@ diesel::table! {
         started_at -> Nullable<Timestamptz>,
         finished_at -> Nullable<Timestamptz>,
         open_pairs -> Int4,
+        trigger -> Text,
+        retry_of -> Nullable<Int8>,
+        retry_budget -> Int4,
     }
 }
 
@@ -94,6 +97,7 @@ diesel::table! {
         name -> Text,
         framework_type -> Nullable<Text>,
         run_timeout_secs -> Nullable<Int4>,
+        retry_failed -> Int4,
     }
 }
 

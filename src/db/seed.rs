@@ -5,7 +5,7 @@
 //! in one transaction, so seeding the same file twice changes nothing.
 //! Executions of a fixture are full runs.
 
-use crate::db::models::KIND_RUN;
+use crate::db::models::{KIND_RUN, MAX_RETRY_FAILED};
 use crate::db::schema::{
     environments, execution_pairs, executions, plan_environments, plan_scenarios, plans,
     project_members, projects, scenarios, users,
@@ -83,6 +83,11 @@ pub struct FixturePlan {
     /// `RUN_TIMEOUT_SECS` for its pairs (contract, section 15).
     #[serde(default)]
     pub run_timeout_secs: Option<i32>,
+    /// Automatic reruns of an execution's `FAILED` and `ERROR` pairs, 0–5,
+    /// default 0; a run or rerun body's `retryFailed` wins (contract,
+    /// section 18).
+    #[serde(default)]
+    pub retry_failed: i32,
     #[serde(default)]
     pub scenario_ids: Vec<i64>,
     #[serde(default)]
@@ -168,6 +173,12 @@ impl Fixture {
             {
                 bail!(
                     "plan {}: runTimeoutSecs must be between 5 and 604800",
+                    plan.id
+                );
+            }
+            if !(0..=MAX_RETRY_FAILED).contains(&plan.retry_failed) {
+                bail!(
+                    "plan {}: retryFailed must be between 0 and {MAX_RETRY_FAILED}",
                     plan.id
                 );
             }
@@ -312,6 +323,7 @@ impl Fixture {
                     .as_deref()
                     .map(|t| t.trim().to_ascii_uppercase())),
                 plans::run_timeout_secs.eq(p.run_timeout_secs),
+                plans::retry_failed.eq(p.retry_failed),
             ))
             .on_conflict(plans::id)
             .do_update()
@@ -320,6 +332,7 @@ impl Fixture {
                 plans::name.eq(excluded(plans::name)),
                 plans::framework_type.eq(excluded(plans::framework_type)),
                 plans::run_timeout_secs.eq(excluded(plans::run_timeout_secs)),
+                plans::retry_failed.eq(excluded(plans::retry_failed)),
             ))
             .execute(conn)?;
         diesel::delete(plan_scenarios::table.filter(plan_scenarios::plan_id.eq(p.id)))

@@ -20,7 +20,7 @@ use crate::db::ends::{self, Ending};
 use crate::db::models::{MESSAGE_RERUN, MESSAGE_RUN, REASON_DEAD_LETTERED, STATUS_ERROR};
 use crate::db::PgPool;
 use crate::metrics::Metrics;
-use crate::results::apply::{close_pairs, ended};
+use crate::results::apply::{close_pairs, ended, Retries};
 use crate::results::event::ExecutionFinished;
 use anyhow::Context;
 use diesel::prelude::*;
@@ -46,6 +46,8 @@ pub struct DeadLetterWatch {
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     broker: BrokerConnection,
+    /// What the executions it finishes do with their failures (section 18).
+    retries: Retries,
 }
 
 /// A dead-lettered run message: the pair it names and why it died.
@@ -112,13 +114,15 @@ pub fn death_reason(headers: &FieldTable) -> Option<String> {
 
 impl DeadLetterWatch {
     /// `amqp` names the broker and topology; `pool` is the watch's own small
-    /// pool; `relay_wakeup` is notified after a commit that wrote events.
+    /// pool; `relay_wakeup` is notified after a commit that wrote events;
+    /// the executions it finishes are retried as `retries` says.
     pub fn new(
         amqp: AmqpConfig,
         pool: PgPool,
         relay_wakeup: Arc<Notify>,
         shutdown: watch::Receiver<bool>,
         metrics: Arc<Metrics>,
+        retries: Retries,
     ) -> Self {
         let broker = BrokerConnection::new(
             &amqp.url,
@@ -133,6 +137,7 @@ impl DeadLetterWatch {
             shutdown,
             metrics,
             broker,
+            retries,
         }
     }
 
@@ -233,11 +238,15 @@ impl DeadLetterWatch {
     async fn end_until_stored(&mut self, channel: &lapin::Channel, dead: &DeadRun) -> bool {
         let mut delay = FIRST_RETRY_DELAY;
         loop {
-            let (pool, exchange, run) =
-                (self.pool.clone(), self.amqp.exchange.clone(), dead.clone());
+            let (pool, exchange, run, retries) = (
+                self.pool.clone(),
+                self.amqp.exchange.clone(),
+                dead.clone(),
+                self.retries,
+            );
             let stored = tokio::task::spawn_blocking(move || {
                 let mut conn = pool.get()?;
-                anyhow::Ok(end_dead_run(&mut conn, &run, &exchange)?)
+                anyhow::Ok(end_dead_run(&mut conn, &run, &exchange, retries)?)
             })
             .await
             .map_err(anyhow::Error::from)
@@ -284,11 +293,13 @@ impl DeadLetterWatch {
 
 /// Ends the pair of `dead` (if still in flight) and finishes its execution
 /// when it was the last, in one transaction; the pairs ended (0 or 1) and
-/// the `execution.finished` events written.
+/// the `execution.finished` events written (the execution retried as
+/// `retries` says).
 pub fn end_dead_run(
     conn: &mut PgConnection,
     dead: &DeadRun,
     exchange: &str,
+    retries: Retries,
 ) -> QueryResult<(usize, Vec<ExecutionFinished>)> {
     conn.transaction(|conn| {
         let pairs = ends::end_dead_lettered(
@@ -300,7 +311,7 @@ pub fn end_dead_run(
                 detail: Some(&dead.reason),
             },
         )?;
-        let finished = close_pairs(conn, pairs.iter().map(ended), exchange)?;
+        let finished = close_pairs(conn, pairs.iter().map(ended), exchange, retries)?;
         Ok((pairs.len(), finished))
     })
 }

@@ -20,7 +20,7 @@ use crate::db::ends::{self, EndedPair, Ending};
 use crate::db::models::{REASON_QUEUE_TIMEOUT, REASON_RUN_TIMEOUT, STATUS_ABORTED};
 use crate::db::{staleness, PgPool};
 use crate::metrics::Metrics;
-use crate::results::apply::{close_pairs, ended};
+use crate::results::apply::{close_pairs, ended, Retries};
 use crate::results::event::ExecutionFinished;
 use diesel::prelude::*;
 use std::sync::Arc;
@@ -50,12 +50,15 @@ pub struct DeadlineSweep {
     relay_wakeup: Arc<Notify>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
+    /// What the executions it finishes do with their failures (section 18).
+    retries: Retries,
 }
 
 impl DeadlineSweep {
     /// `pool` is the sweep's own small pool; `exchange` (`AMQP_EXCHANGE`) is
     /// recorded on the events it writes; `relay_wakeup` is notified after a
-    /// round that wrote events; it stops when `shutdown` turns true.
+    /// round that wrote events; it stops when `shutdown` turns true; the
+    /// executions it finishes are retried as `retries` says.
     pub fn new(
         config: DeadlineConfig,
         pool: PgPool,
@@ -63,6 +66,7 @@ impl DeadlineSweep {
         relay_wakeup: Arc<Notify>,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
+        retries: Retries,
     ) -> Self {
         DeadlineSweep {
             config,
@@ -71,6 +75,7 @@ impl DeadlineSweep {
             relay_wakeup,
             metrics,
             shutdown,
+            retries,
         }
     }
 
@@ -95,14 +100,15 @@ impl DeadlineSweep {
 
     /// One round on the blocking pool.
     pub async fn round(&self) -> anyhow::Result<Round> {
-        let (pool, config, exchange) = (
+        let (pool, config, exchange, retries) = (
             self.pool.clone(),
             self.config.clone(),
             self.exchange.clone(),
+            self.retries,
         );
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get()?;
-            sweep(&mut conn, &config, &exchange).map_err(|e| {
+            sweep(&mut conn, &config, &exchange, retries).map_err(|e| {
                 if staleness(&e).is_some() {
                     anyhow::anyhow!("database unavailable: {e}")
                 } else {
@@ -140,19 +146,21 @@ impl DeadlineSweep {
 }
 
 /// One round on `conn`: the queue deadlines, then the run deadlines, each in
-/// batches of [`BATCH`] pairs, one transaction per batch.
+/// batches of [`BATCH`] pairs, one transaction per batch; the executions it
+/// finishes are retried as `retries` says.
 pub fn sweep(
     conn: &mut PgConnection,
     config: &DeadlineConfig,
     exchange: &str,
+    retries: Retries,
 ) -> QueryResult<Round> {
     let mut round = Round::default();
     let queue_timeout = config.queue_timeout();
-    round.queue_timeouts = in_batches(conn, exchange, &mut round.finished, |conn| {
+    round.queue_timeouts = in_batches(conn, (exchange, retries), &mut round.finished, |conn| {
         ends::end_past_queue_deadline(conn, queue_timeout, BATCH, ending(REASON_QUEUE_TIMEOUT))
     })?;
     let run_timeout = config.run_timeout();
-    round.run_timeouts = in_batches(conn, exchange, &mut round.finished, |conn| {
+    round.run_timeouts = in_batches(conn, (exchange, retries), &mut round.finished, |conn| {
         ends::end_past_run_deadline(conn, run_timeout, BATCH, ending(REASON_RUN_TIMEOUT))
     })?;
     round.oldest_in_flight = ends::oldest_in_flight_age(conn)?;
@@ -172,7 +180,7 @@ fn ending(reason: &str) -> Ending<'_> {
 /// how many pairs ended, adding the events written to `finished`.
 fn in_batches(
     conn: &mut PgConnection,
-    exchange: &str,
+    (exchange, retries): (&str, Retries),
     finished: &mut Vec<ExecutionFinished>,
     mut batch: impl FnMut(&mut PgConnection) -> QueryResult<Vec<EndedPair>>,
 ) -> QueryResult<usize> {
@@ -180,7 +188,7 @@ fn in_batches(
     loop {
         let (count, events) = conn.transaction(|conn| {
             let pairs = batch(conn)?;
-            let events = close_pairs(conn, pairs.iter().map(ended), exchange)?;
+            let events = close_pairs(conn, pairs.iter().map(ended), exchange, retries)?;
             QueryResult::Ok((pairs.len(), events))
         })?;
         total += count;

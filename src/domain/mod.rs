@@ -7,11 +7,13 @@ pub mod message;
 pub mod reads;
 pub mod refusal;
 pub mod request;
+pub mod retry;
 pub mod run_request;
 
 pub use crate::rules::{PairStatus, Refusal, RefusalArgs, UnknownRefusal};
 pub use message::{EnvironmentInfo, RerunMessage, ResultMessage, ScenarioInfo};
-pub use reads::{parse_page_query, parse_path_id, PageRequest};
+pub use reads::{parse_flakiness_query, parse_page_query, parse_path_id, PageRequest};
 pub use refusal::Refused;
 pub use request::{parse_rerun_request, Id, OnInFlight, RequestedPair, RerunRequest};
+pub use retry::RetryFailed;
 pub use run_request::{parse_run_request, RunRequest};

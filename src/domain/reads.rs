@@ -83,6 +83,43 @@ pub fn parse_page_query(query: &str) -> Result<PageRequest, ApiError> {
     Ok(PageRequest { limit, before })
 }
 
+/// Full runs `GET /plans/{planId}/flakiness` looks at when `runs` is not
+/// given (contract, section 19).
+pub const DEFAULT_FLAKINESS_RUNS: i64 = 20;
+/// Largest `runs` (contract, section 19).
+pub const MAX_FLAKINESS_RUNS: i64 = 100;
+
+/// Parses the query string of `GET /plans/{planId}/flakiness`: `runs`
+/// (1–100, default 20), at most once.
+///
+/// Errors: 400 code 1001 naming the parameter for a value out of range or
+/// not a decimal integer, `runs` given twice, or any other parameter.
+pub fn parse_flakiness_query(query: &str) -> Result<i64, ApiError> {
+    let mut runs = None;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if name != "runs" {
+            return Err(ApiError::InvalidRequest(format!(
+                "unknown query parameter `{name}`, expected `runs`"
+            )));
+        }
+        if runs.replace(value.into_owned()).is_some() {
+            return Err(ApiError::InvalidRequest(
+                "query parameter `runs` given more than once".to_owned(),
+            ));
+        }
+    }
+    match runs {
+        None => Ok(DEFAULT_FLAKINESS_RUNS),
+        Some(text) => decimal(&text)
+            .filter(|n| (1..=MAX_FLAKINESS_RUNS).contains(n))
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(format!(
+                    "runs must be an integer from 1 to {MAX_FLAKINESS_RUNS}, got `{text}`"
+                ))
+            }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +159,25 @@ mod tests {
         );
         let page = parse_page_query("limit=100&before=4980").unwrap();
         assert_eq!((page.limit, page.before.map(Id::get)), (100, Some(4980)));
+    }
+
+    #[test]
+    fn flakiness_looks_at_twenty_runs_unless_told_from_1_to_100() {
+        assert_eq!(parse_flakiness_query("").unwrap(), 20);
+        assert_eq!(parse_flakiness_query("runs=1").unwrap(), 1);
+        assert_eq!(parse_flakiness_query("runs=100").unwrap(), 100);
+        for (query, needle) in [
+            ("runs=0", "runs must be an integer from 1 to 100, got `0`"),
+            ("runs=101", "runs must be"),
+            ("runs=-3", "runs must be"),
+            ("runs=", "runs must be"),
+            ("runs=1&runs=2", "`runs` given more than once"),
+            ("limit=5", "unknown query parameter `limit`"),
+        ] {
+            let err = parse_flakiness_query(query).unwrap_err();
+            assert_eq!(err.code(), 1001, "{query}");
+            assert!(err.to_string().contains(needle), "{query}: {err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! that need the database (1000, 1002, 1004, 1005, and 1007/1008 after
 //! expansion) belong to the rerun service.
 
+use super::retry::RetryFailed;
 use crate::error::ApiError;
 use crate::rules::PairStatus;
 use serde::de::{self, Deserializer, Visitor};
@@ -123,6 +124,11 @@ pub struct RawRerunRequest {
     #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false)]
     on_in_flight: Option<OnInFlight>,
+    /// Automatic reruns of the execution's `FAILED` and `ERROR` pairs, 0–5
+    /// (section 18); wins over the plan's. `null` is 1001.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
+    retry_failed: Option<RetryFailed>,
 }
 
 /// A terminal status a rerun may select by (`statuses`, section 8).
@@ -219,6 +225,11 @@ pub struct RerunRequest {
     /// What to do with a named pair in flight (section 8).
     #[serde(skip_serializing_if = "OnInFlight::is_queue")]
     pub on_in_flight: OnInFlight,
+    /// The body's `retryFailed` (section 18); `None`: the plan's. Left out of
+    /// the normalised form when absent, so that an earlier request
+    /// normalises as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_failed: Option<i32>,
 }
 
 /// Parses and checks a request body against the contract.
@@ -260,6 +271,7 @@ pub fn parse_rerun_request(
         dry_run: raw.dry_run.unwrap_or(false),
         statuses,
         on_in_flight: raw.on_in_flight.unwrap_or_default(),
+        retry_failed: raw.retry_failed.map(RetryFailed::get),
     })
 }
 

@@ -7,6 +7,7 @@
 //! like the subsets' checks (1019, 1018) and the pair limit (1008).
 
 use super::request::{mandatory_ids, normalised_framework_type, not_null, parse_object, Id};
+use super::retry::RetryFailed;
 use crate::error::ApiError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -51,6 +52,11 @@ pub struct RawRunRequest {
     #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false)]
     dry_run: Option<bool>,
+    /// Automatic reruns of the execution's `FAILED` and `ERROR` pairs, 0–5
+    /// (section 18); wins over the plan's. `null` is 1001.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
+    retry_failed: Option<RetryFailed>,
 }
 
 /// A run request that passed every check not needing the database. Its JSON
@@ -71,6 +77,11 @@ pub struct RunRequest {
     pub environment_ids: Option<Vec<i64>>,
     pub force: bool,
     pub dry_run: bool,
+    /// The body's `retryFailed` (section 18); `None`: the plan's. Left out of
+    /// the normalised form when absent, so that an earlier request
+    /// normalises as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_failed: Option<i32>,
 }
 
 /// Parses and checks a run body against section 7.
@@ -99,6 +110,7 @@ pub fn parse_run_request(body: &[u8], framework_types: &[String]) -> Result<RunR
         environment_ids,
         force: raw.force.unwrap_or(false),
         dry_run: raw.dry_run.unwrap_or(false),
+        retry_failed: raw.retry_failed.map(RetryFailed::get),
     })
 }
 

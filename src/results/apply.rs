@@ -1,7 +1,8 @@
 //! One batch of results in one transaction (contract, sections 9 and 10):
 //! reduce the batch to one update per pair, apply it, tell each result's
 //! outcome, record the executions' progress, and write the
-//! `execution.finished` event of every execution the batch finished.
+//! `execution.finished` event of every execution the batch finished, after
+//! queueing its automatic rerun (section 18).
 
 use super::event::ExecutionFinished;
 use super::message::{Rejection, RunnerResult};
@@ -38,7 +39,8 @@ pub struct BatchOutcome {
 }
 
 /// Applies `results` (in arrival order) in one transaction on `conn`; the
-/// `execution.finished` events it writes record `exchange` (`AMQP_EXCHANGE`).
+/// `execution.finished` events it writes record `exchange` (`AMQP_EXCHANGE`),
+/// and the executions it finishes are retried as `retries` says.
 ///
 /// Errors: any database error; the transaction is rolled back and nothing
 /// of the batch is stored.
@@ -46,6 +48,7 @@ pub fn apply_batch(
     conn: &mut PgConnection,
     results: &[RunnerResult],
     exchange: &str,
+    retries: Retries,
 ) -> QueryResult<BatchOutcome> {
     let (updates, effective) = reduce(results);
     conn.transaction(|conn| {
@@ -94,6 +97,7 @@ pub fn apply_batch(
                 started_at: pair.started_at,
             }),
             exchange,
+            retries,
         )?;
         Ok(BatchOutcome { outcomes, finished })
     })
@@ -109,19 +113,39 @@ pub struct PairProgress {
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// What finishing an execution does with its failures (contract, section 18).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retries {
+    /// Queue the automatic rerun of its `FAILED` and `ERROR` pairs when its
+    /// retry budget is above 0, leaving out pairs that would pass
+    /// `max_attempts` (`MAX_ATTEMPTS`), its messages expiring
+    /// `queue_timeout_secs` (`QUEUE_TIMEOUT_SECS`) after it was queued:
+    /// results, deadlines, dead letters.
+    Queue {
+        max_attempts: i32,
+        queue_timeout_secs: i32,
+    },
+    /// A cancel finished it: a cancel also stops retries.
+    Stopped,
+}
+
 /// Records `pairs` (changed in the caller's transaction) on their
-/// executions — `open_pairs`, `started_at`, `finished_at` — and writes the
-/// `execution.finished` event (contract, section 10) of each execution that
-/// this turned `FINISHED`, recording `exchange` (`AMQP_EXCHANGE`) on its
-/// dispatch row. Returns those events.
+/// executions — `open_pairs`, `started_at`, `finished_at` — and, for each
+/// execution that this turned `FINISHED`, queues its automatic rerun as
+/// `retries` says (`db::results::queue_retry`) and writes its
+/// `execution.finished` event (contract, sections 10 and 18), recording
+/// `exchange` (`AMQP_EXCHANGE`) on the dispatch rows. Returns those events.
 ///
 /// The one way every path that ends pairs finishes executions: results,
 /// cancels, deadlines and dead letters (sections 9, 14–17). Executions are
-/// updated in id order, after their pairs, so those paths lock alike.
+/// updated in id order, after their pairs, so those paths lock alike. An
+/// execution turns `FINISHED` once (its `open_pairs` reaches 0 under its row
+/// lock), so its retry is queued once, however often its results arrive.
 pub fn close_pairs(
     conn: &mut PgConnection,
     pairs: impl IntoIterator<Item = PairProgress>,
     exchange: &str,
+    retries: Retries,
 ) -> QueryResult<Vec<ExecutionFinished>> {
     let mut progress: BTreeMap<i64, ExecutionProgress> = BTreeMap::new();
     for pair in pairs {
@@ -142,7 +166,20 @@ pub fn close_pairs(
     let mut finished = Vec::new();
     if !progress.is_empty() {
         for execution_id in results::record_progress(conn, &progress)? {
-            finished.push(write_event(conn, execution_id, exchange)?);
+            let retry = match retries {
+                Retries::Queue {
+                    max_attempts,
+                    queue_timeout_secs,
+                } => results::queue_retry(
+                    conn,
+                    execution_id,
+                    max_attempts,
+                    queue_timeout_secs,
+                    exchange,
+                )?,
+                Retries::Stopped => None,
+            };
+            finished.push(write_event(conn, execution_id, exchange, retry)?);
         }
     }
     Ok(finished)
@@ -213,11 +250,12 @@ fn reduce(results: &[RunnerResult]) -> (Vec<PairUpdate>, Vec<bool>) {
 }
 
 /// Reads what the event of the finished execution says and writes its
-/// dispatch row.
+/// dispatch row; `retry` is the automatic rerun its finish queued.
 fn write_event(
     conn: &mut PgConnection,
     execution_id: i64,
     exchange: &str,
+    retry: Option<i64>,
 ) -> QueryResult<ExecutionFinished> {
     let execution =
         reads::execution(conn, execution_id, None)?.ok_or(diesel::result::Error::NotFound)?;
@@ -227,7 +265,7 @@ fn write_event(
         PairStatus::Passed.as_str(),
         &PairStatus::FLAKY_FAILURES.map(PairStatus::as_str),
     )?;
-    let event = ExecutionFinished::new(&execution, &flaky);
+    let event = ExecutionFinished::new(&execution, &flaky, retry);
     let body = serde_json::to_string(&event)
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
     outbox::insert_event(

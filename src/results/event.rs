@@ -21,6 +21,12 @@ pub struct ExecutionFinished {
     pub kind: String,
     /// The source run; a full run's own id.
     pub source_execution_id: i64,
+    /// `USER` or `RETRY` (contract, section 18).
+    pub trigger: String,
+    /// The execution an automatic rerun retries; null for `USER`.
+    pub retry_of: Option<i64>,
+    /// The automatic rerun this execution's finish queued, or null.
+    pub retry_execution_id: Option<i64>,
     /// The execution's framework type (`UNKNOWN` for a fixture execution
     /// without one, which no result can finish).
     pub framework_type: String,
@@ -83,9 +89,13 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 }
 
 impl ExecutionFinished {
-    /// The event of `execution` (read with its pairs counted by status) and
-    /// its flaky pairs.
-    pub fn new(execution: &ExecutionRow, flaky: &[ScenarioEnvironment]) -> Self {
+    /// The event of `execution` (read with its pairs counted by status), its
+    /// flaky pairs, and the automatic rerun its finish queued, if any.
+    pub fn new(
+        execution: &ExecutionRow,
+        flaky: &[ScenarioEnvironment],
+        retry_execution_id: Option<i64>,
+    ) -> Self {
         let counts = &execution.counts;
         let tally = Counts {
             passed: counts.passed,
@@ -100,6 +110,9 @@ impl ExecutionFinished {
             plan_id: execution.plan_id,
             kind: execution.kind.clone(),
             source_execution_id: execution.source_execution_id,
+            trigger: execution.trigger.clone(),
+            retry_of: execution.retry_of,
+            retry_execution_id,
             framework_type: execution
                 .framework_type
                 .clone()

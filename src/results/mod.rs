@@ -60,6 +60,8 @@ pub struct ResultsConsumer {
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     broker: BrokerConnection,
+    /// What the executions a batch finishes do with their failures.
+    retries: apply::Retries,
 }
 
 /// A consuming channel on the consumer's broker connection.
@@ -87,7 +89,9 @@ impl ResultsConsumer {
     /// `pool` is the consumer's own small pool; `relay_wakeup` is notified
     /// after a commit that wrote `execution.finished` events; it stops when
     /// `shutdown` turns true; results are counted in `metrics`; `status`
-    /// shows its connection (the node it uses) to readiness and metrics.
+    /// shows its connection (the node it uses) to readiness and metrics;
+    /// the executions it finishes are retried as `retries` says.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         amqp: AmqpConfig,
         config: ResultsConfig,
@@ -96,6 +100,7 @@ impl ResultsConsumer {
         shutdown: watch::Receiver<bool>,
         metrics: Arc<Metrics>,
         status: Arc<BrokerStatus>,
+        retries: apply::Retries,
     ) -> Self {
         let broker =
             BrokerConnection::new(&amqp.url, CONNECTION_NAME, amqp.publish_timeout, status);
@@ -108,6 +113,7 @@ impl ResultsConsumer {
             relay_wakeup,
             shutdown,
             metrics,
+            retries,
         }
     }
 
@@ -326,10 +332,11 @@ impl ResultsConsumer {
     async fn apply(&self, checked: &[Checked]) -> Result<BatchOutcome, Failure> {
         let results: Vec<RunnerResult> = checked.iter().map(|c| c.result.clone()).collect();
         let exchange = self.amqp.exchange.clone();
+        let retries = self.retries;
         log::debug!("results consumer: applying {} results", results.len());
         self.db
             .run(move |conn| {
-                apply::apply_batch(conn, &results, &exchange).map_err(|e| classify(&e))
+                apply::apply_batch(conn, &results, &exchange, retries).map_err(|e| classify(&e))
             })
             .await
     }

@@ -3,6 +3,7 @@
 pub mod cancel;
 pub mod executions;
 pub mod fallback;
+pub mod flakiness;
 pub mod health;
 pub mod metrics;
 pub mod page;

@@ -42,3 +42,9 @@ pub const REASON_QUEUE_TIMEOUT: &str = "QUEUE_TIMEOUT";
 pub const REASON_RUN_TIMEOUT: &str = "RUN_TIMEOUT";
 /// `execution_pairs.reason` of a pair whose run message was dead-lettered (`ERROR`; section 17).
 pub const REASON_DEAD_LETTERED: &str = "DEAD_LETTERED";
+/// `executions.trigger` of an execution a user asked for (contract, section 18).
+pub const TRIGGER_USER: &str = "USER";
+/// `executions.trigger` of an automatic rerun of an execution's failures (section 18).
+pub const TRIGGER_RETRY: &str = "RETRY";
+/// The largest `retryFailed` of a plan or a request body (section 18).
+pub const MAX_RETRY_FAILED: i32 = 5;

@@ -20,7 +20,7 @@ use crate::db::{reads, Db};
 use crate::domain::events::{CancelledMessage, ExecutionCancelled};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::results::apply::{close_pairs, ended as closed};
+use crate::results::apply::{close_pairs, ended as closed, Retries};
 use crate::results::event::ExecutionFinished;
 use crate::service::reads::{status_of_row, ExecutionStatus};
 use chrono::Utc;
@@ -161,7 +161,7 @@ fn cancel_in(
             CancelScope::Plan(id) => ApiError::NothingInFlight(id),
         });
     }
-    let finished = close_pairs(conn, ended.iter().map(closed), exchange)?;
+    let finished = close_pairs(conn, ended.iter().map(closed), exchange, Retries::Stopped)?;
     let now = Utc::now();
     let mut executions = Vec::new();
     for target in &targets {

@@ -80,6 +80,14 @@ pub struct ExecutionSummary {
     pub kind: String,
     /// The chain's source run; a full run is its own source.
     pub source_execution_id: i64,
+    /// `USER` (a person asked for it) or `RETRY` (plan-queue's automatic
+    /// rerun of an execution's failures; contract, section 18).
+    #[schema(example = "RETRY")]
+    pub trigger: String,
+    /// The execution whose `FAILED` and `ERROR` pairs an automatic rerun
+    /// retries; null when `trigger` is `USER`.
+    #[schema(example = 5011)]
+    pub retry_of: Option<i64>,
     /// Null for a run seeded from a fixture.
     #[schema(example = "APPIUM")]
     pub framework_type: Option<String>,
@@ -316,7 +324,11 @@ impl ReadService {
 }
 
 /// 404 code 1000 unless the plan exists and `scope` may see it.
-fn require_plan(conn: &mut PgConnection, plan_id: i64, scope: ReadScope) -> Result<(), ApiError> {
+pub(crate) fn require_plan(
+    conn: &mut PgConnection,
+    plan_id: i64,
+    scope: ReadScope,
+) -> Result<(), ApiError> {
     if reads::plan_visible(conn, plan_id, scope.member())? {
         Ok(())
     } else {
@@ -364,6 +376,8 @@ pub(crate) fn summary(row: ExecutionRow) -> ExecutionSummary {
         plan_id: row.plan_id,
         kind: row.kind,
         source_execution_id: row.source_execution_id,
+        trigger: row.trigger,
+        retry_of: row.retry_of,
         framework_type: row.framework_type,
         requested_by: row.requested_by,
         requested_at: rfc3339(row.requested_at),

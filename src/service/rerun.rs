@@ -118,6 +118,7 @@ impl QueueService {
             dry_run: request.dry_run,
             write,
             queue_timeout_secs: self.queue_timeout_secs,
+            retry_failed: request.retry_failed,
         }
         .get_result(conn)?;
         answer(request, limits, row)

@@ -14,14 +14,14 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// A queue of the test's own on `<exchange>.events`, bound with `pattern`.
-struct EventTap {
+pub(crate) struct EventTap {
     _connection: Connection,
     channel: lapin::Channel,
     queue: String,
 }
 
 impl EventTap {
-    async fn bind(app: &TestApp, pattern: &str) -> Self {
+    pub(crate) async fn bind(app: &TestApp, pattern: &str) -> Self {
         let (connection, channel) = broker_channel().await;
         // as plan-queue declares it (its relay may not have yet)
         channel
@@ -65,7 +65,7 @@ impl EventTap {
     }
 
     /// The events that arrive within `within`: `(routing key, body)`.
-    async fn take(&self, within: Duration) -> Vec<(String, Value)> {
+    pub(crate) async fn take(&self, within: Duration) -> Vec<(String, Value)> {
         let deadline = Instant::now() + within;
         let mut events = Vec::new();
         while Instant::now() < deadline {
@@ -101,7 +101,7 @@ async fn run(app: &TestApp, plan_id: i64) -> Value {
 }
 
 /// `GET path` as user 13 with `PLAN_READ`: the answer's data (200).
-async fn read_as_member(app: &TestApp, path: &str) -> Value {
+pub(crate) async fn read_as_member(app: &TestApp, path: &str) -> Value {
     let token = app.token(13, &["PLAN_READ"]);
     let response = app
         .client
@@ -116,12 +116,12 @@ async fn read_as_member(app: &TestApp, path: &str) -> Value {
 }
 
 /// `GET /executions/{id}`: the execution.
-async fn execution(app: &TestApp, id: i64) -> Value {
+pub(crate) async fn execution(app: &TestApp, id: i64) -> Value {
     read_as_member(app, &format!("/executions/{id}")).await
 }
 
 /// Waits (up to `within`) until the execution is `FINISHED`; returns it.
-async fn wait_finished(app: &TestApp, id: i64, within: Duration) -> Value {
+pub(crate) async fn wait_finished(app: &TestApp, id: i64, within: Duration) -> Value {
     let started = Instant::now();
     loop {
         let now = execution(app, id).await;
@@ -141,19 +141,19 @@ fn at(value: &Value) -> DateTime<Utc> {
 }
 
 /// A result body for the pair `q` (an item of a run's `queued`) of `execution_id`.
-fn result(execution_id: i64, q: &Value, status: &str, at: DateTime<Utc>) -> Value {
+pub(crate) fn result(execution_id: i64, q: &Value, status: &str, at: DateTime<Utc>) -> Value {
     json!({"messageId": q["messageId"], "executionId": execution_id,
            "scenarioId": q["scenarioId"], "environmentId": q["environmentId"],
            "attempt": q["attempt"], "status": status,
            "at": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)})
 }
 
-async fn cancel(app: &TestApp, path: &str, user: i64) -> (u16, Value) {
+pub(crate) async fn cancel(app: &TestApp, path: &str, user: i64) -> (u16, Value) {
     let token = app.token(user, &["PLAN_RUN"]);
     app.post(path, Some(&token), &json!({})).await
 }
 
-fn schema(path: &str) -> jsonschema::Validator {
+pub(crate) fn schema(path: &str) -> jsonschema::Validator {
     let text = std::fs::read_to_string(path).unwrap();
     jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).expect("a JSON Schema")
 }

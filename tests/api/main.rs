@@ -26,6 +26,7 @@ mod reads;
 mod rerun;
 mod rerun_selection;
 mod results;
+mod retries;
 mod run;
 mod runner;
 mod security;

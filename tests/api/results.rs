@@ -617,7 +617,8 @@ async fn an_execution_finished_event_carries_the_counts_and_the_flaky_pairs() {
     assert_eq!(
         event,
         json!({"eventId": event_id, "executionId": execution_id, "planId": 614, "kind": "RERUN",
-               "sourceExecutionId": 4980, "frameworkType": "APPIUM", "requestedBy": 13,
+               "sourceExecutionId": 4980, "trigger": "USER", "retryOf": null, "retryExecutionId": null,
+               "frameworkType": "APPIUM", "requestedBy": 13,
                "requestedAt": requested_at, "startedAt": "2026-11-30T09:01:00Z",
                "finishedAt": "2026-11-30T09:07:00Z",
                "counts": {"PASSED": 1, "FAILED": 1, "ERROR": 0, "SKIPPED": 1, "ABORTED": 0},

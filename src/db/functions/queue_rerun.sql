@@ -14,9 +14,17 @@
 --    reruns of disjoint pairs of one plan do not wait for each other.
 -- A volatile function reads with a fresh snapshot per statement, so the
 -- attempts read after the pair locks include every rerun committed before.
--- p_queue_timeout_secs was added for the message's expiresAt (section 15).
+-- p_queue_timeout_secs was added for the message's expiresAt (section 15),
+-- p_retry_failed and p_retry_of for issue 19: each signature is another
+-- function, so the earlier ones are dropped
 DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
                                     INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN);
+DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
+                                    INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
+                                    INTEGER);
+DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
+                                    INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
+                                    INTEGER, BIGINT);
 CREATE OR REPLACE FUNCTION queue_rerun(
     p_plan_id BIGINT,
     p_user_id BIGINT,
@@ -45,6 +53,11 @@ CREATE OR REPLACE FUNCTION queue_rerun(
     p_replay BOOLEAN,
     -- QUEUE_TIMEOUT_SECS: the message's expiresAt is requestedAt + it
     p_queue_timeout_secs INTEGER,
+    -- the body's retryFailed (section 18), NULL: the plan's; and the
+    -- execution whose failures this rerun retries (queue_retry), NULL: a
+    -- user's rerun
+    p_retry_failed INTEGER DEFAULT NULL,
+    p_retry_of BIGINT DEFAULT NULL,
     -- the failed check (1000, 1002, 1010, 1004, 1005, 1007, 1008, 1016, 1014,
     -- 1015) and its arguments; NULL when the rerun was accepted
     OUT error_code INTEGER,
@@ -269,9 +282,13 @@ BEGIN
                WITH ORDINALITY AS u(s, e, a, o)
     ), new_execution AS (
         INSERT INTO executions (id, plan_id, kind, source_execution_id, requested_by,
-                                framework_type, requested_at, open_pairs)
+                                framework_type, requested_at, open_pairs, trigger, retry_of,
+                                retry_budget)
         VALUES (v_id, p_plan_id, 'RERUN', v_source, p_user_id, p_framework_type, p_requested_at,
-                cardinality(queued_scenario_ids))
+                cardinality(queued_scenario_ids),
+                CASE WHEN p_retry_of IS NULL THEN 'USER' ELSE 'RETRY' END, p_retry_of,
+                coalesce(p_retry_failed,
+                         (SELECT pl.retry_failed FROM plans pl WHERE pl.id = p_plan_id)))
     ), new_pairs AS (
         INSERT INTO execution_pairs (execution_id, scenario_id, environment_id, status, attempt,
                                      source_execution_id, message_id)

@@ -5,9 +5,14 @@
 -- their own source) and one dispatch row per pair (type scenario.run). The
 -- service words a failed check (src/domain/refusal.rs, called from
 -- src/service/run.rs).
--- p_queue_timeout_secs was added for the message's expiresAt (section 15).
+-- p_queue_timeout_secs was added for the message's expiresAt (section 15),
+-- p_retry_failed for issue 19: each signature is another function, so the
+-- earlier ones are dropped
 DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN,
                                   INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN);
+DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN,
+                                  INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
+                                  INTEGER);
 CREATE OR REPLACE FUNCTION queue_run(
     p_plan_id BIGINT,
     p_user_id BIGINT,
@@ -30,6 +35,8 @@ CREATE OR REPLACE FUNCTION queue_run(
     p_replay BOOLEAN,
     -- QUEUE_TIMEOUT_SECS: the message's expiresAt is requestedAt + it
     p_queue_timeout_secs INTEGER,
+    -- the body's retryFailed (section 18); NULL: the plan's
+    p_retry_failed INTEGER DEFAULT NULL,
     -- the failed check (1000, 1002, 1010, 1006, 1003, 1019, 1018, 1008,
     -- 1014) and its arguments; NULL when the run was accepted
     OUT error_code INTEGER,
@@ -168,8 +175,9 @@ BEGIN
     queued_message_ids := p_first_message_id
                           || ARRAY(SELECT gen_random_uuid() FROM generate_series(2, v_n));
     INSERT INTO executions (id, plan_id, kind, source_execution_id, requested_by,
-                            framework_type, requested_at, open_pairs)
-    VALUES (v_id, p_plan_id, 'RUN', NULL, p_user_id, framework_type_used, p_requested_at, v_n);
+                            framework_type, requested_at, open_pairs, retry_budget)
+    VALUES (v_id, p_plan_id, 'RUN', NULL, p_user_id, framework_type_used, p_requested_at, v_n,
+            coalesce(p_retry_failed, (SELECT pl.retry_failed FROM plans pl WHERE pl.id = p_plan_id)));
     INSERT INTO execution_pairs (execution_id, scenario_id, environment_id, status, attempt,
                                  source_execution_id, message_id)
     SELECT v_id, t.s, t.e, 'QUEUED', 1, v_id, t.m
