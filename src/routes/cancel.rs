@@ -2,8 +2,9 @@
 //! (contract, section 16).
 //!
 //! Checks, in order: a path id that is not a positive integer is an unknown
-//! route (404 code 1001); the token (401 code 1009); the content type (415)
-//! and the body, which is empty or `{}` (else 400 code 1001); the token's
+//! route (404 code 1001); the token (401 code 1009); the body, which is
+//! empty or `{}` (else 400 code 1001; a body that is there must be JSON,
+//! else 415); the token's
 //! authority (403 code 1010: `PLAN_RUN` or `QUEUE_ADMIN`); then the cancel,
 //! where an execution or plan the caller may not see answers as an unknown
 //! one (404 code 1017 / 1000), and one with nothing in flight 409 code 1020.
@@ -109,7 +110,7 @@ async fn cancel(
         .get(name)
         .and_then(parse_path_id)
         .ok_or_else(|| ApiError::NotFound(request.path().to_owned()))?;
-    let read = QueueRequest::read(&request, payload, &state).await?;
+    let read = QueueRequest::read_optional_body(&request, payload, &state).await?;
     check_empty_body(&read.body)?;
     let caller = read.caller;
     let visible = caller.authorize_cancel()?;

@@ -48,6 +48,29 @@ impl QueueRequest {
         })
     }
 
+    /// [`read`](Self::read) for an operation whose body may be absent (a
+    /// cancel, contract section 16: "Body: none, or `{}`"): the content type
+    /// is checked only when there is a body, so a bodiless POST with a form
+    /// content type (what `curl -X POST -d ''` sends) is not 415.
+    pub(crate) async fn read_optional_body(
+        request: &HttpRequest,
+        payload: web::Payload,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let caller = state.verifier.authenticate(request.headers())?;
+        let idempotency_key = idempotency_key(request)?;
+        let http = &state.config.http;
+        let body = read_body(payload, request, http.body_limit, http.body_read_timeout).await?;
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            check_content_type(request)?;
+        }
+        Ok(QueueRequest {
+            caller,
+            idempotency_key,
+            body,
+        })
+    }
+
     /// What every queueing operation does after parsing its body: records
     /// `(plan_id, user_id)` for the access log, checks the token's rights
     /// (1010), and unless a dry run the outbox's backlog (503 code 1011);

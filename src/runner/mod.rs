@@ -141,6 +141,9 @@ impl Reported {
 struct Cancels {
     cancelled: Reported,
     running: std::collections::HashMap<String, u32>,
+    /// The runner is stopping: nothing new starts, and a command killed by
+    /// the stop is not reported (its message is delivered again).
+    stopping: bool,
 }
 
 impl Cancels {
@@ -162,8 +165,10 @@ impl Cancels {
         }
     }
 
-    /// Kills every command still running (the runner stops).
+    /// Kills every command still running (the runner stops); from now on
+    /// nothing starts and nothing killed is reported.
     fn kill_all(&mut self) {
+        self.stopping = true;
         for group in self.running.values() {
             kill_group(*group);
         }
@@ -457,6 +462,11 @@ struct Job {
 }
 
 impl Job {
+    /// True once the runner stops ([`Cancels::kill_all`]).
+    fn stopping(&self) -> bool {
+        self.cancels.lock().map(|c| c.stopping).unwrap_or(true)
+    }
+
     fn cancelled(&self, message_id: &str) -> bool {
         self.cancels
             .lock()
@@ -505,6 +515,11 @@ impl Job {
             delivery.ack(BasicAckOptions::default()).await?;
             return Ok(());
         }
+        if self.stopping() {
+            // not acknowledged: the broker delivers it again when the
+            // connection closes
+            return Ok(());
+        }
         self.publish(&result_message(&run, PairStatus::Running))
             .await?;
         let cancels = self.cancels.clone();
@@ -517,6 +532,17 @@ impl Job {
         .await;
         if let Ok(mut cancels) = self.cancels.lock() {
             cancels.running.remove(&run.message_id);
+        }
+        if self.stopping() {
+            // the stop killed it: its exit status says nothing about the
+            // scenario, so nothing is reported and the message is not
+            // acknowledged; the broker delivers it again (contract, section 12)
+            log::info!(
+                "runner: stopping; the command of message {} was killed, nothing reported, \
+                 the message will be delivered again",
+                run.message_id
+            );
+            return Ok(());
         }
         if self.cancelled(&run.message_id) {
             log::info!(

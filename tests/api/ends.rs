@@ -936,3 +936,76 @@ async fn a_runner_that_comes_after_expires_at_acknowledges_the_message_without_r
     wait_consumed(&app).await;
     assert!(started.take().is_empty(), "the runner ran an expired pair");
 }
+
+#[tokio::test]
+async fn a_runner_stopped_while_its_command_runs_reports_nothing_and_the_pair_runs_again() {
+    let app = spawn_app_with(|_| {}).await;
+    wait_consumer(&app).await;
+    let id = run(&app, 614).await["executionId"].as_i64().unwrap();
+    let marker = unique_sleep();
+    let mut runner = Child(crate::runner::start_runner(&app, &format!("exec {marker}")));
+    wait_first_running(&app, id).await;
+    // SAFETY: signals the child this test started.
+    unsafe {
+        libc::kill(runner.0.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let started = Instant::now();
+    while runner.0.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the runner ignored SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_gone(&marker, Duration::from_secs(5)).await;
+    // a stop is not a verdict: the killed command's pair stays RUNNING (its
+    // message goes back to the queue), none turned FAILED
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pairs = execution(&app, id).await["pairs"].clone();
+    let statuses: Vec<&str> = pairs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses[0], "RUNNING", "{pairs}");
+    assert!(
+        statuses.iter().all(|s| *s == "RUNNING" || *s == "QUEUED"),
+        "a stopped runner decided a result: {statuses:?}"
+    );
+    // the next runner gets the message again and its verdict counts
+    let _next = Child(crate::runner::start_runner(&app, "true"));
+    let finished = wait_finished(&app, id, Duration::from_secs(30)).await;
+    assert_eq!(finished["counts"]["PASSED"], 12, "{finished}");
+}
+
+#[tokio::test]
+async fn a_cancel_without_a_body_is_accepted_whatever_its_content_type() {
+    let app = spawn_app_with(|_| {}).await;
+    let id = run(&app, 614).await["executionId"].as_i64().unwrap();
+    let token = app.token(13, &["PLAN_RUN"]);
+    // what `curl -X POST -d ''` sends: no body, a form content type
+    let response = app
+        .client
+        .post(format!("{}/executions/{id}/cancel", app.address))
+        .bearer_auth(&token)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = crate::helpers::read(response).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["cancelled"].as_array().unwrap().len(), 12);
+    // a body that is there must still be JSON
+    let response = app
+        .client
+        .post(format!("{}/plans/614/cancel", app.address))
+        .bearer_auth(&token)
+        .header("Content-Type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = crate::helpers::read(response).await;
+    assert_eq!((status, code(&body)), (415, 1001), "{body}");
+}

@@ -116,6 +116,8 @@ async fn the_seeded_run_4980_reads_back_finished_with_its_six_pairs() {
                "frameworkType": null, "requestedBy": 13,
                "requestedAt": "2026-11-27T10:00:00Z", "startedAt": "2026-11-27T10:00:00Z",
                "finishedAt": "2026-11-27T10:12:00Z", "status": "FINISHED",
+               // section 18: a fixture's run is a user's, no retry
+               "trigger": "USER", "retryOf": null,
                "counts": counts(&[("PASSED", 2), ("FAILED", 2), ("ERROR", 1), ("ABORTED", 1)])})
     );
     assert_eq!(pair_ids(&data["pairs"]), DEMO_PAIRS);
