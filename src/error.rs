@@ -146,6 +146,15 @@ pub enum ApiError {
     /// 400, code 1019: a run's subset names an environment the plan lacks (section 7).
     #[error("Environment {environment_id} is not in plan {plan_id}")]
     EnvironmentNotInPlan { environment_id: i64, plan_id: i64 },
+    /// 400, code 1023: a run or rerun names another framework type than
+    /// the plan's own; its messages would reach a queue no runner of the plan
+    /// reads (contract, section 20).
+    #[error("Plan {plan_id} runs on {plan_framework_type}, not {asked}")]
+    FrameworkTypeMismatch {
+        plan_id: i64,
+        plan_framework_type: String,
+        asked: String,
+    },
     /// 404, code 1000 (the original API page's text): a plan the read
     /// endpoints do not know, or that the caller may not see (section 11).
     #[error("Plan not found!")]
@@ -216,6 +225,7 @@ impl ApiError {
             NothingToRun(_) => 1018,
             ScenarioNotInPlan { .. } | EnvironmentNotInPlan { .. } => 1019,
             ExecutionAlreadyFinished(_) | NothingInFlight(_) => 1020,
+            FrameworkTypeMismatch { .. } => 1023,
             Unavailable(_) => 1011,
             Unexpected(_) => 1099,
         }

@@ -25,6 +25,8 @@ diesel::table! {
         name -> Text,
         platform -> Text,
         version -> Text,
+        active -> Bool,
+        catalog_version -> Int8,
     }
 }
 
@@ -94,6 +96,8 @@ diesel::table! {
         name -> Text,
         framework_type -> Nullable<Text>,
         run_timeout_secs -> Nullable<Int4>,
+        active -> Bool,
+        catalog_version -> Int8,
     }
 }
 
@@ -108,6 +112,8 @@ diesel::table! {
     projects (id) {
         id -> Int8,
         name -> Text,
+        active -> Bool,
+        catalog_version -> Int8,
     }
 }
 
@@ -116,6 +122,8 @@ diesel::table! {
         id -> Int8,
         project_id -> Int8,
         name -> Text,
+        active -> Bool,
+        catalog_version -> Int8,
     }
 }
 
@@ -124,6 +132,7 @@ diesel::table! {
         id -> Int8,
         username -> Text,
         active -> Bool,
+        catalog_version -> Int8,
     }
 }
 

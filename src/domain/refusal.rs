@@ -17,6 +17,8 @@ pub struct Refused<'a> {
     pub max_attempts: i32,
     /// The rerun's `statuses` as asked (1016).
     pub statuses: &'a [String],
+    /// The body's framework type, normalised (1023); `None` when it names none.
+    pub framework_type: Option<&'a str>,
 }
 
 impl Refusal {
@@ -86,6 +88,13 @@ impl Refusal {
                 plan_id,
                 execution_id,
             },
+            Refusal::FrameworkTypeMismatch {
+                plan_framework_type,
+            } => ApiError::FrameworkTypeMismatch {
+                plan_id,
+                plan_framework_type,
+                asked: request.framework_type.unwrap_or_default().to_owned(),
+            },
         }
     }
 }
@@ -103,6 +112,7 @@ mod tests {
             max_pairs: 50,
             max_attempts: 10,
             statuses: &[],
+            framework_type: None,
         }
     }
 
@@ -192,6 +202,7 @@ mod tests {
             max_pairs: 50,
             max_attempts: 10,
             statuses: &[],
+            framework_type: None,
         };
         let codes = codes_in_sql();
         assert!(codes.len() >= 14, "codes found in the SQL: {codes:?}");
