@@ -36,6 +36,8 @@ pub struct AppState {
     pub reads: ReadService,
     /// Cancelling executions and plans (contract, section 16).
     pub cancels: crate::service::cancel::CancelService,
+    /// The catalogue (contract, section 20).
+    pub catalog: crate::service::catalog::CatalogService,
     pub db: Db,
     pub relay_status: Arc<RelayStatus>,
     /// The results consumer's broker connection (the node it uses).

@@ -8,6 +8,7 @@
 //! reached becomes 503 code 1011, anything unexpected an opaque 500 code 1099
 //! whose cause is only logged.
 
+use crate::db::catalog::CatalogError;
 use crate::db::{staleness, DbUnavailable};
 use crate::idempotency::{InvalidKey, KeyError};
 use crate::relay::upkeep::OutboxFull;
@@ -146,6 +147,22 @@ pub enum ApiError {
     /// 400, code 1019: a run's subset names an environment the plan lacks (section 7).
     #[error("Environment {environment_id} is not in plan {plan_id}")]
     EnvironmentNotInPlan { environment_id: i64, plan_id: i64 },
+    /// 400, code 1023: a run or rerun names another framework type than
+    /// the plan's own; its messages would reach a queue no runner of the plan
+    /// reads (contract, section 20).
+    #[error("Plan {plan_id} runs on {plan_framework_type}, not {asked}")]
+    FrameworkTypeMismatch {
+        plan_id: i64,
+        plan_framework_type: String,
+        asked: String,
+    },
+    /// 412, code 1021: a catalogue write's `If-Match` is not the entity's
+    /// current version (contract, section 20); nothing changed.
+    #[error("Version mismatch: current version is {0}")]
+    VersionMismatch(i64),
+    /// 404, code 1001: a catalogue entity never written (section 20).
+    #[error("Invalid request: {entity} {id} is not in the catalogue")]
+    NotInCatalogue { entity: &'static str, id: i64 },
     /// 404, code 1000 (the original API page's text): a plan the read
     /// endpoints do not know, or that the caller may not see (section 11).
     #[error("Plan not found!")]
@@ -197,7 +214,8 @@ impl ApiError {
             | BodyTimeout(_)
             | HeadersTooLarge(_)
             | NotFound(_)
-            | MethodNotAllowed { .. } => 1001,
+            | MethodNotAllowed { .. }
+            | NotInCatalogue { .. } => 1001,
             Mandatory(_) => 1006,
             UnsupportedFrameworkType(_) => 1003,
             DuplicatePair { .. } => 1007,
@@ -216,6 +234,8 @@ impl ApiError {
             NothingToRun(_) => 1018,
             ScenarioNotInPlan { .. } | EnvironmentNotInPlan { .. } => 1019,
             ExecutionAlreadyFinished(_) | NothingInFlight(_) => 1020,
+            FrameworkTypeMismatch { .. } => 1023,
+            VersionMismatch(_) => 1021,
             Unavailable(_) => 1011,
             Unexpected(_) => 1099,
         }
@@ -245,7 +265,10 @@ impl ResponseError for ApiError {
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            NotFound(_) | ExecutionNotFound(_) | PlanNotFoundToRead => StatusCode::NOT_FOUND,
+            NotFound(_) | ExecutionNotFound(_) | PlanNotFoundToRead | NotInCatalogue { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            VersionMismatch(_) => StatusCode::PRECONDITION_FAILED,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AccessDenied(_) => StatusCode::FORBIDDEN,
             IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -304,6 +327,19 @@ impl From<diesel::result::Error> for ApiError {
             ApiError::Unavailable("database")
         } else {
             ApiError::Unexpected(anyhow::Error::new(e).context("database query failed"))
+        }
+    }
+}
+
+/// A catalogue refusal (contract, section 20): 412 code 1021 for a stale
+/// version, 400 code 1001 naming the entity and id for any other; the
+/// database's failure as any query's.
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::VersionMismatch(current) => ApiError::VersionMismatch(current),
+            CatalogError::Database(e) => e.into(),
+            refused => ApiError::InvalidRequest(refused.to_string()),
         }
     }
 }

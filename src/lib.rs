@@ -9,6 +9,7 @@
 pub mod amqp;
 pub mod app;
 pub mod auth;
+pub mod callbacks;
 pub mod config;
 pub mod db;
 pub mod deadletter;

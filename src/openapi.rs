@@ -46,7 +46,10 @@ Every answer is a `{data, result}` envelope; `result.code` 0 means success."
         routes::cancel::cancel_execution,
         routes::cancel::cancel_plan,
         routes::plans::plans,
-        routes::plans::plan
+        routes::plans::plan,
+        routes::catalog::put_entity,
+        routes::catalog::get_entity,
+        routes::catalog::import
     ),
     components(schemas(ApiResult)),
     modifiers(&BearerAuth, &PairsOrShorthand, &ErrorAnswers, &QueueAlias),
@@ -55,6 +58,7 @@ Every answer is a `{data, result}` envelope; `result.code` 0 means success."
         (name = "run", description = "Run a whole test plan"),
         (name = "read", description = "Read executions and the consolidated results of a plan back"),
         (name = "cancel", description = "Cancel an execution or every execution of a plan"),
+        (name = "catalog", description = "Keep plan-queue's copy of the catalogue in sync"),
         (name = "operations", description = "Probes and metrics")
     )
 )]
@@ -183,6 +187,14 @@ fn common_examples() -> Vec<(&'static str, ApiError)> {
         ),
         ("planNotFound", PlanNotFound),
         ("userNotFound", UserNotFound),
+        (
+            "frameworkTypeMismatch",
+            FrameworkTypeMismatch {
+                plan_id: 614,
+                plan_framework_type: "APPIUM".to_owned(),
+                asked: "GAUGE".to_owned(),
+            },
+        ),
         (
             "internal",
             Unexpected(anyhow::anyhow!("never shown to the client")),
@@ -395,6 +407,59 @@ pub fn cancel_error_examples(path: &str) -> Vec<(&'static str, ApiError)> {
     errors
 }
 
+/// The example errors of the catalogue operations (contract, section 20),
+/// by name; `put` for `PUT /catalog/{kind}/{id}` and `POST /catalog/import`.
+pub fn catalog_error_examples(put: bool) -> Vec<(&'static str, ApiError)> {
+    use ApiError::*;
+    let mut errors = vec![
+        ("unauthenticated", Unauthorized { token_sent: false }),
+        (
+            "accessDenied",
+            AccessDenied("the token lacks the CATALOG_WRITE authority".to_owned()),
+        ),
+        ("unknownKind", NotFound("/catalog/devices/222".to_owned())),
+        (
+            "internal",
+            Unexpected(anyhow::anyhow!("never shown to the client")),
+        ),
+        ("databaseUnavailable", Unavailable("database")),
+    ];
+    if put {
+        errors.extend([
+            (
+                "unknownReference",
+                InvalidRequest("plan 614: scenario 999 does not exist".to_owned()),
+            ),
+            (
+                "scenarioOfAnotherProject",
+                InvalidRequest(
+                    "plan 614: scenario 201 is in project 8, not in the plan's project 7"
+                        .to_owned(),
+                ),
+            ),
+            (
+                "badField",
+                InvalidRequest("plan 614: runTimeoutSecs must be between 5 and 604800".to_owned()),
+            ),
+            ("versionMismatch", VersionMismatch(4)),
+            ("bodyTooLarge", BodyTooLarge(65_536)),
+            (
+                "unsupportedMediaType",
+                UnsupportedMediaType("text/plain".to_owned()),
+            ),
+        ]);
+    } else {
+        errors.push((
+            "neverWritten",
+            NotInCatalogue {
+                entity: "plan",
+                id: 999,
+            },
+        ));
+    }
+    errors
+}
+
 /// Adds the error envelope schema and, to the rerun and run operations, one
 /// response per error status with an example per error of that status.
 struct ErrorAnswers;
@@ -432,6 +497,31 @@ impl Modify for ErrorAnswers {
             {
                 add_error_answers(operation, examples);
             }
+        }
+        if let Some(item) = openapi.paths.paths.get_mut(routes::catalog::ENTITY_PATH) {
+            if let Some(operation) = item.put.as_mut() {
+                add_error_answers(operation, catalog_error_examples(true));
+            }
+            if let Some(operation) = item.get.as_mut() {
+                add_error_answers(operation, catalog_error_examples(false));
+            }
+        }
+        if let Some(operation) = openapi
+            .paths
+            .paths
+            .get_mut(routes::catalog::IMPORT_PATH)
+            .and_then(|item| item.post.as_mut())
+        {
+            let mut examples = catalog_error_examples(true);
+            examples.retain(|(name, _)| *name != "versionMismatch");
+            examples.push((
+                "executionsRefused",
+                ApiError::InvalidRequest(
+                    "executions are not part of the catalogue; plan-queue seed --file loads them"
+                        .to_owned(),
+                ),
+            ));
+            add_error_answers(operation, examples);
         }
         for path in [
             routes::executions::EXECUTION_PATH,

@@ -198,6 +198,7 @@ impl Application {
                 config.deadlines.queue_timeout(),
             ),
             reads: ReadService::new(db.clone()),
+            catalog: crate::service::catalog::CatalogService::new(db.clone()),
             cancels: crate::service::cancel::CancelService::new(
                 db.clone(),
                 &config.amqp.exchange,
@@ -321,6 +322,22 @@ fn routes_table(cfg: &mut web::ServiceConfig) {
                 routes::method_not_allowed(r, "POST")
             })),
     );
+    cfg.service(
+        web::resource(routes::catalog::ENTITY_PATH)
+            .route(
+                web::route()
+                    .guard(guard::Any(guard::Get()).or(guard::Head()))
+                    .to(routes::catalog::get_entity),
+            )
+            .route(web::put().to(routes::catalog::put_entity))
+            .default_service(web::to(|r: HttpRequest| {
+                routes::method_not_allowed(r, "GET, HEAD, PUT")
+            })),
+    )
+    .service(post_resource(
+        routes::catalog::IMPORT_PATH,
+        routes::catalog::import,
+    ));
     cfg.service(post_resource(
         routes::cancel::EXECUTION_CANCEL_PATH,
         routes::cancel_execution,

@@ -34,6 +34,8 @@ pub const QUEUE_ADMIN: &str = "QUEUE_ADMIN";
 /// Authority that may read executions and results (contract, section 11);
 /// `PLAN_RUN` and `QUEUE_ADMIN` may read too.
 pub const PLAN_READ: &str = "PLAN_READ";
+/// Authority that may write and read the catalogue (contract, section 20).
+pub const CATALOG_WRITE: &str = "CATALOG_WRITE";
 /// Longest bearer token accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
@@ -206,6 +208,20 @@ impl Caller {
             .ok()
             .filter(|id| *id >= 1 && id.to_string() == self.subject);
         Ok(ReadScope::MemberOf(user))
+    }
+}
+
+impl Caller {
+    /// The check of code 1010 for the catalogue (contract, section 20):
+    /// `CATALOG_WRITE`, for its reads as for its writes.
+    pub fn authorize_catalog(&self) -> Result<(), ApiError> {
+        if self.has(CATALOG_WRITE) {
+            Ok(())
+        } else {
+            Err(ApiError::AccessDenied(
+                "the token lacks the CATALOG_WRITE authority".to_owned(),
+            ))
+        }
     }
 }
 

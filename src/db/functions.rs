@@ -39,6 +39,8 @@ pub const FUNCTIONS: &[ServerFunction<'static>] = &[
     server_function!("execution_pairs_set_source"),
     server_function!("source_run"),
     server_function!("plan_access"),
+    server_function!("plan_has_scenario"),
+    server_function!("plan_has_environment"),
     server_function!("written_by_call"),
     server_function!("queue_rerun"),
     server_function!("queue_run"),

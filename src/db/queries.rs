@@ -138,6 +138,15 @@ pub struct QueueRerunRow {
     /// 1008: the number of pairs after expansion.
     #[diesel(sql_type = Nullable<Integer>)]
     pub error_count: Option<i32>,
+    /// 1019: `scenario` or `environment` (section 20).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub error_subject: Option<String>,
+    /// 1019: the id that left the plan.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub error_id: Option<i64>,
+    /// 1023: the plan's framework type.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub error_framework_type: Option<String>,
     /// The rerun written; `None` for a dry run.
     #[diesel(sql_type = Nullable<BigInt>)]
     pub new_execution_id: Option<i64>,
@@ -178,7 +187,9 @@ impl QueueRerunRow {
                         environment_id: self.error_environment_id,
                         execution_id: self.error_execution_id,
                         count: self.error_count.map(i64::from),
-                        ..RefusalArgs::default()
+                        subject: self.error_subject.clone(),
+                        id: self.error_id,
+                        framework_type: self.error_framework_type.clone(),
                     },
                 )
             })

@@ -25,6 +25,8 @@ diesel::table! {
         name -> Text,
         platform -> Text,
         version -> Text,
+        active -> Bool,
+        catalog_version -> Int8,
     }
 }
 
@@ -98,6 +100,8 @@ diesel::table! {
         framework_type -> Nullable<Text>,
         run_timeout_secs -> Nullable<Int4>,
         retry_failed -> Int4,
+        active -> Bool,
+        catalog_version -> Int8,
     }
 }
 
@@ -112,6 +116,8 @@ diesel::table! {
     projects (id) {
         id -> Int8,
         name -> Text,
+        active -> Bool,
+        catalog_version -> Int8,
     }
 }
 
@@ -120,6 +126,8 @@ diesel::table! {
         id -> Int8,
         project_id -> Int8,
         name -> Text,
+        active -> Bool,
+        catalog_version -> Int8,
     }
 }
 
@@ -128,6 +136,7 @@ diesel::table! {
         id -> Int8,
         username -> Text,
         active -> Bool,
+        catalog_version -> Int8,
     }
 }
 

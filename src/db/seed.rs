@@ -5,11 +5,11 @@
 //! in one transaction, so seeding the same file twice changes nothing.
 //! Executions of a fixture are full runs.
 
-use crate::db::models::{KIND_RUN, MAX_RETRY_FAILED};
-use crate::db::schema::{
-    environments, execution_pairs, executions, plan_environments, plan_scenarios, plans,
-    project_members, projects, scenarios, users,
+use crate::db::catalog::{
+    self, CatalogError, Entity, Environment, Kind, Plan, Project, Scenario, User,
 };
+use crate::db::models::KIND_RUN;
+use crate::db::schema::{environments, execution_pairs, executions, scenarios};
 use crate::rules::PairStatus;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
@@ -18,80 +18,17 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 use serde::Deserialize;
 
-/// A fixture file.
+/// A fixture file: the catalogue (section 5, with `active` and the plan
+/// fields of sections 13 and 15) and full runs.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Fixture {
-    pub users: Vec<FixtureUser>,
-    pub projects: Vec<FixtureProject>,
-    pub scenarios: Vec<FixtureScenario>,
-    pub environments: Vec<FixtureEnvironment>,
-    pub plans: Vec<FixturePlan>,
+    pub users: Vec<User>,
+    pub projects: Vec<Project>,
+    pub scenarios: Vec<Scenario>,
+    pub environments: Vec<Environment>,
+    pub plans: Vec<Plan>,
     pub executions: Vec<FixtureExecution>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FixtureUser {
-    pub id: i64,
-    pub username: String,
-    #[serde(default = "active_by_default")]
-    pub active: bool,
-}
-
-fn active_by_default() -> bool {
-    true
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FixtureProject {
-    pub id: i64,
-    pub name: String,
-    #[serde(default)]
-    pub member_ids: Vec<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FixtureScenario {
-    pub id: i64,
-    pub project_id: i64,
-    pub name: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FixtureEnvironment {
-    pub id: i64,
-    pub name: String,
-    pub platform: String,
-    pub version: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FixturePlan {
-    pub id: i64,
-    pub project_id: i64,
-    pub name: String,
-    /// The framework type a run of the plan uses when its request names none
-    /// (contract, section 13); stored trimmed and in upper case.
-    #[serde(default)]
-    pub framework_type: Option<String>,
-    /// The plan's own run deadline, seconds, 5–604800; wins over
-    /// `RUN_TIMEOUT_SECS` for its pairs (contract, section 15).
-    #[serde(default)]
-    pub run_timeout_secs: Option<i32>,
-    /// Automatic reruns of an execution's `FAILED` and `ERROR` pairs, 0–5,
-    /// default 0; a run or rerun body's `retryFailed` wins (contract,
-    /// section 18).
-    #[serde(default)]
-    pub retry_failed: i32,
-    #[serde(default)]
-    pub scenario_ids: Vec<i64>,
-    #[serde(default)]
-    pub environment_ids: Vec<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,30 +96,7 @@ impl Fixture {
     }
 
     fn check(&self) -> anyhow::Result<()> {
-        for plan in &self.plans {
-            if plan
-                .framework_type
-                .as_deref()
-                .is_some_and(|t| t.trim().is_empty())
-            {
-                bail!("plan {}: frameworkType is blank", plan.id);
-            }
-            if plan
-                .run_timeout_secs
-                .is_some_and(|secs| !(5..=604_800).contains(&secs))
-            {
-                bail!(
-                    "plan {}: runTimeoutSecs must be between 5 and 604800",
-                    plan.id
-                );
-            }
-            if !(0..=MAX_RETRY_FAILED).contains(&plan.retry_failed) {
-                bail!(
-                    "plan {}: retryFailed must be between 0 and {MAX_RETRY_FAILED}",
-                    plan.id
-                );
-            }
-        }
+        self.entities()?;
         for execution in &self.executions {
             for result in &execution.results {
                 if result.duration_ms.is_some_and(|d| d < 0) {
@@ -209,8 +123,33 @@ impl Fixture {
         Ok(())
     }
 
-    /// Upserts the fixture in one transaction; returns how many rows of each
-    /// kind were written, for the command's report.
+    /// The catalogue of the fixture as entities, normalised and checked, in
+    /// the order an import writes them (`crate::db::catalog::import`).
+    ///
+    /// Errors: the first entity [`Entity::checked`] refuses.
+    pub fn entities(&self) -> Result<Vec<Entity>, CatalogError> {
+        let users = self.users.iter().cloned().map(Entity::User);
+        let projects = self.projects.iter().cloned().map(Entity::Project);
+        let scenarios = self.scenarios.iter().cloned().map(Entity::Scenario);
+        let environments = self.environments.iter().cloned().map(Entity::Environment);
+        let plans = self.plans.iter().cloned().map(Entity::Plan);
+        users
+            .chain(projects)
+            .chain(scenarios)
+            .chain(environments)
+            .chain(plans)
+            .map(Entity::checked)
+            .collect()
+    }
+
+    /// Upserts the fixture in one transaction: the catalogue through the
+    /// catalogue's own writes (`crate::db::catalog`, the rules of
+    /// `POST /catalog/import`: versions, references named with their ids),
+    /// then the executions. Returns how many rows of each kind were
+    /// written, for the command's report.
+    ///
+    /// Errors: the first refusal (naming the entity and the id at fault),
+    /// or the database's; nothing is written then.
     pub fn upsert(&self, conn: &mut PgConnection) -> anyhow::Result<String> {
         conn.transaction::<_, anyhow::Error, _>(|conn| self.upsert_in_transaction(conn))
             .context("seeding failed (nothing was written)")?;
@@ -226,80 +165,7 @@ impl Fixture {
     }
 
     fn upsert_in_transaction(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
-        for u in &self.users {
-            diesel::insert_into(users::table)
-                .values((
-                    users::id.eq(u.id),
-                    users::username.eq(&u.username),
-                    users::active.eq(u.active),
-                ))
-                .on_conflict(users::id)
-                .do_update()
-                .set((
-                    users::username.eq(excluded(users::username)),
-                    users::active.eq(excluded(users::active)),
-                ))
-                .execute(conn)?;
-        }
-        for p in &self.projects {
-            diesel::insert_into(projects::table)
-                .values((projects::id.eq(p.id), projects::name.eq(&p.name)))
-                .on_conflict(projects::id)
-                .do_update()
-                .set(projects::name.eq(excluded(projects::name)))
-                .execute(conn)?;
-            diesel::delete(project_members::table.filter(project_members::project_id.eq(p.id)))
-                .execute(conn)?;
-            let members: Vec<_> = p
-                .member_ids
-                .iter()
-                .map(|m| {
-                    (
-                        project_members::project_id.eq(p.id),
-                        project_members::user_id.eq(*m),
-                    )
-                })
-                .collect();
-            diesel::insert_into(project_members::table)
-                .values(&members)
-                .on_conflict_do_nothing()
-                .execute(conn)?;
-        }
-        for s in &self.scenarios {
-            diesel::insert_into(scenarios::table)
-                .values((
-                    scenarios::id.eq(s.id),
-                    scenarios::project_id.eq(s.project_id),
-                    scenarios::name.eq(&s.name),
-                ))
-                .on_conflict(scenarios::id)
-                .do_update()
-                .set((
-                    scenarios::project_id.eq(excluded(scenarios::project_id)),
-                    scenarios::name.eq(excluded(scenarios::name)),
-                ))
-                .execute(conn)?;
-        }
-        for e in &self.environments {
-            diesel::insert_into(environments::table)
-                .values((
-                    environments::id.eq(e.id),
-                    environments::name.eq(&e.name),
-                    environments::platform.eq(&e.platform),
-                    environments::version.eq(&e.version),
-                ))
-                .on_conflict(environments::id)
-                .do_update()
-                .set((
-                    environments::name.eq(excluded(environments::name)),
-                    environments::platform.eq(excluded(environments::platform)),
-                    environments::version.eq(excluded(environments::version)),
-                ))
-                .execute(conn)?;
-        }
-        for p in &self.plans {
-            self.upsert_plan(conn, p)?;
-        }
+        catalog::import(conn, self.entities()?)?;
         for e in &self.executions {
             upsert_execution(conn, e)?;
         }
@@ -311,70 +177,43 @@ impl Fixture {
         .execute(conn)?;
         Ok(())
     }
+}
 
-    fn upsert_plan(&self, conn: &mut PgConnection, p: &FixturePlan) -> QueryResult<()> {
-        diesel::insert_into(plans::table)
-            .values((
-                plans::id.eq(p.id),
-                plans::project_id.eq(p.project_id),
-                plans::name.eq(&p.name),
-                plans::framework_type.eq(p
-                    .framework_type
-                    .as_deref()
-                    .map(|t| t.trim().to_ascii_uppercase())),
-                plans::run_timeout_secs.eq(p.run_timeout_secs),
-                plans::retry_failed.eq(p.retry_failed),
-            ))
-            .on_conflict(plans::id)
-            .do_update()
-            .set((
-                plans::project_id.eq(excluded(plans::project_id)),
-                plans::name.eq(excluded(plans::name)),
-                plans::framework_type.eq(excluded(plans::framework_type)),
-                plans::run_timeout_secs.eq(excluded(plans::run_timeout_secs)),
-                plans::retry_failed.eq(excluded(plans::retry_failed)),
-            ))
-            .execute(conn)?;
-        diesel::delete(plan_scenarios::table.filter(plan_scenarios::plan_id.eq(p.id)))
-            .execute(conn)?;
-        let rows: Vec<_> = p
-            .scenario_ids
-            .iter()
-            .map(|s| {
-                (
-                    plan_scenarios::plan_id.eq(p.id),
-                    plan_scenarios::scenario_id.eq(*s),
-                )
-            })
-            .collect();
-        diesel::insert_into(plan_scenarios::table)
-            .values(&rows)
-            .on_conflict_do_nothing()
-            .execute(conn)?;
-        diesel::delete(plan_environments::table.filter(plan_environments::plan_id.eq(p.id)))
-            .execute(conn)?;
-        let rows: Vec<_> = p
-            .environment_ids
-            .iter()
-            .map(|e| {
-                (
-                    plan_environments::plan_id.eq(p.id),
-                    plan_environments::environment_id.eq(*e),
-                )
-            })
-            .collect();
-        diesel::insert_into(plan_environments::table)
-            .values(&rows)
-            .on_conflict_do_nothing()
-            .execute(conn)?;
-        Ok(())
+/// The first entity an execution names that does not exist, as
+/// `execution <x>: <entity> <id> does not exist` (no foreign key error).
+fn check_execution_references(conn: &mut PgConnection, e: &FixtureExecution) -> anyhow::Result<()> {
+    let unknown = |kind: Kind, id: i64| CatalogError::UnknownReference {
+        from: "execution",
+        from_id: e.id,
+        entity: kind.entity(),
+        id,
+    };
+    if catalog::get(conn, Kind::Plans, e.plan_id)?.is_none() {
+        return Err(unknown(Kind::Plans, e.plan_id).into());
     }
+    if catalog::get(conn, Kind::Users, e.user_id)?.is_none() {
+        return Err(unknown(Kind::Users, e.user_id).into());
+    }
+    for r in &e.results {
+        let scenario = scenarios::table.find(r.scenario_id).select(scenarios::id);
+        if scenario.first::<i64>(conn).optional()?.is_none() {
+            return Err(unknown(Kind::Scenarios, r.scenario_id).into());
+        }
+        let environment = environments::table
+            .find(r.environment_id)
+            .select(environments::id);
+        if environment.first::<i64>(conn).optional()?.is_none() {
+            return Err(unknown(Kind::Environments, r.environment_id).into());
+        }
+    }
+    Ok(())
 }
 
 /// Upserts a full run and replaces its results. Refuses an id that belongs to
 /// a rerun plan-queue made: overwriting it would rewrite that rerun's pairs
 /// and hand out its attempts again.
 fn upsert_execution(conn: &mut PgConnection, e: &FixtureExecution) -> anyhow::Result<()> {
+    check_execution_references(conn, e)?;
     let existing: Option<String> = executions::table
         .find(e.id)
         .select(executions::kind)

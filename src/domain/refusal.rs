@@ -17,6 +17,8 @@ pub struct Refused<'a> {
     pub max_attempts: i32,
     /// The rerun's `statuses` as asked (1016).
     pub statuses: &'a [String],
+    /// The body's framework type, normalised (1023); `None` when it names none.
+    pub framework_type: Option<&'a str>,
 }
 
 impl Refused<'_> {
@@ -89,6 +91,13 @@ impl Refused<'_> {
                 plan_id,
                 execution_id,
             },
+            Refusal::FrameworkTypeMismatch {
+                plan_framework_type,
+            } => ApiError::FrameworkTypeMismatch {
+                plan_id,
+                plan_framework_type,
+                asked: request.framework_type.unwrap_or_default().to_owned(),
+            },
         }
     }
 }
@@ -106,6 +115,7 @@ mod tests {
             max_pairs: 50,
             max_attempts: 10,
             statuses: &[],
+            framework_type: None,
         }
     }
 
@@ -194,6 +204,7 @@ mod tests {
             max_pairs: 50,
             max_attempts: 10,
             statuses: &[],
+            framework_type: None,
         };
         let codes = codes_in_sql();
         assert!(codes.len() >= 14, "codes found in the SQL: {codes:?}");

@@ -1,6 +1,7 @@
 //! HTTP handlers: thin — extract, parse, one service call, respond.
 
 pub mod cancel;
+pub mod catalog;
 pub mod executions;
 pub mod fallback;
 pub mod flakiness;

@@ -148,7 +148,7 @@ fn replayed(status: u16, body: String) -> Result<HttpResponse, ApiError> {
 
 /// 415 code 1001 unless the body is declared JSON (`application/json` or a
 /// `+json` type); a request without `Content-Type` is read as JSON.
-fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
+pub(crate) fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
     let Some(value) = request.headers().get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -191,7 +191,7 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiE
 
 /// Reads the body: 413 beyond `limit` bytes (by `Content-Length` before
 /// reading, or while reading), 408 when it is not complete within `timeout`.
-async fn read_body(
+pub(crate) async fn read_body(
     mut payload: web::Payload,
     request: &HttpRequest,
     limit: usize,

@@ -63,6 +63,9 @@ pub enum Refusal {
     /// 1014 of a run: a pair of the plan's results is in flight in
     /// `execution_id` (section 7).
     PlanInFlight { execution_id: i64 },
+    /// 1023: the request names another framework type than the plan's own,
+    /// `plan_framework_type` (section 20).
+    FrameworkTypeMismatch { plan_framework_type: String },
 }
 
 /// The arguments a server function returns with a code (its `error_*`
@@ -77,7 +80,7 @@ pub struct RefusalArgs {
     pub subject: Option<String>,
     /// 1019: the id of `subject`.
     pub id: Option<i64>,
-    /// 1003: the framework type that is not configured.
+    /// 1003: the framework type that is not configured; 1023: the plan's.
     pub framework_type: Option<String>,
 }
 
@@ -138,6 +141,9 @@ impl Refusal {
                 scenario_id: args.id.unwrap_or_default(),
             },
             1018 => Refusal::NothingToRun,
+            1023 => Refusal::FrameworkTypeMismatch {
+                plan_framework_type: args.framework_type.unwrap_or_default(),
+            },
             other => return Err(UnknownRefusal(other)),
         })
     }

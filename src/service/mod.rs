@@ -3,6 +3,7 @@
 //! what they share), and reading executions and results back.
 
 pub mod cancel;
+pub mod catalog;
 pub mod flakiness;
 pub mod plans;
 pub mod queue;

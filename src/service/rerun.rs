@@ -148,6 +148,7 @@ fn answer(
             max_pairs: limits.max_pairs,
             max_attempts: limits.max_attempts,
             statuses: &request.statuses,
+            framework_type: Some(&request.framework_type),
         }
         .error(refusal));
     }

@@ -105,6 +105,7 @@ impl QueueService {
                 max_pairs: self.limits.max_pairs,
                 max_attempts: self.limits.max_attempts,
                 statuses: &[],
+                framework_type: request.framework_type.as_deref(),
             }
             .error(refusal));
         }

@@ -184,6 +184,9 @@ async fn a_queue_declared_with_other_arguments_holds_back_only_its_own_routing_k
         .await
         .unwrap();
     app.restart_with(|_| {}).await;
+    // plan 614 runs on APPIUM; a JUNIT rerun of it is 1023 (contract, section 20)
+    app.sql("UPDATE plans SET framework_type = NULL WHERE id = 614")
+        .await;
 
     let (status, appium) = app.rerun(&pair_body(111, 222)).await;
     assert_eq!(status, 200, "{appium}");

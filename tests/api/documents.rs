@@ -217,8 +217,12 @@ fn served_routes() -> Vec<(String, &'static str)> {
         .map(|(path, item)| {
             let path = path
                 .replace("{executionId}", "4980")
-                .replace("{planId}", "614");
-            let allow = if item.get("get").is_some() {
+                .replace("{planId}", "614")
+                .replace("{kind}", "plans")
+                .replace("{id}", "614");
+            let allow = if item.get("get").is_some() && item.get("put").is_some() {
+                "GET, HEAD, PUT"
+            } else if item.get("get").is_some() {
                 "GET, HEAD"
             } else {
                 "POST"

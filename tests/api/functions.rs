@@ -583,3 +583,153 @@ fn the_pair_statuses_of_rust_are_those_the_check_constraint_allows() {
     names.sort_unstable();
     assert_eq!(allowed, names, "{definition}");
 }
+
+/// The refusal fields of section 20 in a row of either function: the code,
+/// what left the plan and its id, and the plan's framework type.
+fn catalogue_refusal(row: &Value, framework_type_column: &str) -> Value {
+    json!([
+        row["error_code"],
+        row["error_subject"],
+        row["error_id"],
+        row[framework_type_column]
+    ])
+}
+
+#[test]
+fn a_framework_type_other_than_the_plan_s_is_1023_with_the_plan_s_type() {
+    let mut db = PrivateDb::new();
+    let rerun = db.rerun(&[("p_framework_type", "'GAUGE'")]);
+    assert_eq!(
+        catalogue_refusal(&rerun, "error_framework_type"),
+        json!([1023, null, null, "APPIUM"]),
+        "{rerun}"
+    );
+    let run = db.run(&[("p_framework_type", "'GAUGE'")]);
+    assert_eq!(
+        catalogue_refusal(&run, "framework_type_used"),
+        json!([1023, null, null, "APPIUM"]),
+        "{run}"
+    );
+    let member_first = db.run(&[("p_framework_type", "'GAUGE'"), ("p_user_id", "55")]);
+    assert_eq!(member_first["error_code"], 1010, "1010 comes before 1023");
+    let plan_without_type = db.run(&[("p_framework_type", "'GAUGE'"), ("p_plan_id", "615")]);
+    assert_eq!(
+        plan_without_type["error_code"],
+        Value::Null,
+        "{plan_without_type}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) AS count FROM executions WHERE plan_id = 614 AND id > 5100"),
+        0,
+        "no refusal wrote an execution"
+    );
+}
+
+#[test]
+fn a_retired_plan_is_1000_and_a_retired_user_1002_for_runs_and_reruns() {
+    let mut db = PrivateDb::new();
+    db.conn
+        .batch_execute("UPDATE plans SET active = false WHERE id = 614")
+        .unwrap();
+    assert_eq!(db.rerun(&[])["error_code"], 1000);
+    assert_eq!(db.run(&[])["error_code"], 1000);
+    db.conn
+        .batch_execute(
+            "UPDATE plans SET active = true WHERE id = 614; \
+             UPDATE users SET active = false WHERE id = 13",
+        )
+        .unwrap();
+    assert_eq!(db.rerun(&[])["error_code"], 1002);
+    assert_eq!(db.run(&[])["error_code"], 1002);
+}
+
+#[test]
+fn a_retired_scenario_is_not_run_and_naming_it_in_a_rerun_is_1019_after_1005() {
+    let mut db = PrivateDb::new();
+    db.conn
+        .batch_execute("UPDATE scenarios SET active = false WHERE id IN (111, 114)")
+        .unwrap();
+    let run = db.run(&[("p_dry_run", "true")]);
+    assert_eq!(run["error_code"], Value::Null, "{run}");
+    assert_eq!(
+        run["queued_scenario_ids"],
+        json!([112, 112, 112, 113, 113, 113]),
+        "a run leaves the retired scenarios out"
+    );
+    let subset = db.run(&[("p_scenario_ids", "'{112,111}'"), ("p_dry_run", "true")]);
+    assert_eq!(
+        catalogue_refusal(&subset, "framework_type_used"),
+        json!([1019, "scenario", 111, "APPIUM"]),
+        "{subset}"
+    );
+    let rerun = db.rerun(&[
+        ("p_scenario_ids", "'{112,111}'"),
+        ("p_environment_ids", "'{222,222}'"),
+    ]);
+    assert_eq!(
+        catalogue_refusal(&rerun, "error_framework_type"),
+        json!([1019, "scenario", 111, "APPIUM"]),
+        "{rerun}"
+    );
+    let not_in_last_run = db.rerun(&[("p_scenario_ids", "'{114}'")]);
+    assert_eq!(not_in_last_run["error_code"], 1005, "1005 comes first");
+    let failed = db.rerun(&[
+        ("p_scenario_ids", "'{}'"),
+        ("p_environment_ids", "'{}'"),
+        ("p_statuses", "'{FAILED}'"),
+        ("p_dry_run", "true"),
+    ]);
+    assert_eq!(failed["error_code"], Value::Null, "{failed}");
+    assert_eq!(
+        (
+            &failed["queued_scenario_ids"],
+            &failed["queued_environment_ids"]
+        ),
+        (&json!([113]), &json!([223])),
+        "statuses leave the retired scenario's FAILED pair 111/222 out"
+    );
+}
+
+#[test]
+fn an_environment_that_left_the_plan_is_1019_when_named_and_left_out_when_expanded() {
+    let mut db = PrivateDb::new();
+    db.conn
+        .batch_execute(
+            "UPDATE environments SET active = false WHERE id = 223; \
+             DELETE FROM plan_environments WHERE plan_id = 614 AND environment_id = 224",
+        )
+        .unwrap();
+    let named = db.rerun(&[("p_environment_ids", "'{223}'")]);
+    assert_eq!(
+        catalogue_refusal(&named, "error_framework_type"),
+        json!([1019, "environment", 223, "APPIUM"]),
+        "{named}"
+    );
+    let expanded = db.rerun(&[
+        ("p_scenario_ids", "'{111,113}'"),
+        ("p_environment_ids", "'{NULL,NULL}'"),
+        ("p_dry_run", "true"),
+    ]);
+    assert_eq!(expanded["error_code"], Value::Null, "{expanded}");
+    assert_eq!(expanded["queued_scenario_ids"], json!([111]), "{expanded}");
+    assert_eq!(
+        expanded["queued_environment_ids"],
+        json!([222]),
+        "{expanded}"
+    );
+    let nothing_left = db.rerun(&[
+        ("p_scenario_ids", "'{113}'"),
+        ("p_environment_ids", "'{NULL}'"),
+    ]);
+    assert_eq!(
+        catalogue_refusal(&nothing_left, "error_framework_type"),
+        json!([1019, "environment", 223, "APPIUM"]),
+        "{nothing_left}"
+    );
+    let run = db.run(&[("p_environment_ids", "'{224}'"), ("p_dry_run", "true")]);
+    assert_eq!(
+        catalogue_refusal(&run, "framework_type_used"),
+        json!([1019, "environment", 224, "APPIUM"]),
+        "{run}"
+    );
+}

@@ -331,12 +331,14 @@ impl TestApp {
         }
     }
 
-    /// Adds `count` scenarios (ids from 10000) to project 7 and to the last
-    /// full run 4980 of plan 614 on environment 222, for big reruns.
+    /// Adds `count` scenarios (ids from 10000) to project 7, to plan 614 and
+    /// to its last full run 4980 on environment 222, for big reruns.
     pub async fn add_pairs_to_last_run(&self, count: i64) {
         self.sql(&format!(
             "INSERT INTO scenarios (id, project_id, name) \
                SELECT g, 7, 'Generated scenario ' || g FROM generate_series(10000, {last}) g; \
+             INSERT INTO plan_scenarios (plan_id, scenario_id) \
+               SELECT 614, g FROM generate_series(10000, {last}) g; \
              INSERT INTO execution_pairs (execution_id, scenario_id, environment_id, status, attempt) \
                SELECT 4980, g, 222, 'FAILED', 1 FROM generate_series(10000, {last}) g;",
             last = 10000 + count - 1

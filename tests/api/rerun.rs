@@ -78,6 +78,9 @@ async fn a_rerun_of_two_pairs_publishes_two_persistent_messages() {
 #[tokio::test]
 async fn a_pair_without_environment_expands_to_every_environment_of_the_last_run() {
     let app = spawn_app().await;
+    // plan 614 runs on APPIUM; another type is 1023 (contract, section 20)
+    app.sql("UPDATE plans SET framework_type = NULL WHERE id = 614")
+        .await;
     let (status, body) = app
         .rerun(&json!({"planId": 614, "userId": 13, "frameworkType": "GAUGE",
             "scenarioEnvironmentPairs": [{"scenarioId": 113}, {"scenarioId": 111, "environmentId": 222}]}))
@@ -93,6 +96,9 @@ async fn a_pair_without_environment_expands_to_every_environment_of_the_last_run
 #[tokio::test]
 async fn the_top_level_shorthand_reruns_one_pair_and_queue_is_an_alias() {
     let app = spawn_app().await;
+    // plan 614 runs on APPIUM; another type is 1023 (contract, section 20)
+    app.sql("UPDATE plans SET framework_type = NULL WHERE id = 614")
+        .await;
     let token = app.token(13, &["PLAN_RUN"]);
     let (status, body) = app
         .post("/queue", Some(&token), &json!({"planId": 614, "userId": 13, "frameworkType": "JUNIT", "scenarioId": 112, "environmentId": 222}))

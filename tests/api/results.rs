@@ -701,6 +701,20 @@ async fn plan_queue_events_prints_the_execution_finished_event_of_a_rerun() {
     use std::io::{BufRead, BufReader, Read};
     let app = spawn_app().await;
     wait_consumer(&app).await;
+    // the events exchange as plan-queue declares it (its relay may not have yet)
+    let (_connection, channel) = crate::helpers::broker_channel().await;
+    channel
+        .exchange_declare(
+            app.config.amqp.events_name().as_str().into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"))
         .args([
             "events",

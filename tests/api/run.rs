@@ -110,6 +110,9 @@ async fn a_run_queues_every_scenario_on_every_environment_at_attempt_1_as_scenar
 #[tokio::test]
 async fn subsets_and_a_given_framework_type_narrow_the_run() {
     let app = spawn_app().await;
+    // plan 614 runs on APPIUM; another type is 1023 (contract, section 20)
+    app.sql("UPDATE plans SET framework_type = NULL WHERE id = 614")
+        .await;
     let (status, body) = run(
         &app,
         &json!({"planId": 614, "userId": 13, "frameworkType": " junit ",

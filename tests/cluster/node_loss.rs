@@ -420,6 +420,8 @@ async fn two_thousand_results_while_the_results_queue_leader_is_killed_are_each_
     db.execute(
         "INSERT INTO scenarios (id, project_id, name) \
            SELECT g, 7, 'Node-loss scenario ' || g FROM generate_series(20000, 21999) g; \
+         INSERT INTO plan_scenarios (plan_id, scenario_id) \
+           SELECT 614, g FROM generate_series(20000, 21999) g; \
          INSERT INTO execution_pairs (execution_id, scenario_id, environment_id, status, attempt) \
            SELECT 4980, g, 222, 'SKIPPED', 1 FROM generate_series(20000, 21999) g;",
     )

@@ -1,5 +1,5 @@
 -- plan_access: 1000, 1002, 1010 (contract, sections 1 and 4), the first that
--- applies: who may act on a plan; with the plan's own framework type
+-- applies: who may act on a plan (a retired plan is 1000, section 20); with the plan's own framework type
 -- (section 13). PL/pgSQL, as the others: its plans are cached per session
 -- (an SQL function that cannot be inlined is planned again on every call).
 -- queue_rerun makes the same three checks inline (one statement less on its
@@ -8,7 +8,7 @@ CREATE OR REPLACE FUNCTION plan_access(p_plan_id BIGINT, p_user_id BIGINT,
                             OUT error_code INTEGER, OUT plan_framework_type TEXT)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    SELECT CASE WHEN p.project_id IS NULL THEN 1000
+    SELECT CASE WHEN p.project_id IS NULL OR NOT p.active THEN 1000
                 WHEN NOT coalesce(u.active, false) THEN 1002
                 WHEN NOT EXISTS (SELECT 1 FROM project_members m
                                   WHERE m.project_id = p.project_id

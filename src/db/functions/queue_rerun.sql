@@ -16,7 +16,8 @@
 -- attempts read after the pair locks include every rerun committed before.
 -- p_queue_timeout_secs was added for the message's expiresAt (section 15),
 -- p_retry_failed and p_retry_of for issue 19: each signature is another
--- function, so the earlier ones are dropped
+-- function, so the earlier ones are dropped; its result columns grew too
+-- (1019 and 1023 of section 20)
 DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
                                     INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN);
 DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
@@ -58,13 +59,18 @@ CREATE OR REPLACE FUNCTION queue_rerun(
     -- user's rerun
     p_retry_failed INTEGER DEFAULT NULL,
     p_retry_of BIGINT DEFAULT NULL,
-    -- the failed check (1000, 1002, 1010, 1004, 1005, 1007, 1008, 1016, 1014,
-    -- 1015) and its arguments; NULL when the rerun was accepted
+    -- the failed check (1000, 1002, 1010, 1023, 1004, 1005, 1007, 1019, 1008,
+    -- 1016, 1014, 1015) and its arguments; NULL when the rerun was accepted
     OUT error_code INTEGER,
     OUT error_scenario_id BIGINT,
     OUT error_environment_id BIGINT,
     OUT error_execution_id BIGINT,
     OUT error_count INTEGER,
+    -- 1019: 'scenario' or 'environment', and its id
+    OUT error_subject TEXT,
+    OUT error_id BIGINT,
+    -- 1023: the plan's framework type
+    OUT error_framework_type TEXT,
     -- the rerun (NULL for a dry run) and its source run
     OUT new_execution_id BIGINT,
     OUT source_id BIGINT,
@@ -111,13 +117,19 @@ BEGIN
     -- 1000, 1002, 1010: plan_access's checks, inline (one statement less on
     -- the rerun's path), with the plan's lock taken shared in the same
     -- statement (not for a dry run); the source run is read after it
-    SELECT CASE WHEN p.project_id IS NULL THEN 1000
+    SELECT CASE WHEN p.project_id IS NULL OR NOT p.active THEN 1000
                 WHEN NOT coalesce(u.active, false) THEN 1002
                 WHEN NOT EXISTS (SELECT 1 FROM project_members m
                                   WHERE m.project_id = p.project_id
                                     AND m.user_id = p_user_id) THEN 1010
-           END
-      INTO error_code
+                -- 1023 (section 20): the body names another framework type
+                WHEN translate(btrim(p.framework_type, E' \t\n\r\f\v'),
+                               'abcdefghijklmnopqrstuvwxyz', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ')
+                     <> p_framework_type THEN 1023
+           END,
+           translate(btrim(p.framework_type, E' \t\n\r\f\v'),
+                     'abcdefghijklmnopqrstuvwxyz', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ')
+      INTO error_code, error_framework_type
       FROM (SELECT 1) one
       LEFT JOIN plans p ON p.id = p_plan_id
       LEFT JOIN users u ON u.id = p_user_id
@@ -164,6 +176,33 @@ BEGIN
             RETURN;
         END IF;
         source_id := v_source;
+        -- 1019 (section 20): the first named scenario or environment, in
+        -- request order, that is retired or no longer in the plan's lists
+        SELECT CASE WHEN NOT plan_has_scenario(p_plan_id, w.s) THEN 'scenario'
+                    ELSE 'environment' END,
+               CASE WHEN NOT plan_has_scenario(p_plan_id, w.s) THEN w.s ELSE w.e END
+          INTO error_subject, error_id
+          FROM unnest(p_scenario_ids, p_environment_ids) WITH ORDINALITY AS w(s, e, i)
+         WHERE NOT plan_has_scenario(p_plan_id, w.s)
+            OR (w.e IS NOT NULL AND NOT plan_has_environment(p_plan_id, w.e))
+         ORDER BY w.i LIMIT 1;
+        IF error_subject IS NOT NULL THEN
+            error_code := 1019;
+            RETURN;
+        END IF;
+        -- a scenario named without an environment leaves out the
+        -- environments that left; 1019 for the first if none is left
+        SELECT array_agg(u.s ORDER BY u.o) FILTER (WHERE plan_has_environment(p_plan_id, u.e)),
+               array_agg(u.e ORDER BY u.o) FILTER (WHERE plan_has_environment(p_plan_id, u.e)),
+               (array_agg(u.e ORDER BY u.o))[1]
+          INTO v_s, v_e, error_id
+          FROM unnest(v_s, v_e) WITH ORDINALITY AS u(s, e, o);
+        IF v_s IS NULL THEN
+            error_code := 1019;
+            error_subject := 'environment';
+            RETURN;
+        END IF;
+        error_id := NULL;
     ELSE
         -- 1004, as above
         SELECT src.id INTO v_source FROM source_run(p_plan_id) src;
@@ -182,7 +221,10 @@ BEGIN
                  WHERE l.source_execution_id = v_source
                    AND l.scenario_id = sp.scenario_id AND l.environment_id = sp.environment_id
                  ORDER BY l.attempt DESC LIMIT 1) l
-         WHERE sp.execution_id = v_source AND l.status = ANY (p_statuses);
+         WHERE sp.execution_id = v_source AND l.status = ANY (p_statuses)
+           -- without the pairs that left the plan (section 20)
+           AND plan_has_scenario(p_plan_id, sp.scenario_id)
+           AND plan_has_environment(p_plan_id, sp.environment_id);
         IF v_s IS NULL THEN
             error_code := 1016;
             RETURN;

@@ -37,7 +37,7 @@ CREATE OR REPLACE FUNCTION queue_run(
     p_queue_timeout_secs INTEGER,
     -- the body's retryFailed (section 18); NULL: the plan's
     p_retry_failed INTEGER DEFAULT NULL,
-    -- the failed check (1000, 1002, 1010, 1006, 1003, 1019, 1018, 1008,
+    -- the failed check (1000, 1002, 1010, 1023, 1006, 1003, 1019, 1018, 1008,
     -- 1014) and its arguments; NULL when the run was accepted
     OUT error_code INTEGER,
     -- 1019: 'scenario' or 'environment', and its id
@@ -45,7 +45,8 @@ CREATE OR REPLACE FUNCTION queue_run(
     OUT error_id BIGINT,
     OUT error_count INTEGER,
     OUT error_execution_id BIGINT,
-    -- the framework type of the run (1003: the plan's, not configured)
+    -- the framework type of the run (1003: the plan's, not configured;
+    -- 1023: the plan's, which the body's is not)
     OUT framework_type_used TEXT,
     -- the run (NULL for a dry run) and its pairs, by scenario then environment
     OUT new_execution_id BIGINT,
@@ -78,6 +79,16 @@ BEGIN
     IF error_code IS NOT NULL THEN
         RETURN;
     END IF;
+    -- 1023 (section 20): the body names another framework type than the plan's
+    IF p_framework_type IS NOT NULL AND v_plan_framework_type IS NOT NULL
+       AND p_framework_type IS DISTINCT FROM
+           translate(btrim(v_plan_framework_type, E' \t\n\r\f\v'),
+                     'abcdefghijklmnopqrstuvwxyz', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ') THEN
+        error_code := 1023;
+        framework_type_used := translate(btrim(v_plan_framework_type, E' \t\n\r\f\v'),
+                                         'abcdefghijklmnopqrstuvwxyz', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ');
+        RETURN;
+    END IF;
 
     -- 1006, 1003: the body's framework type, else the plan's, normalised as
     -- the service normalises a body's (trimmed, ASCII upper case)
@@ -94,11 +105,10 @@ BEGIN
     END IF;
 
     -- 1019: the first id of a subset (scenarios first, in request order)
-    -- that is not the plan's
+    -- that is not the plan's, or retired (section 20)
     SELECT w.id INTO error_id
       FROM unnest(p_scenario_ids) WITH ORDINALITY AS w(id, i)
-     WHERE NOT EXISTS (SELECT 1 FROM plan_scenarios ps
-                        WHERE ps.plan_id = p_plan_id AND ps.scenario_id = w.id)
+     WHERE NOT plan_has_scenario(p_plan_id, w.id)
      ORDER BY w.i LIMIT 1;
     IF error_id IS NOT NULL THEN
         error_code := 1019;
@@ -107,8 +117,7 @@ BEGIN
     END IF;
     SELECT w.id INTO error_id
       FROM unnest(p_environment_ids) WITH ORDINALITY AS w(id, i)
-     WHERE NOT EXISTS (SELECT 1 FROM plan_environments pe
-                        WHERE pe.plan_id = p_plan_id AND pe.environment_id = w.id)
+     WHERE NOT plan_has_environment(p_plan_id, w.id)
      ORDER BY w.i LIMIT 1;
     IF error_id IS NOT NULL THEN
         error_code := 1019;
@@ -116,12 +125,13 @@ BEGIN
         RETURN;
     END IF;
 
+    -- the plan's active scenarios and environments (a retired one is not run)
     SELECT array_agg(ps.scenario_id ORDER BY ps.scenario_id) INTO v_scenarios
-      FROM plan_scenarios ps
+      FROM plan_scenarios ps JOIN scenarios sc ON sc.id = ps.scenario_id AND sc.active
      WHERE ps.plan_id = p_plan_id
        AND (p_scenario_ids IS NULL OR ps.scenario_id = ANY (p_scenario_ids));
     SELECT array_agg(pe.environment_id ORDER BY pe.environment_id) INTO v_environments
-      FROM plan_environments pe
+      FROM plan_environments pe JOIN environments en ON en.id = pe.environment_id AND en.active
      WHERE pe.plan_id = p_plan_id
        AND (p_environment_ids IS NULL OR pe.environment_id = ANY (p_environment_ids));
     -- 1018, 1008

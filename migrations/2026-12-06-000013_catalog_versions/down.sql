@@ -1,0 +1,11 @@
+DROP INDEX plan_environments_environment_id_idx;
+DROP INDEX plan_scenarios_scenario_id_idx;
+ALTER TABLE plans DROP COLUMN catalog_version;
+ALTER TABLE environments DROP COLUMN catalog_version;
+ALTER TABLE scenarios DROP COLUMN catalog_version;
+ALTER TABLE projects DROP COLUMN catalog_version;
+ALTER TABLE users DROP COLUMN catalog_version;
+ALTER TABLE plans DROP COLUMN active;
+ALTER TABLE environments DROP COLUMN active;
+ALTER TABLE scenarios DROP COLUMN active;
+ALTER TABLE projects DROP COLUMN active;
