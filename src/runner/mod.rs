@@ -177,6 +177,28 @@ impl Cancels {
 
 type SharedCancels = Arc<Mutex<Cancels>>;
 
+/// Clones of a session's channels, held until its connection is closed: a
+/// channel whose last handle drops while its connection closes is closed
+/// twice at once, which lapin logs at ERROR (`invalid channel state:
+/// Closing`) on every stop. Dropped after the connection, they close nothing.
+#[derive(Clone, Default)]
+struct OpenChannels(Arc<Mutex<Vec<Channel>>>);
+
+impl OpenChannels {
+    fn hold(&self, channel: &Channel) {
+        if let Ok(mut held) = self.0.lock() {
+            held.push(channel.clone());
+        }
+    }
+
+    /// Releases the channels; call after the connection is closed.
+    fn release(&self) {
+        if let Ok(mut held) = self.0.lock() {
+            held.clear();
+        }
+    }
+}
+
 /// Consumes until SIGINT/SIGTERM, reconnecting with back-off; the stop
 /// signal is heard in every state (connecting, consuming, waiting to
 /// reconnect), and the commands still running are killed.
@@ -201,11 +223,12 @@ pub async fn run(amqp: AmqpConfig, options: RunnerOptions) -> anyhow::Result<()>
         Arc::new(BrokerStatus::default()),
     );
     let cancels = SharedCancels::default();
+    let channels = OpenChannels::default();
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut delay = Duration::from_millis(100);
     loop {
-        let session = consume(&amqp, &options, &reported, &cancels, &mut broker);
+        let session = consume(&amqp, &options, &reported, &cancels, &channels, &mut broker);
         let stopped = tokio::select! {
             result = session => {
                 match result {
@@ -223,6 +246,7 @@ pub async fn run(amqp: AmqpConfig, options: RunnerOptions) -> anyhow::Result<()>
         };
         if !stopped {
             broker.close("the runner's session ended").await;
+            channels.release();
             let stopped = tokio::select! {
                 _ = tokio::time::sleep(delay) => false,
                 _ = &mut stop => true,
@@ -236,6 +260,7 @@ pub async fn run(amqp: AmqpConfig, options: RunnerOptions) -> anyhow::Result<()>
             cancels.kill_all();
         }
         broker.close("plan-queue runner stopping").await;
+        channels.release();
         log::info!("runner stopped; unacknowledged messages will be delivered again");
         return Ok(());
     }
@@ -298,12 +323,14 @@ async fn consume(
     options: &Arc<RunnerOptions>,
     reported: &Arc<Mutex<Reported>>,
     cancels: &SharedCancels,
+    channels: &OpenChannels,
     broker: &mut BrokerConnection,
 ) -> anyhow::Result<()> {
     let link = broker.open().await?;
     let connection = link.connection();
     let results = results_exchange(&amqp.exchange);
     let publisher = connection.create_channel().await?;
+    channels.hold(&publisher);
     publisher
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
@@ -319,9 +346,11 @@ async fn consume(
         )
         .await
         .with_context(|| format!("declaring exchange {results}"))?;
-    let listener = listen_for_cancels(connection, amqp, &options.framework_type, cancels).await?;
+    let listener =
+        listen_for_cancels(connection, amqp, &options.framework_type, cancels, channels).await?;
     let _listener = AbortOnDrop(listener);
     let channel = connection.create_channel().await?;
+    channels.hold(&channel);
     channel
         .basic_qos(options.concurrency, BasicQosOptions::default())
         .await?;
@@ -379,9 +408,11 @@ async fn listen_for_cancels(
     amqp: &AmqpConfig,
     framework_type: &str,
     cancels: &SharedCancels,
+    channels: &OpenChannels,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let events = amqp.events_name();
     let channel = connection.create_channel().await?;
+    channels.hold(&channel);
     channel
         .exchange_declare(
             events.as_str().into(),

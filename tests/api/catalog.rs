@@ -73,8 +73,8 @@ async fn a_plan_is_created_replaced_and_read_back_and_an_unchanged_put_keeps_its
     let created = app.put_catalog("plans/900", &new_plan("Smoke"), None).await;
     assert_eq!(created.status, 200, "{}", created.body);
     let expected = json!({"id": 900, "projectId": 7, "name": "Smoke", "frameworkType": "APPIUM",
-        "runTimeoutSecs": 600, "scenarioIds": [111, 112], "environmentIds": [222, 223],
-        "active": true, "version": 1});
+        "runTimeoutSecs": 600, "retryFailed": 0, "scenarioIds": [111, 112],
+        "environmentIds": [222, 223], "active": true, "version": 1});
     assert_eq!(created.body["data"], expected);
     assert_eq!(created.etag.as_deref(), Some("\"1\""));
 
@@ -99,8 +99,8 @@ async fn a_plan_is_created_replaced_and_read_back_and_an_unchanged_put_keeps_its
     assert_eq!(
         replaced.body["data"],
         json!({"id": 900, "projectId": 7, "name": "Smoke", "frameworkType": null,
-            "runTimeoutSecs": null, "scenarioIds": [113], "environmentIds": [224],
-            "active": true, "version": 2})
+            "runTimeoutSecs": null, "retryFailed": 0, "scenarioIds": [113],
+            "environmentIds": [224], "active": true, "version": 2})
     );
     assert_eq!(replaced.etag.as_deref(), Some("\"2\""));
     let (status, run) = app

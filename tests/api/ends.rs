@@ -1009,3 +1009,56 @@ async fn a_cancel_without_a_body_is_accepted_whatever_its_content_type() {
     let (status, body) = crate::helpers::read(response).await;
     assert_eq!((status, code(&body)), (415, 1001), "{body}");
 }
+
+#[tokio::test]
+async fn a_runner_stopped_by_sigterm_logs_nothing_at_error() {
+    use std::io::{BufRead, BufReader, Read};
+    let app = spawn_app_with(|_| {}).await;
+    wait_consumer(&app).await;
+    // the run queue exists (the relay declares it as it connects), so the
+    // runner's first session does not end on NOT_FOUND
+    let queue = app.config.amqp.queue_name("APPIUM");
+    let started = Instant::now();
+    loop {
+        let (_connection, channel) = broker_channel().await;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let found = channel
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await;
+        if found.is_ok() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no {queue}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = &app.config;
+    let mut runner = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"))
+            .args(["runner", "--framework-type", "APPIUM"])
+            .env("AMQP_URL", crate::helpers::AMQP_URL)
+            .env("AMQP_EXCHANGE", &c.amqp.exchange)
+            .env("FRAMEWORK_TYPES", c.amqp.framework_types.join(","))
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start plan-queue runner"),
+    );
+    let mut stderr = BufReader::new(runner.0.stderr.take().unwrap());
+    let mut log = String::new();
+    // its session is up: publisher, cancel listener and consumer channels open
+    while !log.contains("runner: consuming") {
+        assert!(stderr.read_line(&mut log).unwrap() > 0, "{log}");
+    }
+    // SAFETY: signals the child this test started.
+    unsafe {
+        libc::kill(runner.0.id() as libc::pid_t, libc::SIGTERM);
+    }
+    stderr.read_to_string(&mut log).unwrap();
+    assert!(log.contains("runner stopped"), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "a clean stop logged: {errors:#?}");
+}
