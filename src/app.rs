@@ -45,6 +45,9 @@ pub struct AppState {
     /// Refuses new runs and reruns past `OUTBOX_MAX_PENDING`.
     pub outbox_gate: Arc<OutboxGate>,
     pub metrics: Arc<Metrics>,
+    /// `CALLBACK_ALLOWED_HOSTS`, parsed: the hosts a `callbackUrl` may name
+    /// (contract, section 21; empty: callbacks off).
+    pub callback_hosts: crate::callbacks::AllowedHosts,
 }
 
 impl AppState {

@@ -48,6 +48,8 @@ pub struct Config {
     pub idempotency: IdempotencyConfig,
     #[command(flatten)]
     pub deadlines: DeadlineConfig,
+    #[command(flatten)]
+    pub callbacks: CallbackConfig,
 }
 
 /// The HTTP server and the limits it puts on each request.
@@ -303,6 +305,44 @@ impl DeadlineConfig {
     }
 }
 
+/// Callbacks (contract, section 21). Deliberately not `Debug`: it holds
+/// `CALLBACK_SECRET`.
+#[derive(Clone, Args)]
+#[command(next_help_heading = "Callbacks")]
+pub struct CallbackConfig {
+    /// Hosts a run's or rerun's callbackUrl may name: a comma list of host names, IP literals and *.example.com for subdomains (empty: callbacks off; contract, section 21).
+    #[arg(
+        long = "callback-allowed-hosts",
+        env = "CALLBACK_ALLOWED_HOSTS",
+        default_value = ""
+    )]
+    pub allowed_hosts: String,
+    /// The key of each callback's X-PlanQueue-Signature (HMAC-SHA256); required when CALLBACK_ALLOWED_HOSTS is set.
+    #[arg(
+        id = "callback_secret",
+        long = "callback-secret",
+        env = "CALLBACK_SECRET",
+        hide_env_values = true
+    )]
+    pub secret: Option<String>,
+    /// How long a callback is tried again, from its first attempt, seconds (1-2592000; contract, section 21).
+    #[arg(id = "callback_retry_secs", long = "callback-retry-secs", env = "CALLBACK_RETRY_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
+    pub retry_secs: u64,
+}
+
+impl CallbackConfig {
+    /// Whether `CALLBACK_ALLOWED_HOSTS` names any host (callbacks are on).
+    pub fn enabled(&self) -> bool {
+        self.allowed_hosts.split(',').any(|h| !h.trim().is_empty())
+    }
+
+    /// `CALLBACK_RETRY_SECS` as a duration.
+    pub fn retry_for(&self) -> Duration {
+        Duration::from_secs(self.retry_secs)
+    }
+}
+
 /// `DEADLINE_SWEEP_MS`: 100 to 5000 ms.
 fn sweep_interval(value: &str) -> Result<Duration, String> {
     let ms: u64 = value
@@ -522,6 +562,9 @@ fn check_ranges(config: &Config) -> anyhow::Result<()> {
             );
         }
     }
+    if config.callbacks.enabled() && config.callbacks.secret.as_deref().is_none_or(str::is_empty) {
+        bail!("CALLBACK_SECRET is not set: callbacks (CALLBACK_ALLOWED_HOSTS) are signed with it; export CALLBACK_SECRET=<a key shared with the receivers>");
+    }
     if !(1..=7).contains(&config.amqp.quorum_group_size) {
         bail!("QUORUM_GROUP_SIZE must be between 1 and 7");
     }
@@ -684,6 +727,29 @@ mod tests {
         assert_eq!(config.relay.lease, Duration::from_secs(20));
         assert_eq!(config.amqp.exchange, "x");
         assert_eq!(config.http.bind_addr, "127.0.0.1:8080", "blank is unset");
+    }
+
+    #[test]
+    fn callbacks_are_off_by_default_and_need_a_secret_when_hosts_are_set() {
+        let config = with(&[]).unwrap();
+        assert!(!config.callbacks.enabled());
+        assert_eq!(config.callbacks.retry_secs, 86_400);
+        let refused = with(&[("CALLBACK_ALLOWED_HOSTS", "hooks.example.com")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.starts_with("CALLBACK_SECRET is not set"),
+            "{refused}"
+        );
+        let on = with(&[
+            ("CALLBACK_ALLOWED_HOSTS", "hooks.example.com"),
+            ("CALLBACK_SECRET", "s3cret"),
+            ("CALLBACK_RETRY_SECS", "5"),
+        ])
+        .unwrap();
+        assert!(on.callbacks.enabled());
+        assert_eq!(on.callbacks.retry_for(), Duration::from_secs(5));
     }
 
     #[test]

@@ -156,6 +156,10 @@ pub enum ApiError {
         plan_framework_type: String,
         asked: String,
     },
+    /// 400, code 1022: a run's or rerun's `callbackUrl` names a host that
+    /// `CALLBACK_ALLOWED_HOSTS` does not list (contract, section 21).
+    #[error("callbackUrl host {0} is not allowed")]
+    CallbackHostNotAllowed(String),
     /// 412, code 1021: a catalogue write's `If-Match` is not the entity's
     /// current version (contract, section 20); nothing changed.
     #[error("Version mismatch: current version is {0}")]
@@ -236,6 +240,7 @@ impl ApiError {
             ExecutionAlreadyFinished(_) | NothingInFlight(_) => 1020,
             FrameworkTypeMismatch { .. } => 1023,
             VersionMismatch(_) => 1021,
+            CallbackHostNotAllowed(_) => 1022,
             Unavailable(_) => 1011,
             Unexpected(_) => 1099,
         }

@@ -27,6 +27,7 @@
 //! | `plan_queue_results_consumer_connected` | gauge | | 1 while the results consumer holds a RabbitMQ connection, else 0 |
 //! | `plan_queue_pairs_ended_total` | counter | `reason` | pairs plan-queue itself ended (contract, section 14): `CANCELLED`, `QUEUE_TIMEOUT`, `RUN_TIMEOUT`, `DEAD_LETTERED` |
 //! | `plan_queue_results_late_total` | counter | | results for a pair plan-queue had already ended with a reason (acknowledged, changed nothing) |
+//! | `plan_queue_callbacks_total` | counter | `outcome` | callback attempts (contract, section 21): `delivered` (a 2xx), `retried` (failed, tried again later), `given_up` (failed past `CALLBACK_RETRY_SECS`) |
 //! | `plan_queue_oldest_in_flight_pair_age_seconds` | gauge | | age of the oldest pair still `QUEUED` or `RUNNING` (from its execution's `requestedAt`), 0 when none; set by the deadline sweep |
 
 use crate::amqp::{PublishOutcome, TopologyConflict};
@@ -81,6 +82,7 @@ pub struct Metrics {
     pub results_consumer_connected: IntGauge,
     pairs_ended: IntCounterVec,
     results_late: IntCounter,
+    callbacks: IntCounterVec,
     /// Age of the oldest in-flight pair, seconds (set by the deadline sweep).
     pub oldest_in_flight_age: Gauge,
 }
@@ -161,6 +163,11 @@ impl Metrics {
             results_late: plain_counter(
                 "plan_queue_results_late_total",
                 "Results for a pair plan-queue had already ended with a reason (acknowledged, changed nothing).",
+            )?,
+            callbacks: counter(
+                "plan_queue_callbacks_total",
+                "Callback attempts by outcome: delivered, retried, given_up.",
+                &["outcome"],
             )?,
             oldest_in_flight_age,
             results_applied: plain_counter(
@@ -318,6 +325,12 @@ impl Metrics {
     /// Counts one result that came after plan-queue ended its pair.
     pub fn result_late(&self) {
         self.results_late.inc();
+    }
+
+    /// Counts one callback attempt's `outcome`: `delivered`, `retried` or
+    /// `given_up` (a label of `plan_queue_callbacks_total`, section 21).
+    pub fn callback(&self, outcome: &str) {
+        self.callbacks.with_label_values(&[outcome]).inc();
     }
 
     /// Counts one result that changed nothing.

@@ -442,6 +442,10 @@ pub fn catalog_error_examples(put: bool) -> Vec<(&'static str, ApiError)> {
                 InvalidRequest("plan 614: runTimeoutSecs must be between 5 and 604800".to_owned()),
             ),
             ("versionMismatch", VersionMismatch(4)),
+            (
+                "callbackHostNotAllowed",
+                CallbackHostNotAllowed("evil.example.net".to_owned()),
+            ),
             ("bodyTooLarge", BodyTooLarge(65_536)),
             (
                 "unsupportedMediaType",

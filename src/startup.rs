@@ -59,6 +59,9 @@ pub struct Application {
     results: ResultsConsumer,
     deadlines: crate::deadlines::DeadlineSweep,
     dead_letters: crate::deadletter::DeadLetterWatch,
+    /// The callback deliverer (section 21), when `CALLBACK_ALLOWED_HOSTS`
+    /// names any host.
+    callbacks: Option<crate::callbacks::deliver::Deliverer>,
     shutdown: watch::Sender<bool>,
     db: Db,
     retention: Duration,
@@ -172,6 +175,29 @@ impl Application {
             metrics.clone(),
             retries,
         );
+        let callback_hosts = crate::callbacks::AllowedHosts::parse(&config.callbacks.allowed_hosts)
+            .map_err(|e| anyhow::anyhow!("CALLBACK_ALLOWED_HOSTS: {e}"))?;
+        let callbacks = match config.callbacks.secret.as_deref() {
+            Some(secret) if !callback_hosts.is_empty() => {
+                Some(crate::callbacks::deliver::Deliverer::new(
+                    Db::new(
+                        build_pool(
+                            &database.url,
+                            SWEEP_POOL_SIZE,
+                            database.checkout_timeout,
+                            database.max_lifetime,
+                        ),
+                        database.checkout_timeout,
+                    ),
+                    callback_hosts.clone(),
+                    secret,
+                    config.callbacks.retry_for(),
+                    metrics.clone(),
+                    shutdown_rx.clone(),
+                ))
+            }
+            _ => None,
+        };
         let results = ResultsConsumer::new(
             config.amqp.clone(),
             config.results.clone(),
@@ -212,6 +238,7 @@ impl Application {
             results_status,
             outbox_gate,
             metrics,
+            callback_hosts,
         });
         let openapi = ApiDoc::openapi();
         let http = &config.http;
@@ -248,6 +275,7 @@ impl Application {
             results,
             deadlines,
             dead_letters,
+            callbacks,
             shutdown,
             db,
             retention: config.idempotency.retention,
@@ -272,6 +300,9 @@ impl Application {
         let results = tokio::spawn(self.results.run());
         let deadlines = tokio::spawn(self.deadlines.run());
         let dead_letters = tokio::spawn(self.dead_letters.run());
+        let callbacks = self
+            .callbacks
+            .map(|deliverer| tokio::spawn(deliverer.run()));
         let cleanup = tokio::spawn(idempotency::clean_expired_keys(
             self.db,
             self.retention,
@@ -296,7 +327,10 @@ impl Application {
         {
             log::warn!("relay or results consumer did not stop in time");
         }
-        for task in [cleanup, gate, retention, deadlines, dead_letters] {
+        for task in [cleanup, gate, retention, deadlines, dead_letters]
+            .into_iter()
+            .chain(callbacks)
+        {
             task.abort();
         }
         served.context("HTTP server failed")

@@ -1,13 +1,12 @@
-//! Callbacks (contract, section 21), the parts that decide before anything
-//! is sent: which `callbackUrl`s are allowed ([`AllowedHosts`],
-//! [`check_callback_url`]), the signature of a delivery ([`signature`]) and
-//! the back-off between attempts ([`retry_delay`]).
-//!
-//! Not wired yet: the runs and reruns do not take `callbackUrl`, and no
-//! deliverer sends (see the report of the `catalog` branch). The deliverer
-//! is to resolve a host name itself, connect only to the addresses it
-//! resolved (pinned with reqwest's `resolve`), follow no redirect, use no
-//! proxy, and read at most a small bound of an answer.
+//! Callbacks (contract, section 21): which `callbackUrl`s are allowed
+//! ([`AllowedHosts`], [`check_callback_url`]), the signature of a delivery
+//! ([`signature`]), the back-off between attempts ([`retry_delay`]), and the
+//! deliverer of `serve` ([`deliver::Deliverer`]), which resolves a host name
+//! itself, connects only to the addresses it checked (pinned with reqwest's
+//! `resolve`), follows no redirect, uses no proxy, and reads at most 4 KiB
+//! of an answer.
+
+pub mod deliver;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -78,6 +77,19 @@ impl AllowedHosts {
             (AllowedHost::Address(a), Host::Ipv6(ip)) => *a == IpAddr::V6(*ip),
             _ => false,
         })
+    }
+}
+
+impl AllowedHosts {
+    /// Whether `address`, which the allowed host name `name` resolved to
+    /// now, may be contacted: an IP entry equal to it, or the name entry (or
+    /// `*.` entry) that allows `name` (a host-name entry allows what it
+    /// resolves to at the time of the attempt).
+    pub fn allows_resolved(&self, name: &str, address: IpAddr) -> bool {
+        self.0.iter().any(|allowed| match allowed {
+            AllowedHost::Address(a) => *a == address,
+            _ => false,
+        }) || self.allows(&Host::Domain(name))
     }
 }
 

@@ -13,6 +13,7 @@
 //! run once more on a fresh one ([`connection::with_connection`]); no
 //! connection lives longer than `DB_MAX_LIFETIME_SECS`.
 
+pub mod callbacks;
 pub mod catalog;
 pub mod connection;
 pub mod ends;

@@ -118,6 +118,9 @@ pub struct QueueRerun<'a> {
     /// The body's `retryFailed` (contract, section 18), stored as the
     /// execution's retry budget; `None`: the plan's.
     pub retry_failed: Option<i32>,
+    /// The body's checked `callbackUrl` (contract, section 21), stored on
+    /// the execution; `None`: no callback.
+    pub callback_url: Option<&'a str>,
 }
 static_query_id!(QueueRerun<'_>, QueueRerunId);
 
@@ -229,6 +232,8 @@ impl QueryFragment<Pg> for QueueRerun<'_> {
         out.push_bind_param::<Integer, _>(&self.queue_timeout_secs)?;
         out.push_sql(", ");
         out.push_bind_param::<Nullable<Integer>, _>(&self.retry_failed)?;
+        out.push_sql(", p_callback_url => ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.callback_url)?;
         out.push_sql(")");
         Ok(())
     }
@@ -263,6 +268,9 @@ pub struct QueueRun<'a> {
     /// The body's `retryFailed` (contract, section 18), stored as the
     /// execution's retry budget; `None`: the plan's.
     pub retry_failed: Option<i32>,
+    /// The body's checked `callbackUrl` (contract, section 21), stored on
+    /// the execution; `None`: no callback.
+    pub callback_url: Option<&'a str>,
 }
 static_query_id!(QueueRun<'_>, QueueRunId);
 
@@ -353,6 +361,8 @@ impl QueryFragment<Pg> for QueueRun<'_> {
         out.push_bind_param::<Integer, _>(&self.queue_timeout_secs)?;
         out.push_sql(", ");
         out.push_bind_param::<Nullable<Integer>, _>(&self.retry_failed)?;
+        out.push_sql(", p_callback_url => ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.callback_url)?;
         out.push_sql(")");
         Ok(())
     }

@@ -49,6 +49,24 @@ diesel::table! {
 }
 
 diesel::table! {
+    callback_deliveries (event_id) {
+        event_id -> Uuid,
+        execution_id -> Int8,
+        url -> Text,
+        body -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Nullable<Timestamptz>,
+        lease_until -> Nullable<Timestamptz>,
+        last_status -> Nullable<Int4>,
+        last_error -> Nullable<Text>,
+        first_attempt_at -> Nullable<Timestamptz>,
+        last_attempt_at -> Nullable<Timestamptz>,
+        delivered_at -> Nullable<Timestamptz>,
+        given_up_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     executions (id) {
         id -> Int8,
         plan_id -> Int8,
@@ -63,6 +81,7 @@ diesel::table! {
         trigger -> Text,
         retry_of -> Nullable<Int8>,
         retry_budget -> Int4,
+        callback_url -> Nullable<Text>,
     }
 }
 
@@ -140,6 +159,7 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(callback_deliveries -> executions (execution_id));
 diesel::joinable!(dispatches -> executions (execution_id));
 diesel::joinable!(execution_pairs -> environments (environment_id));
 diesel::joinable!(execution_pairs -> executions (execution_id));
@@ -157,6 +177,7 @@ diesel::joinable!(project_members -> users (user_id));
 diesel::joinable!(scenarios -> projects (project_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    callback_deliveries,
     dispatches,
     environments,
     execution_pairs,

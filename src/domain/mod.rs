@@ -2,6 +2,7 @@
 //! into checked types, the AMQP messages a runner receives and sends back,
 //! the pair statuses, and the refusals of the server functions.
 
+pub mod callback;
 pub mod events;
 pub mod message;
 pub mod reads;
@@ -11,6 +12,7 @@ pub mod retry;
 pub mod run_request;
 
 pub use crate::rules::{PairStatus, Refusal, RefusalArgs, UnknownRefusal};
+pub use callback::check_callback_url;
 pub use message::{EnvironmentInfo, RerunMessage, ResultMessage, ScenarioInfo};
 pub use reads::{parse_flakiness_query, parse_page_query, parse_path_id, PageRequest};
 pub use refusal::Refused;

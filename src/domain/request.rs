@@ -129,6 +129,13 @@ pub struct RawRerunRequest {
     #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false)]
     retry_failed: Option<RetryFailed>,
+    /// Where to POST the `execution.finished` event when the execution
+    /// finishes (section 21): `http` or `https`, at most 2048 characters
+    /// (else 1001), its host in `CALLBACK_ALLOWED_HOSTS` (else 400 code
+    /// 1022). `null` is 1001.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false, example = "https://hooks.example.com/plan-queue")]
+    callback_url: Option<String>,
 }
 
 /// A terminal status a rerun may select by (`statuses`, section 8).
@@ -230,6 +237,11 @@ pub struct RerunRequest {
     /// normalises as before.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_failed: Option<i32>,
+    /// The body's `callbackUrl` (section 21), checked by
+    /// [`crate::domain::check_callback_url`]; left out of the normalised
+    /// form when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 /// Parses and checks a request body against the contract.
@@ -272,6 +284,7 @@ pub fn parse_rerun_request(
         statuses,
         on_in_flight: raw.on_in_flight.unwrap_or_default(),
         retry_failed: raw.retry_failed.map(RetryFailed::get),
+        callback_url: raw.callback_url,
     })
 }
 

@@ -57,6 +57,13 @@ pub struct RawRunRequest {
     #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false)]
     retry_failed: Option<RetryFailed>,
+    /// Where to POST the `execution.finished` event when the execution
+    /// finishes (section 21): `http` or `https`, at most 2048 characters
+    /// (else 1001), its host in `CALLBACK_ALLOWED_HOSTS` (else 400 code
+    /// 1022). `null` is 1001.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false, example = "https://hooks.example.com/plan-queue")]
+    callback_url: Option<String>,
 }
 
 /// A run request that passed every check not needing the database. Its JSON
@@ -82,6 +89,11 @@ pub struct RunRequest {
     /// normalises as before.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_failed: Option<i32>,
+    /// The body's `callbackUrl` (section 21), checked by
+    /// [`crate::domain::check_callback_url`]; left out of the normalised
+    /// form when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 /// Parses and checks a run body against section 7.
@@ -111,6 +123,7 @@ pub fn parse_run_request(body: &[u8], framework_types: &[String]) -> Result<RunR
         force: raw.force.unwrap_or(false),
         dry_run: raw.dry_run.unwrap_or(false),
         retry_failed: raw.retry_failed.map(RetryFailed::get),
+        callback_url: raw.callback_url,
     })
 }
 

@@ -6,6 +6,7 @@
 
 use super::event::ExecutionFinished;
 use super::message::{Rejection, RunnerResult};
+use crate::db::callbacks;
 use crate::db::models::MESSAGE_EXECUTION_FINISHED;
 use crate::db::outbox::{self, NewEvent};
 use crate::db::reads;
@@ -279,6 +280,8 @@ fn write_event(
             exchange,
         },
     )?;
+    // the callback, if the execution has one (section 21): the same bytes
+    callbacks::insert_for_event(conn, event.event_id, execution_id, &body)?;
     Ok(event)
 }
 

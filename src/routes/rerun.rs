@@ -2,6 +2,7 @@
 
 use super::queue::{log_accepted, respond, QueueRequest};
 use crate::app::AppState;
+use crate::domain::check_callback_url;
 use crate::domain::parse_rerun_request;
 use crate::error::{ApiError, Envelope};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -64,6 +65,7 @@ pub async fn rerun(
         &config.amqp.framework_types,
         config.limits.max_pairs,
     )?;
+    check_callback_url(parsed.callback_url.as_deref(), &state.callback_hosts)?;
     let (plan_id, user_id) = (parsed.plan_id, parsed.user_id);
     let context = read.admit(&request, &state, (plan_id, user_id), parsed.dry_run)?;
     let framework_type = parsed.framework_type.clone();

@@ -2,6 +2,7 @@
 
 use super::queue::{log_accepted, respond, QueueRequest};
 use crate::app::AppState;
+use crate::domain::check_callback_url;
 use crate::domain::parse_run_request;
 use crate::error::{ApiError, Envelope};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -58,6 +59,7 @@ pub async fn run(
 ) -> Result<HttpResponse, ApiError> {
     let read = QueueRequest::read(&request, payload, &state).await?;
     let parsed = parse_run_request(&read.body, &state.config.amqp.framework_types)?;
+    check_callback_url(parsed.callback_url.as_deref(), &state.callback_hosts)?;
     let (plan_id, user_id) = (parsed.plan_id, parsed.user_id);
     let context = read.admit(&request, &state, (plan_id, user_id), parsed.dry_run)?;
     let correlation_id = context.correlation_id.clone();

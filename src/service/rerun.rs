@@ -119,6 +119,7 @@ impl QueueService {
             write,
             queue_timeout_secs: self.queue_timeout_secs,
             retry_failed: request.retry_failed,
+            callback_url: request.callback_url.as_deref(),
         }
         .get_result(conn)?;
         answer(request, limits, row)

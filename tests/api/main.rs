@@ -4,6 +4,7 @@
 mod broker;
 mod broker_faults;
 mod broker_nodes;
+mod callbacks;
 mod catalog;
 mod cli;
 mod database_changes;

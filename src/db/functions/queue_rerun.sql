@@ -17,7 +17,7 @@
 -- p_queue_timeout_secs was added for the message's expiresAt (section 15),
 -- p_retry_failed and p_retry_of for issue 19: each signature is another
 -- function, so the earlier ones are dropped; its result columns grew too
--- (1019 and 1023 of section 20)
+-- (1019 and 1023 of section 20); p_callback_url for section 21
 DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
                                     INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN);
 DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
@@ -26,6 +26,9 @@ DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TE
 DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
                                     INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
                                     INTEGER, BIGINT);
+DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
+                                    INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
+                                    INTEGER, INTEGER, BIGINT);
 CREATE OR REPLACE FUNCTION queue_rerun(
     p_plan_id BIGINT,
     p_user_id BIGINT,
@@ -59,6 +62,9 @@ CREATE OR REPLACE FUNCTION queue_rerun(
     -- user's rerun
     p_retry_failed INTEGER DEFAULT NULL,
     p_retry_of BIGINT DEFAULT NULL,
+    -- the body's callbackUrl, checked (section 21; a retry passes its
+    -- execution's); NULL: no callback
+    p_callback_url TEXT DEFAULT NULL,
     -- the failed check (1000, 1002, 1010, 1023, 1004, 1005, 1007, 1019, 1008,
     -- 1016, 1014, 1015) and its arguments; NULL when the rerun was accepted
     OUT error_code INTEGER,
@@ -325,12 +331,13 @@ BEGIN
     ), new_execution AS (
         INSERT INTO executions (id, plan_id, kind, source_execution_id, requested_by,
                                 framework_type, requested_at, open_pairs, trigger, retry_of,
-                                retry_budget)
+                                retry_budget, callback_url)
         VALUES (v_id, p_plan_id, 'RERUN', v_source, p_user_id, p_framework_type, p_requested_at,
                 cardinality(queued_scenario_ids),
                 CASE WHEN p_retry_of IS NULL THEN 'USER' ELSE 'RETRY' END, p_retry_of,
                 coalesce(p_retry_failed,
-                         (SELECT pl.retry_failed FROM plans pl WHERE pl.id = p_plan_id)))
+                         (SELECT pl.retry_failed FROM plans pl WHERE pl.id = p_plan_id)),
+                p_callback_url)
     ), new_pairs AS (
         INSERT INTO execution_pairs (execution_id, scenario_id, environment_id, status, attempt,
                                      source_execution_id, message_id)

@@ -15,6 +15,7 @@
 -- left out; with none left there is no retry. A refusal of queue_rerun (the
 -- user no longer active or a member, the plan gone) also means no retry.
 --
+-- The retry inherits the execution's callbackUrl (section 21).
 -- Returns the retry's execution id, or NULL when there is none.
 -- p_queue_timeout_secs was added for the messages' expiresAt (section 15)
 DROP FUNCTION IF EXISTS queue_retry(BIGINT, INTEGER, TEXT);
@@ -61,7 +62,8 @@ BEGIN
                            p_first_message_id => gen_random_uuid(), p_replay => false,
                            p_queue_timeout_secs => p_queue_timeout_secs,
                            p_retry_failed => v_x.retry_budget - 1,
-                           p_retry_of => p_execution_id);
+                           p_retry_of => p_execution_id,
+                           p_callback_url => v_x.callback_url);
         IF r.error_code IS NULL THEN
             RETURN r.new_execution_id;
         ELSIF r.error_code NOT IN (1005, 1015) THEN

@@ -7,12 +7,15 @@
 -- src/service/run.rs).
 -- p_queue_timeout_secs was added for the message's expiresAt (section 15),
 -- p_retry_failed for issue 19: each signature is another function, so the
--- earlier ones are dropped
+-- earlier ones are dropped; p_callback_url for section 21
 DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN,
                                   INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN);
 DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN,
                                   INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
                                   INTEGER);
+DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN,
+                                  INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
+                                  INTEGER, INTEGER);
 CREATE OR REPLACE FUNCTION queue_run(
     p_plan_id BIGINT,
     p_user_id BIGINT,
@@ -37,6 +40,8 @@ CREATE OR REPLACE FUNCTION queue_run(
     p_queue_timeout_secs INTEGER,
     -- the body's retryFailed (section 18); NULL: the plan's
     p_retry_failed INTEGER DEFAULT NULL,
+    -- the body's callbackUrl, checked (section 21); NULL: no callback
+    p_callback_url TEXT DEFAULT NULL,
     -- the failed check (1000, 1002, 1010, 1023, 1006, 1003, 1019, 1018, 1008,
     -- 1014) and its arguments; NULL when the run was accepted
     OUT error_code INTEGER,
@@ -185,9 +190,10 @@ BEGIN
     queued_message_ids := p_first_message_id
                           || ARRAY(SELECT gen_random_uuid() FROM generate_series(2, v_n));
     INSERT INTO executions (id, plan_id, kind, source_execution_id, requested_by,
-                            framework_type, requested_at, open_pairs, retry_budget)
+                            framework_type, requested_at, open_pairs, retry_budget, callback_url)
     VALUES (v_id, p_plan_id, 'RUN', NULL, p_user_id, framework_type_used, p_requested_at, v_n,
-            coalesce(p_retry_failed, (SELECT pl.retry_failed FROM plans pl WHERE pl.id = p_plan_id)));
+            coalesce(p_retry_failed, (SELECT pl.retry_failed FROM plans pl WHERE pl.id = p_plan_id)),
+            p_callback_url);
     INSERT INTO execution_pairs (execution_id, scenario_id, environment_id, status, attempt,
                                  source_execution_id, message_id)
     SELECT v_id, t.s, t.e, 'QUEUED', 1, v_id, t.m

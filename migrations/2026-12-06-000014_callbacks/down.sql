@@ -1,0 +1,2 @@
+DROP TABLE callback_deliveries;
+ALTER TABLE executions DROP COLUMN callback_url;

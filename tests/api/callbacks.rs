@@ -1,0 +1,310 @@
+//! Callbacks (contract, section 21) against a real local HTTP receiver: the
+//! signature over the exact body, retries with one `X-PlanQueue-Delivery`,
+//! no redirect followed, hosts outside `CALLBACK_ALLOWED_HOSTS` refused
+//! before anything is written.
+
+use crate::ends::cancel;
+use crate::helpers::{code, message, spawn_app_with, TestApp};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const SECRET: &str = "callback-test-secret";
+
+/// How the receiver answers one request.
+#[derive(Clone, Debug)]
+enum Answer {
+    Status(u16),
+    Redirect(String),
+}
+
+/// One request the receiver got: its headers (lower-case names) and body.
+#[derive(Clone, Debug)]
+struct Request {
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// A tiny HTTP/1.1 receiver on 127.0.0.1, port 0: answers the scripted
+/// answers in turn (the last one again after the script ends) and records
+/// every request.
+struct Receiver {
+    url: String,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Receiver {
+    async fn start(script: Vec<Answer>) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/hook",
+            listener.local_addr().unwrap().port()
+        );
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let recorded = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let Some(request) = read_request(&mut socket).await else {
+                    continue;
+                };
+                let answer = {
+                    let mut all = recorded.lock().unwrap();
+                    all.push(request);
+                    script[(all.len() - 1).min(script.len() - 1)].clone()
+                };
+                let head = match answer {
+                    Answer::Status(status) => format!("HTTP/1.1 {status} X\r\n"),
+                    Answer::Redirect(to) => format!("HTTP/1.1 307 X\r\nLocation: {to}\r\n"),
+                };
+                let _ = socket
+                    .write_all(
+                        format!("{head}Content-Length: 2\r\nConnection: close\r\n\r\nok")
+                            .as_bytes(),
+                    )
+                    .await;
+            }
+        });
+        Receiver { url, requests }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Waits (up to `within`) until `count` requests came.
+    async fn wait_for(&self, count: usize, within: Duration) -> Vec<Request> {
+        let started = Instant::now();
+        loop {
+            let got = self.requests();
+            if got.len() >= count {
+                return got;
+            }
+            assert!(
+                started.elapsed() < within,
+                "only {} requests: {got:?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Request> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+    let headers: HashMap<String, String> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers.get("content-length")?.parse().ok()?;
+    while buffer.len() < end + length {
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    Some(Request {
+        headers,
+        body: buffer[end..end + length].to_vec(),
+    })
+}
+
+/// An app whose callbacks may reach 127.0.0.1, retried for `retry_secs`.
+async fn app_with_callbacks(retry_secs: u64) -> TestApp {
+    spawn_app_with(|config| {
+        config.callbacks.allowed_hosts = "127.0.0.1".to_owned();
+        config.callbacks.secret = Some(SECRET.to_owned());
+        config.callbacks.retry_secs = retry_secs;
+    })
+    .await
+}
+
+/// Runs plan 614's scenario 113 on environment 223 as user 13 with
+/// `callback_url`, then cancels it, which finishes it; the execution id.
+async fn run_and_finish(app: &TestApp, callback_url: &str) -> i64 {
+    let token = app.token(13, &["PLAN_RUN"]);
+    let (status, body) = app
+        .post(
+            "/queue/run",
+            Some(&token),
+            &json!({"planId": 614, "userId": 13, "scenarioIds": [113],
+                    "environmentIds": [223], "force": true, "callbackUrl": callback_url}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["data"]["executionId"].as_i64().unwrap();
+    let (status, body) = cancel(app, &format!("/executions/{id}/cancel"), 13).await;
+    assert_eq!(status, 200, "{body}");
+    id
+}
+
+fn hex_hmac(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn a_receiver_answering_500_twice_then_200_gets_three_signed_deliveries_with_one_delivery_id()
+{
+    let receiver = Receiver::start(vec![
+        Answer::Status(500),
+        Answer::Status(500),
+        Answer::Status(200),
+    ])
+    .await;
+    let app = app_with_callbacks(86_400).await;
+    let id = run_and_finish(&app, &receiver.url).await;
+    let got = receiver.wait_for(3, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        receiver.requests().len(),
+        3,
+        "a delivered callback is not sent again"
+    );
+    let delivery = &got[0].headers["x-planqueue-delivery"];
+    for request in &got {
+        assert_eq!(&request.headers["x-planqueue-delivery"], delivery);
+        assert_eq!(request.headers["content-type"], "application/json");
+        assert_eq!(request.headers["x-planqueue-event"], "execution.finished");
+        assert_eq!(
+            request.headers["x-planqueue-signature"],
+            format!("sha256={}", hex_hmac(&request.body)),
+            "the signature is the HMAC of the exact body"
+        );
+        assert_eq!(request.body, got[0].body);
+    }
+    let event: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(event["executionId"], id);
+    assert_eq!(&event["eventId"], delivery.as_str());
+    let stored = app
+        .count_sql(&format!(
+            "SELECT count(*) AS n FROM dispatches WHERE message_id = '{delivery}' \
+               AND body = (SELECT body FROM callback_deliveries WHERE event_id = '{delivery}')"
+        ))
+        .await;
+    assert_eq!(
+        stored, 1,
+        "the callback's body is the event's, byte for byte"
+    );
+    let delivered = app
+        .count_sql(&format!(
+            "SELECT count(*) AS n FROM callback_deliveries WHERE execution_id = {id} \
+               AND attempts = 3 AND last_status = 200 AND delivered_at IS NOT NULL"
+        ))
+        .await;
+    assert_eq!(delivered, 1);
+    assert!(app
+        .metrics()
+        .await
+        .contains("plan_queue_callbacks_total{outcome=\"delivered\"} 1"));
+}
+
+#[tokio::test]
+async fn a_host_outside_the_allowed_list_is_1022_and_nothing_is_written_or_contacted() {
+    let app = app_with_callbacks(86_400).await;
+    let before = app.counts().await;
+    let token = app.token(13, &["PLAN_RUN"]);
+    for (path, body) in [
+        (
+            "/queue/run",
+            json!({"planId": 614, "userId": 13, "force": true,
+                   "callbackUrl": "http://localhost:9/hook"}),
+        ),
+        (
+            "/queue/rerun",
+            json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM",
+                   "scenarioEnvironmentPairs": [{"scenarioId": 111, "environmentId": 222}],
+                   "callbackUrl": "http://10.9.9.9/hook"}),
+        ),
+    ] {
+        let (status, answer) = app.post(path, Some(&token), &body).await;
+        assert_eq!((status, code(&answer)), (400, 1022), "{answer}");
+        assert!(
+            message(&answer).starts_with("callbackUrl host "),
+            "{answer}"
+        );
+        assert!(message(&answer).ends_with(" is not allowed"), "{answer}");
+    }
+    let (status, answer) = app
+        .post(
+            "/queue/run",
+            Some(&token),
+            &json!({"planId": 614, "userId": 13, "callbackUrl": "ftp://127.0.0.1/x"}),
+        )
+        .await;
+    assert_eq!((status, code(&answer)), (400, 1001), "{answer}");
+    app.assert_nothing_written_or_published(before).await;
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_host_is_not_followed_and_counts_as_a_failure() {
+    let elsewhere = Receiver::start(vec![Answer::Status(200)]).await;
+    let redirecting = Receiver::start(vec![Answer::Redirect(elsewhere.url.clone())]).await;
+    let app = app_with_callbacks(86_400).await;
+    let id = run_and_finish(&app, &redirecting.url).await;
+    redirecting.wait_for(2, Duration::from_secs(20)).await;
+    assert!(elsewhere.requests().is_empty(), "the redirect was followed");
+    let failed = app
+        .count_sql(&format!(
+            "SELECT count(*) AS n FROM callback_deliveries WHERE execution_id = {id} \
+               AND last_status = 307 AND delivered_at IS NULL AND given_up_at IS NULL"
+        ))
+        .await;
+    assert_eq!(failed, 1);
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_is_given_up_after_callback_retry_secs() {
+    // a port that refuses connections: nothing listens on it
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let app = app_with_callbacks(2).await;
+    let id = run_and_finish(&app, &format!("http://127.0.0.1:{closed}/hook")).await;
+    let started = Instant::now();
+    loop {
+        let given_up = app
+            .count_sql(&format!(
+                "SELECT count(*) AS n FROM callback_deliveries WHERE execution_id = {id} \
+                   AND given_up_at IS NOT NULL AND delivered_at IS NULL AND attempts >= 2"
+            ))
+            .await;
+        if given_up == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never given up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(app
+        .metrics()
+        .await
+        .contains("plan_queue_callbacks_total{outcome=\"given_up\"} 1"));
+}
