@@ -600,7 +600,7 @@ async fn the_flakiness_view_marks_the_suspect_environment_of_a_prepared_history(
     open_signed_in(&browser, &app, "#/plans/614/history", retries).await;
     let page = api_data(&app, "/plans/614/executions?limit=20").await;
     let rows = browser
-        .eval("[...document.querySelectorAll('#history tbody tr')].map(r => r.cells[2].innerText.trim())")
+        .eval("[...document.querySelectorAll('#history tbody tr')].map(r => r.querySelector('.trig').innerText.trim())")
         .await;
     let expected: Vec<String> = page["executions"]
         .as_array()
@@ -613,6 +613,7 @@ async fn the_flakiness_view_marks_the_suspect_environment_of_a_prepared_history(
         .collect();
     assert_eq!(rows, json!(expected));
     assert!(expected.iter().filter(|t| *t == "USER").count() >= 3);
+    browser.screenshots("history-retries").await;
     browser.click("#history .t-RETRY + a").await;
     let retried = page["executions"][0]["retryOf"].as_i64().unwrap();
     let opened = format!(
@@ -621,7 +622,9 @@ async fn the_flakiness_view_marks_the_suspect_environment_of_a_prepared_history(
     browser
         .wait_for(&opened, SHOWN_WITHIN, "the retried execution")
         .await;
-    browser.screenshots("history-retries").await;
+    let said = browser.text("main > p").await;
+    assert!(said.starts_with("USER"), "{said}");
+    browser.screenshots("execution-retried").await;
     browser.finish().await;
 }
 

@@ -198,7 +198,7 @@
   function countChips(counts) {
     if (!counts) return `<span class="muted">never ran</span>`;
     const chips = STATUSES.filter((s) => counts[s] > 0).map(
-      (s) => `<span class="chip s-${s}">${ICONS[s]} ${counts[s]} ${s}</span>`
+      (s) => `<span class="chip s-${s}" title="${counts[s]} ${s}">${ICONS[s]} ${counts[s]}<span class="w"> ${s}</span></span>`
     );
     return `<span class="counts">${chips.join("") || '<span class="muted">no pairs</span>'}</span>`;
   }
@@ -211,7 +211,7 @@
   function triggerText(x) {
     if (!x.trigger) return "";
     const of = x.retryOf ? ` of <a href="#/executions/${x.retryOf}">#${x.retryOf}</a>` : "";
-    return `<span class="trigger t-${esc(x.trigger)}">${esc(x.trigger)}</span>${of}`;
+    return `<span class="trig"><span class="trigger t-${esc(x.trigger)}">${esc(x.trigger)}</span>${of}</span>`;
   }
 
   function statusChip(status) {
@@ -638,7 +638,7 @@
     main.innerHTML = `${planHeader(plan, "history")}
       <div class="scroll"><table class="list" id="history">
         <caption class="sr-only">Executions, newest first</caption>
-        <thead><tr><th scope="col">Execution</th><th scope="col">Kind</th><th scope="col">Trigger</th>
+        <thead><tr><th scope="col">Execution</th><th scope="col">Kind, trigger</th>
           <th scope="col" class="hide-narrow">Requested by</th><th scope="col">Requested</th>
           <th scope="col" class="hide-narrow">Status</th><th scope="col">Pairs</th></tr></thead>
         <tbody></tbody>
@@ -654,13 +654,12 @@
         data.executions
           .map((x) => `<tr>
             <td><a href="#/executions/${x.executionId}">#${x.executionId}</a></td>
-            <td>${esc(x.kind)}</td>
-            <td>${triggerText(x)}</td>
+            <td>${esc(x.kind)}<br>${triggerText(x)}</td>
             <td class="hide-narrow">user ${x.requestedBy}</td>
             <td>${when(x.requestedAt)}</td>
             <td class="hide-narrow">${esc(x.status)}</td>
             <td>${countChips(x.counts)}</td></tr>`)
-          .join("") || (before ? "" : `<tr><td colspan="7" class="muted">No execution yet.</td></tr>`)
+          .join("") || (before ? "" : `<tr><td colspan="6" class="muted">No execution yet.</td></tr>`)
       );
       older.hidden = !data.nextBefore;
       older.dataset.before = data.nextBefore || "";
