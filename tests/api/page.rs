@@ -524,6 +524,32 @@ async fn cancel_ends_a_queued_pair() {
         .await;
     let panel = browser.text("#panel").await;
     assert!(panel.contains("CANCELLED (cancelled)"), "{panel}");
+
+    // an execution's own cancel, from its page
+    let (status, body) = app
+        .post(
+            "/queue/run",
+            Some(&app.token(13, &["PLAN_RUN"])),
+            &json!({"planId": 614, "userId": 13}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let second = body["data"]["executionId"].as_i64().unwrap();
+    let button = "document.getElementById('cancel-execution')";
+    let page = format!("#/executions/{second}");
+    open_signed_in(&browser, &app, &page, button).await;
+    browser.click("#cancel-execution").await;
+    let ended = "document.querySelectorAll('main table.list .s-ABORTED').length === 12 \
+                 && !document.getElementById('cancel-execution')";
+    browser
+        .wait_for(ended, SHOWN_WITHIN, "the execution cancelled")
+        .await;
+    let pairs = browser.text("main table.list").await;
+    assert_eq!(pairs.matches("cancelled").count(), 12, "{pairs}");
+    let execution = api_data(&app, &format!("/executions/{second}")).await;
+    assert_eq!(execution["status"], "FINISHED");
+    assert_eq!(execution["counts"]["ABORTED"], 12, "{execution}");
+    browser.screenshots("execution-cancelled").await;
     browser.finish().await;
 }
 
@@ -616,9 +642,8 @@ async fn the_flakiness_view_marks_the_suspect_environment_of_a_prepared_history(
     browser.screenshots("history-retries").await;
     browser.click("#history .t-RETRY + a").await;
     let retried = page["executions"][0]["retryOf"].as_i64().unwrap();
-    let opened = format!(
-        "location.hash === '#/executions/{retried}' && document.querySelector('main table.list')"
-    );
+    let opened =
+        format!("document.querySelector('main h1')?.innerText.startsWith('Execution #{retried}')");
     browser
         .wait_for(&opened, SHOWN_WITHIN, "the retried execution")
         .await;

@@ -158,11 +158,6 @@
     );
   }
 
-  /** True when `e` says the route does not exist on this server (yet). */
-  function routeMissing(e) {
-    return e instanceof ApiError && (e.status === 405 || (e.status === 404 && e.code === 1001));
-  }
-
   /** Shows the sign-in form for a 401; true when it did. */
   function handleAuth(e) {
     if (e instanceof ApiError && e.status === 401) {
@@ -557,8 +552,7 @@
         const data = await api(method, path, body);
         say(done(data), "ok");
       } catch (e) {
-        if (routeMissing(e)) say(`This server does not offer ${method} ${path.replace(/\d+/, "{id}")} yet.`, "error");
-        else fail(e);
+        fail(e);
       } finally {
         button.disabled = false;
         if (current(tok)) refresh();
@@ -710,8 +704,7 @@
           say(`Cancelled ${d.cancelled.length} pairs.`, "ok");
           showExecution(executionId).catch(fail);
         } catch (e) {
-          if (routeMissing(e)) say("This server does not offer POST /executions/{id}/cancel yet.", "error");
-          else fail(e);
+          fail(e);
           cancel.disabled = false;
         }
       });
@@ -735,18 +728,7 @@
       location.hash = `#/plans/${planId}/flakiness?runs=${document.getElementById("runs").value}`;
     });
     const heat = document.getElementById("heat");
-    let data;
-    try {
-      data = await api("GET", `/plans/${planId}/flakiness?runs=${runs}`);
-    } catch (e) {
-      if (!current(tok)) return;
-      if (routeMissing(e)) {
-        heat.innerHTML = `<p class="notice">Flakiness figures are not served by this server yet
-          (<code>GET /plans/{planId}/flakiness</code>). They appear here once it offers them.</p>`;
-        return;
-      }
-      throw e;
-    }
+    const data = await api("GET", `/plans/${planId}/flakiness?runs=${runs}`);
     if (!current(tok)) return;
     if (!data.runs) {
       heat.innerHTML = `<p class="muted">This plan never ran.</p>`;
