@@ -242,10 +242,8 @@ async fn wait_for_counts(app: &TestApp, passed: i64, failed: i64) {
     }
 }
 
-/// Runs plan 614 and has `plan-queue runner` fail "Checkout with saved
-/// card" (scenario 113) on its three environments and pass the nine other
-/// pairs: the demo run the page shows.
-async fn demo_run(app: &TestApp) {
+/// Runs plan 614 (its twelve pairs) as user 13 through the API; the run's id.
+async fn run_614(app: &TestApp) -> i64 {
     let (status, body) = app
         .post(
             "/queue/run",
@@ -254,6 +252,14 @@ async fn demo_run(app: &TestApp) {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    body["data"]["executionId"].as_i64().unwrap()
+}
+
+/// Runs plan 614 and has `plan-queue runner` fail "Checkout with saved
+/// card" (scenario 113) on its three environments and pass the nine other
+/// pairs: the demo run the page shows.
+async fn demo_run(app: &TestApp) {
+    run_614(app).await;
     let mut runner = start_runner(app, r#"test "$PQ_SCENARIO_ID" != 113"#);
     wait_for_counts(app, 9, 3).await;
     runner.kill().unwrap();
@@ -526,15 +532,7 @@ async fn cancel_ends_a_queued_pair() {
     assert!(panel.contains("CANCELLED (cancelled)"), "{panel}");
 
     // an execution's own cancel, from its page
-    let (status, body) = app
-        .post(
-            "/queue/run",
-            Some(&app.token(13, &["PLAN_RUN"])),
-            &json!({"planId": 614, "userId": 13}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let second = body["data"]["executionId"].as_i64().unwrap();
+    let second = run_614(&app).await;
     let button = "document.getElementById('cancel-execution')";
     let page = format!("#/executions/{second}");
     open_signed_in(&browser, &app, &page, button).await;
