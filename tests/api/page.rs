@@ -4,12 +4,13 @@
 //! the pages it visits under `target/screenshots/`, at 1280 px and at a
 //! phone's 390 px. Skipped (with a SKIPPED line) when chromium or
 //! chromedriver is not installed.
-//!
-//! Not yet tested here: the cancel buttons and the flakiness heat map, whose
-//! routes (contract, sections 16 and 19) this server does not serve yet; the
-//! page shows that they are not available, which the screenshots record.
+//! Also: cancel in flight (section 16), the flakiness heat map of a history
+//! with automatic retries (sections 18 and 19), and a gateway that injects
+//! `Authorization` in front of the page.
 
-use crate::helpers::{code, plan_queue, read, spawn_app, TestApp, JWT_SECRET};
+use crate::helpers::{code, plan_queue, read, spawn_app, spawn_app_with, TestApp, JWT_SECRET};
+use crate::results::wait_consumer;
+use crate::retries::history_run;
 use crate::runner::start_runner;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -241,10 +242,8 @@ async fn wait_for_counts(app: &TestApp, passed: i64, failed: i64) {
     }
 }
 
-/// Runs plan 614 and has `plan-queue runner` fail "Checkout with saved
-/// card" (scenario 113) on its three environments and pass the nine other
-/// pairs: the demo run the page shows.
-async fn demo_run(app: &TestApp) {
+/// Runs plan 614 (its twelve pairs) as user 13 through the API; the run's id.
+async fn run_614(app: &TestApp) -> i64 {
     let (status, body) = app
         .post(
             "/queue/run",
@@ -253,6 +252,14 @@ async fn demo_run(app: &TestApp) {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    body["data"]["executionId"].as_i64().unwrap()
+}
+
+/// Runs plan 614 and has `plan-queue runner` fail "Checkout with saved
+/// card" (scenario 113) on its three environments and pass the nine other
+/// pairs: the demo run the page shows.
+async fn demo_run(app: &TestApp) {
+    run_614(app).await;
     let mut runner = start_runner(app, r#"test "$PQ_SCENARIO_ID" != 113"#);
     wait_for_counts(app, 9, 3).await;
     runner.kill().unwrap();
@@ -439,10 +446,309 @@ async fn a_tester_signs_in_reruns_what_failed_and_watches_the_grid_turn_green() 
     let pairs = browser.text("main table.list").await;
     assert!(pairs.contains("Checkout with saved card"), "{pairs}");
     browser.screenshots("execution").await;
-    let heat = "document.querySelector('#heat .notice, #heat table')";
-    let flakiness = at("#/plans/614/flakiness");
-    browser.visit(&flakiness, heat, "the flakiness view").await;
+    browser.finish().await;
+}
+
+/// Signs `browser` in as user 13 (`PLAN_RUN`) through the link that
+/// `plan-queue token --link` prints, then opens `fragment` of the page
+/// and waits until `ready` is truthy.
+async fn open_signed_in(browser: &Browser, app: &TestApp, fragment: &str, ready: &str) {
+    let token = app.token(13, &["PLAN_RUN"]);
+    let listed = "document.querySelector('[data-plan=\"614\"]')";
+    let link = format!("{}/#token={token}", app.address);
+    browser.visit(&link, listed, "the plans list").await;
+    let page = format!("{}/{fragment}", app.address);
+    browser.visit(&page, ready, fragment).await;
+}
+
+#[tokio::test]
+async fn cancel_ends_a_queued_pair() {
+    let test = "cancel_ends_a_queued_pair";
+    let Some(browser) = Browser::start(test).await else {
+        return;
+    };
+    let app = spawn_app().await;
+    // the fixture's last run (4980) of six pairs
+    let grid = "document.querySelectorAll('#grid button.cell').length === 6";
+    open_signed_in(&browser, &app, "#/plans/614", grid).await;
+    let cancel_disabled = "document.getElementById('cancel').disabled";
+    let disabled = browser.eval(cancel_disabled).await;
+    assert_eq!(disabled, json!(true), "nothing in flight yet");
+
+    // run the plan from the page; no runner: every pair stays queued
+    browser.click("#run").await;
+    let queued = "document.querySelectorAll('#grid button.cell.s-QUEUED').length === 12";
+    browser
+        .wait_for(queued, SHOWN_WITHIN, "twelve queued cells")
+        .await;
+    let enabled = "!document.getElementById('cancel').disabled";
+    browser
+        .wait_for(
+            enabled,
+            SHOWN_WITHIN,
+            "cancel enabled while pairs are queued",
+        )
+        .await;
+    let run = results_614(&app).await["sourceExecutionId"].clone();
+
+    browser.click("#cancel").await;
+    let aborted = "document.querySelectorAll('#grid button.cell.s-ABORTED').length === 12";
+    browser
+        .wait_for(aborted, SHOWN_WITHIN, "twelve aborted cells")
+        .await;
+    let notice = browser.text("#notice").await;
+    assert!(notice.contains("Cancelled 12 pairs"), "{notice}");
+    let labels = cell_labels(&browser).await;
+    let login = "Login with valid credentials on iPhone 15: ABORTED, attempt 1, cancelled";
+    assert!(labels.contains(&login.to_owned()), "{labels:?}");
+    let text = browser.text("#grid").await;
+    assert_eq!(
+        text.matches("cancelled").count(),
+        12,
+        "said in text: {text}"
+    );
+    let disabled = browser.eval(cancel_disabled).await;
+    assert_eq!(disabled, json!(true), "nothing left in flight");
+    browser.screenshots("plan-grid-cancelled").await;
+
+    // the API agrees: the same run, every pair ABORTED for CANCELLED
+    let results = results_614(&app).await;
+    assert_eq!(results["sourceExecutionId"], run);
+    assert_eq!(results["counts"]["ABORTED"], 12, "{results}");
+    for pair in results["pairs"].as_array().unwrap() {
+        assert_eq!(pair["status"], "ABORTED", "{pair}");
+        assert_eq!(pair["reason"], "CANCELLED", "{pair}");
+    }
+    let execution = api_data(&app, &format!("/executions/{run}")).await;
+    assert_eq!(execution["status"], "FINISHED");
+
+    // a cell's attempts say why it ended
+    browser.click("#grid button.cell").await;
+    let reason = "document.querySelector('#attempts .attempt dl')";
+    browser
+        .wait_for(reason, SHOWN_WITHIN, "the cell's attempts")
+        .await;
+    let panel = browser.text("#panel").await;
+    assert!(panel.contains("CANCELLED (cancelled)"), "{panel}");
+
+    // an execution's own cancel, from its page
+    let second = run_614(&app).await;
+    let button = "document.getElementById('cancel-execution')";
+    let page = format!("#/executions/{second}");
+    open_signed_in(&browser, &app, &page, button).await;
+    browser.click("#cancel-execution").await;
+    let ended = "document.querySelectorAll('main table.list .s-ABORTED').length === 12 \
+                 && !document.getElementById('cancel-execution')";
+    browser
+        .wait_for(ended, SHOWN_WITHIN, "the execution cancelled")
+        .await;
+    let pairs = browser.text("main table.list").await;
+    assert_eq!(pairs.matches("cancelled").count(), 12, "{pairs}");
+    let execution = api_data(&app, &format!("/executions/{second}")).await;
+    assert_eq!(execution["status"], "FINISHED");
+    assert_eq!(execution["counts"]["ABORTED"], 12, "{execution}");
+    browser.screenshots("execution-cancelled").await;
+    browser.finish().await;
+}
+
+#[tokio::test]
+async fn the_flakiness_view_marks_the_suspect_environment_of_a_prepared_history() {
+    let test = "the_flakiness_view_marks_the_suspect_environment_of_a_prepared_history";
+    let Some(browser) = Browser::start(test).await else {
+        return;
+    };
+    let app = spawn_app_with(|_| {}).await;
+    wait_consumer(&app).await;
+    // as in tests/api/retries.rs: three full runs of scenario 113 on iPhone
+    // 15 (223) and Galaxy S23 (224), each with one automatic retry; 223
+    // fails first and passes on its retry every time, 224 once
+    type Reports<'a> = &'a [(i64, &'a str)];
+    let fail_then_pass: &[(Reports, Reports)] = &[
+        (&[(223, "FAILED"), (224, "PASSED")], &[(223, "PASSED")]),
+        (&[(223, "FAILED"), (224, "PASSED")], &[(223, "PASSED")]),
+        (
+            &[(223, "ERROR"), (224, "FAILED")],
+            &[(223, "PASSED"), (224, "PASSED")],
+        ),
+    ];
+    for (first, then) in fail_then_pass {
+        history_run(&app, first, then).await;
+    }
+    let figures = api_data(&app, "/plans/614/flakiness?runs=3").await;
+    let suspects: Vec<&Value> = figures["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["suspect"] == true)
+        .collect();
+    assert_eq!(suspects.len(), 1, "{figures}");
+    assert_eq!(suspects[0]["environmentId"], 223);
+
+    let map = "document.querySelector('#heat-map')";
+    open_signed_in(&browser, &app, "#/plans/614/flakiness?runs=3", map).await;
+    let cell = |key: &str| format!("#heat-map td[data-key=\"{key}\"]");
+    assert_eq!(browser.text(&cell("113:223")).await, "3/3");
+    assert_eq!(browser.text(&cell("113:224")).await, "1/3");
+    let label = browser
+        .eval("document.querySelector('#heat-map td[data-key=\"113:223\"]').getAttribute('aria-label')")
+        .await;
+    assert_eq!(
+        label,
+        json!("Checkout with saved card on iPhone 15: flaky in 3 of 3 runs, failed first in 3")
+    );
+    assert_eq!(
+        browser
+            .eval("document.querySelector('#heat-map td[data-key=\"113:223\"]').className")
+            .await,
+        json!("h7"),
+        "the darkest shade for a pair flaky in every run"
+    );
+    let marked = browser
+        .eval("[...document.querySelectorAll('#heat-map thead th.suspect')].map(t => t.dataset.environment + ' ' + t.innerText.replace(/\\s+/g, ' ').trim())")
+        .await;
+    assert_eq!(marked, json!(["223 iPhone 15 ⚠ suspect"]));
+    let said = browser.text("#suspects").await;
+    assert!(said.contains("Suspect environment: iPhone 15"), "{said}");
     browser.screenshots("flakiness").await;
+
+    // all runs (the fixture's two as well): 113 on 223 flaky in 3 of 4
+    let all = "document.querySelector('#heat-map td[data-key=\"113:223\"]')?.innerText === '3/4'";
+    open_signed_in(&browser, &app, "#/plans/614/flakiness", all).await;
+    let marked = browser
+        .eval("[...document.querySelectorAll('#heat-map thead th.suspect')].map(t => t.dataset.environment)")
+        .await;
+    assert_eq!(marked, json!(["223"]));
+
+    // the history says which executions were automatic retries, and of what
+    let retries = "document.querySelectorAll('#history .t-RETRY').length === 3";
+    open_signed_in(&browser, &app, "#/plans/614/history", retries).await;
+    let page = api_data(&app, "/plans/614/executions?limit=20").await;
+    let rows = browser
+        .eval("[...document.querySelectorAll('#history tbody tr')].map(r => r.querySelector('.trig').innerText.trim())")
+        .await;
+    let expected: Vec<String> = page["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| match x["retryOf"].as_i64() {
+            Some(of) => format!("RETRY of #{of}"),
+            None => x["trigger"].as_str().unwrap().to_owned(),
+        })
+        .collect();
+    assert_eq!(rows, json!(expected));
+    assert!(expected.iter().filter(|t| *t == "USER").count() >= 3);
+    browser.screenshots("history-retries").await;
+    browser.click("#history .t-RETRY + a").await;
+    let retried = page["executions"][0]["retryOf"].as_i64().unwrap();
+    let opened =
+        format!("document.querySelector('main h1')?.innerText.startsWith('Execution #{retried}')");
+    browser
+        .wait_for(&opened, SHOWN_WITHIN, "the retried execution")
+        .await;
+    let said = browser.text("main > p").await;
+    assert!(said.starts_with("USER"), "{said}");
+    browser.screenshots("execution-retried").await;
+    browser.finish().await;
+}
+
+/// A gateway in front of the page, as a company's single sign-on proxy:
+/// forwards every request to `app` with `Authorization: Bearer <token>`
+/// added. The address it listens on.
+async fn gateway(app: &TestApp, token: String) -> String {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    struct Upstream {
+        address: String,
+        token: String,
+        client: reqwest::Client,
+    }
+    async fn forward(
+        request: HttpRequest,
+        body: web::Bytes,
+        upstream: web::Data<Upstream>,
+    ) -> HttpResponse {
+        let url = format!("{}{}", upstream.address, request.uri());
+        let method = request.method().as_str().parse().unwrap();
+        let mut outgoing = upstream.client.request(method, url).body(body.to_vec());
+        for (name, value) in request.headers() {
+            if name != "host" && name != "authorization" {
+                outgoing = outgoing.header(name.as_str(), value.as_bytes());
+            }
+        }
+        let answer = outgoing.bearer_auth(&upstream.token).send().await.unwrap();
+        let mut reply = HttpResponse::build(
+            actix_web::http::StatusCode::from_u16(answer.status().as_u16()).unwrap(),
+        );
+        for (name, value) in answer.headers() {
+            if name != "content-length" && name != "transfer-encoding" {
+                let value = actix_web::http::header::HeaderValue::from_bytes(value.as_bytes());
+                reply.insert_header((name.as_str(), value.unwrap()));
+            }
+        }
+        reply.body(answer.bytes().await.unwrap())
+    }
+    let upstream = web::Data::new(Upstream {
+        address: app.address.clone(),
+        token,
+        client: reqwest::Client::new(),
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(upstream.clone())
+            .default_service(web::to(forward))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let address = format!("http://{}", server.addrs()[0]);
+    tokio::spawn(server.run());
+    address
+}
+
+#[tokio::test]
+async fn behind_a_gateway_that_injects_authorization_the_page_needs_no_sign_in() {
+    let test = "behind_a_gateway_that_injects_authorization_the_page_needs_no_sign_in";
+    let Some(browser) = Browser::start(test).await else {
+        return;
+    };
+    let app = spawn_app().await;
+    demo_run(&app).await;
+    let gateway = gateway(&app, app.token(13, &["PLAN_RUN"])).await;
+
+    let listed = "document.querySelector('[data-plan=\"614\"]')";
+    browser
+        .visit(&format!("{gateway}/"), listed, "plans through the gateway")
+        .await;
+    assert_eq!(
+        browser.eval("sessionStorage.length").await,
+        json!(0),
+        "no token kept"
+    );
+    assert_eq!(
+        browser.eval("document.getElementById('token-input')").await,
+        Value::Null,
+        "no sign-in form"
+    );
+    let grid = "document.querySelectorAll('#grid button.cell').length === 12";
+    browser
+        .visit(
+            &format!("{gateway}/#/plans/614"),
+            grid,
+            "the grid through the gateway",
+        )
+        .await;
+    let labels = cell_labels(&browser).await;
+    let failed: Vec<&String> = labels.iter().filter(|l| l.contains("FAILED")).collect();
+    assert_eq!(
+        failed,
+        FAILED_CELLS.iter().collect::<Vec<_>>(),
+        "{labels:?}"
+    );
+
+    // without the gateway, the same browser is asked to sign in
+    let form = "document.getElementById('token-input')";
+    browser
+        .visit(&format!("{}/", app.address), form, "the sign-in form")
+        .await;
     browser.finish().await;
 }
 

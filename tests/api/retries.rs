@@ -289,7 +289,7 @@ async fn results_applied_twice_or_by_two_consumers_at_once_queue_one_retry() {
 
 /// One full run of scenario 113 on 223 and 224 with one retry, the first
 /// attempts reported as `first`, the retry's as `then`.
-async fn history_run(app: &TestApp, first: &[(i64, &str)], then: &[(i64, &str)]) {
+pub(crate) async fn history_run(app: &TestApp, first: &[(i64, &str)], then: &[(i64, &str)]) {
     let (id, _) = run_113(app, &[223, 224], 1).await;
     report(app, id, first).await;
     if let Some(retry) = retry_of(app, id).await {

@@ -12,6 +12,13 @@
   const POLL_IDLE_MS = 10000;
   const STATUSES = ["QUEUED", "RUNNING", "PASSED", "FAILED", "ERROR", "SKIPPED", "ABORTED"];
   const ICONS = { PASSED: "✓", FAILED: "✗", ERROR: "⚠", SKIPPED: "↷", ABORTED: "⊘", QUEUED: "◷", RUNNING: "▶" };
+  // Why plan-queue itself ended a pair (contract, section 14), as the grid says it.
+  const REASONS = {
+    CANCELLED: "cancelled",
+    QUEUE_TIMEOUT: "queue timeout",
+    RUN_TIMEOUT: "run timeout",
+    DEAD_LETTERED: "dead-lettered",
+  };
 
   const main = document.getElementById("main");
   const notice = document.getElementById("notice");
@@ -151,11 +158,6 @@
     );
   }
 
-  /** True when `e` says the route does not exist on this server (yet). */
-  function routeMissing(e) {
-    return e instanceof ApiError && (e.status === 405 || (e.status === 404 && e.code === 1001));
-  }
-
   /** Shows the sign-in form for a 401; true when it did. */
   function handleAuth(e) {
     if (e instanceof ApiError && e.status === 401) {
@@ -191,9 +193,20 @@
   function countChips(counts) {
     if (!counts) return `<span class="muted">never ran</span>`;
     const chips = STATUSES.filter((s) => counts[s] > 0).map(
-      (s) => `<span class="chip s-${s}">${ICONS[s]} ${counts[s]} ${s}</span>`
+      (s) => `<span class="chip s-${s}" title="${counts[s]} ${s}">${ICONS[s]} ${counts[s]}<span class="w"> ${s}</span></span>`
     );
     return `<span class="counts">${chips.join("") || '<span class="muted">no pairs</span>'}</span>`;
+  }
+
+  function reasonText(reason) {
+    return reason ? REASONS[reason] || String(reason).toLowerCase() : "";
+  }
+
+  /** `USER` or `RETRY` (section 18); a retry links to the execution it retried. */
+  function triggerText(x) {
+    if (!x.trigger) return "";
+    const of = x.retryOf ? ` of <a href="#/executions/${x.retryOf}">#${x.retryOf}</a>` : "";
+    return `<span class="trig"><span class="trigger t-${esc(x.trigger)}">${esc(x.trigger)}</span>${of}</span>`;
   }
 
   function statusChip(status) {
@@ -268,12 +281,13 @@
 
   function cellLabel(pair, scenario, environment) {
     return `${scenario} on ${environment}: ${pair.status}, attempt ${pair.attempt}` +
-      (pair.flaky ? ", flaky" : "") + (pair.reason ? `, ${pair.reason}` : "");
+      (pair.flaky ? ", flaky" : "") + (pair.reason ? `, ${reasonText(pair.reason)}` : "");
   }
 
   function cellInner(pair) {
     return `${ICONS[pair.status] || ""} ${esc(pair.status)}<span class="att">#${pair.attempt}</span>` +
-      (pair.flaky ? `<span class="flk" title="flaky">⚑</span>` : "");
+      (pair.flaky ? `<span class="flk" title="flaky">⚑</span>` : "") +
+      (pair.reason ? `<span class="rsn">${esc(reasonText(pair.reason))}</span>` : "");
   }
 
   async function showPlan(planId) {
@@ -419,7 +433,8 @@
       const changed = [];
       for (const [key, p] of pairs) {
         const before = state.pairs.get(key);
-        if (!before || before.status !== p.status || before.attempt !== p.attempt || before.flaky !== p.flaky)
+        if (!before || before.status !== p.status || before.attempt !== p.attempt || before.flaky !== p.flaky ||
+            before.reason !== p.reason)
           changed.push(key);
       }
       state.pairs = pairs;
@@ -481,7 +496,7 @@
       const [s, e] = key.split(":").map(Number);
       const selected = state.selected.has(key);
       panel.innerHTML = `<h2>${esc(sName(s))}<br><span class="muted">on ${esc(eName(e))}</span></h2>
-        <p>${statusChip(pair.status)} attempt ${pair.attempt}${pair.flaky ? " · ⚑ flaky" : ""}
+        <p>${statusChip(pair.status)} attempt ${pair.attempt}${pair.flaky ? " · ⚑ flaky" : ""}${pair.reason ? ` · ${esc(reasonText(pair.reason))}` : ""}
         · ${selected ? "selected for rerun" : "not selected"}</p>
         <div id="attempts"><p class="muted">Loading attempts…</p></div>`;
       const attempts = pair.attempts || [{ attempt: pair.attempt, executionId: pair.executionId, status: pair.status }];
@@ -499,11 +514,11 @@
           .map(({ a, x, p }) => `<section class="attempt" aria-label="Attempt ${a.attempt}">
             <strong>Attempt ${a.attempt}</strong> ${statusChip(p.status || a.status)}
             <dl>
-              <dt>Execution</dt><dd><a href="#/executions/${x.executionId}">#${x.executionId}</a> (${esc(x.kind)}${x.trigger ? ", " + esc(x.trigger) : ""})</dd>
+              <dt>Execution</dt><dd><a href="#/executions/${x.executionId}">#${x.executionId}</a> ${esc(x.kind)} ${triggerText(x)}</dd>
               <dt>Started</dt><dd>${when(p.startedAt)}</dd>
               <dt>Finished</dt><dd>${when(p.finishedAt)}</dd>
               <dt>Duration</dt><dd>${duration(p.durationMs)}</dd>
-              ${p.reason ? `<dt>Reason</dt><dd>${esc(p.reason)}</dd>` : ""}
+              ${p.reason ? `<dt>Reason</dt><dd>${esc(p.reason)} (${esc(reasonText(p.reason))})</dd>` : ""}
               ${p.reportUrl ? `<dt>Report</dt><dd><a href="${esc(p.reportUrl)}" target="_blank" rel="noopener noreferrer">${esc(p.reportUrl)}</a></dd>` : ""}
             </dl>
             ${p.detail ? `<pre>${esc(p.detail)}</pre>` : ""}
@@ -537,8 +552,7 @@
         const data = await api(method, path, body);
         say(done(data), "ok");
       } catch (e) {
-        if (routeMissing(e)) say(`This server does not offer ${method} ${path.replace(/\d+/, "{id}")} yet.`, "error");
-        else fail(e);
+        fail(e);
       } finally {
         button.disabled = false;
         if (current(tok)) refresh();
@@ -618,7 +632,7 @@
     main.innerHTML = `${planHeader(plan, "history")}
       <div class="scroll"><table class="list" id="history">
         <caption class="sr-only">Executions, newest first</caption>
-        <thead><tr><th scope="col">Execution</th><th scope="col">Kind</th>
+        <thead><tr><th scope="col">Execution</th><th scope="col">Kind, trigger</th>
           <th scope="col" class="hide-narrow">Requested by</th><th scope="col">Requested</th>
           <th scope="col" class="hide-narrow">Status</th><th scope="col">Pairs</th></tr></thead>
         <tbody></tbody>
@@ -634,7 +648,7 @@
         data.executions
           .map((x) => `<tr>
             <td><a href="#/executions/${x.executionId}">#${x.executionId}</a></td>
-            <td>${esc(x.kind)}${x.trigger ? ` <span class="muted">${esc(x.trigger)}</span>` : ""}</td>
+            <td>${esc(x.kind)}<br>${triggerText(x)}</td>
             <td class="hide-narrow">user ${x.requestedBy}</td>
             <td>${when(x.requestedAt)}</td>
             <td class="hide-narrow">${esc(x.status)}</td>
@@ -663,7 +677,7 @@
       .map((p) => `<tr>
         <td>${esc(sName.get(p.scenarioId) || `Scenario ${p.scenarioId}`)}</td>
         <td>${esc(eName.get(p.environmentId) || `Environment ${p.environmentId}`)}</td>
-        <td>${p.attempt}</td><td>${statusChip(p.status)}${p.reason ? ` <span class="muted">${esc(p.reason)}</span>` : ""}</td>
+        <td>${p.attempt}</td><td>${statusChip(p.status)}${p.reason ? ` <span class="muted">${esc(reasonText(p.reason))}</span>` : ""}</td>
         <td class="hide-narrow">${when(p.startedAt)}</td><td class="hide-narrow">${duration(p.durationMs)}</td>
         <td class="hide-narrow">${p.reportUrl ? `<a href="${esc(p.reportUrl)}" target="_blank" rel="noopener noreferrer">report</a>` : ""}
           ${p.detail ? `<details><summary>detail</summary><pre>${esc(p.detail)}</pre></details>` : ""}</td>
@@ -672,8 +686,8 @@
     const flying = x.status !== "FINISHED";
     main.innerHTML = `<div class="crumbs"><a href="#/">Plans</a> › <a href="#/plans/${plan.planId}">${esc(plan.name)}</a> ›
         <a href="#/plans/${plan.planId}/history">History</a></div>
-      <h1>Execution #${x.executionId} <span class="muted">${esc(x.kind)}${x.trigger ? " · " + esc(x.trigger) : ""}</span></h1>
-      <p>Requested by user ${x.requestedBy} at ${when(x.requestedAt)} · ${esc(x.status)}
+      <h1>Execution #${x.executionId} <span class="muted">${esc(x.kind)}</span></h1>
+      <p>${x.trigger ? `${triggerText(x)} · ` : ""}Requested by user ${x.requestedBy} at ${when(x.requestedAt)} · ${esc(x.status)}
         ${x.sourceExecutionId !== x.executionId ? ` · rerun of run <a href="#/executions/${x.sourceExecutionId}">#${x.sourceExecutionId}</a>` : ""}</p>
       <div class="toolbar">${countChips(x.counts)}<span class="spacer"></span>
         ${flying ? `<button type="button" id="cancel-execution">Cancel this execution</button>` : ""}</div>
@@ -690,8 +704,7 @@
           say(`Cancelled ${d.cancelled.length} pairs.`, "ok");
           showExecution(executionId).catch(fail);
         } catch (e) {
-          if (routeMissing(e)) say("This server does not offer POST /executions/{id}/cancel yet.", "error");
-          else fail(e);
+          fail(e);
           cancel.disabled = false;
         }
       });
@@ -715,18 +728,7 @@
       location.hash = `#/plans/${planId}/flakiness?runs=${document.getElementById("runs").value}`;
     });
     const heat = document.getElementById("heat");
-    let data;
-    try {
-      data = await api("GET", `/plans/${planId}/flakiness?runs=${runs}`);
-    } catch (e) {
-      if (!current(tok)) return;
-      if (routeMissing(e)) {
-        heat.innerHTML = `<p class="notice">Flakiness figures are not served by this server yet
-          (<code>GET /plans/{planId}/flakiness</code>). They appear here once it offers them.</p>`;
-        return;
-      }
-      throw e;
-    }
+    const data = await api("GET", `/plans/${planId}/flakiness?runs=${runs}`);
     if (!current(tok)) return;
     if (!data.runs) {
       heat.innerHTML = `<p class="muted">This plan never ran.</p>`;
@@ -738,25 +740,43 @@
     const cols = [...envs.keys()];
     const byPair = new Map(data.pairs.map((p) => [`${p.scenarioId}:${p.environmentId}`, p]));
     const bucket = (rate) => Math.min(7, Math.ceil(rate * 7));
+    const percent = (rate) => `${(rate * 100).toFixed(rate > 0 && rate < 0.1 ? 1 : 0)} %`;
+    const envLabel = (e) => esc(eName.get(e) || `Environment ${e}`);
     const head = cols
       .map((e) => {
         const env = envs.get(e);
-        return `<th scope="col" class="${env.suspect ? "suspect" : ""}">${esc(eName.get(e) || `Environment ${e}`)}
-          <br><small>${(env.flakeRate * 100).toFixed(1)} %${env.suspect ? " · ⚠ suspect" : ""}</small></th>`;
+        return `<th scope="col" class="${env.suspect ? "suspect" : ""}" data-environment="${e}">${envLabel(e)}
+          ${env.suspect ? `<br><strong class="suspect-mark">⚠ suspect</strong>` : ""}</th>`;
       })
       .join("");
     const body = data.scenarios
-      .map((s) => `<tr><th scope="row" class="scn">${esc(sName.get(s.scenarioId) || `Scenario ${s.scenarioId}`)}</th>${cols
-        .map((e) => {
-          const p = byPair.get(`${s.scenarioId}:${e}`);
-          if (!p) return `<td class="muted">—</td>`;
-          return `<td class="h${bucket(p.flakeRate)}" aria-label="flaky in ${p.flaky} of ${p.runs} runs">${p.flaky}/${p.runs}</td>`;
-        })
-        .join("")}</tr>`)
+      .map((s) => {
+        const name = esc(sName.get(s.scenarioId) || `Scenario ${s.scenarioId}`);
+        const cells = cols
+          .map((e) => {
+            const p = byPair.get(`${s.scenarioId}:${e}`);
+            if (!p) return `<td class="muted" aria-label="not in these runs">—</td>`;
+            const label = `${name} on ${envLabel(e)}: flaky in ${p.flaky} of ${p.runs} runs, failed first in ${p.failedFirst}`;
+            return `<td class="h${bucket(p.flakeRate)}" data-key="${s.scenarioId}:${e}" title="${label}" aria-label="${label}">${p.flaky}/${p.runs}</td>`;
+          })
+          .join("");
+        return `<tr><th scope="row" class="scn">${name}<small>${s.flaky}/${s.pairRuns} · ${percent(s.flakeRate)}</small></th>${cells}</tr>`;
+      })
       .join("");
-    heat.innerHTML = `<p class="muted">Flaky runs / runs of each pair over the last ${data.runs} full runs; darker is flakier.</p>
-      <div class="gridwrap"><table class="heat" aria-label="Flakiness: scenarios down, environments across">
-      <thead><tr><th class="scn">Scenario</th>${head}</tr></thead><tbody>${body}</tbody></table></div>`;
+    const foot = cols
+      .map((e) => {
+        const env = envs.get(e);
+        return `<td class="${env.suspect ? "suspect" : ""}">${env.flaky}/${env.pairRuns}<br><small>${percent(env.flakeRate)}</small></td>`;
+      })
+      .join("");
+    const suspects = data.environments.filter((e) => e.suspect).map((e) => envLabel(e.environmentId));
+    heat.innerHTML = `<p class="muted">Flaky runs / runs of each pair over the last ${data.runs} full runs; darker is flakier.
+        A pair is flaky in a run when a failed attempt came before a passed one.</p>
+      ${suspects.length ? `<p class="notice" id="suspects" role="status">⚠ Suspect environment${suspects.length > 1 ? "s" : ""}: ${suspects.join(", ")} —
+        flaky at least twice as often as the others: the device, more than the tests, looks flaky.</p>` : ""}
+      <div class="gridwrap"><table class="heat" id="heat-map" aria-label="Flakiness: scenarios down, environments across">
+      <thead><tr><th class="scn" scope="col">Scenario</th>${head}</tr></thead><tbody>${body}</tbody>
+      <tfoot><tr><th scope="row" class="scn">All scenarios</th>${foot}</tr></tfoot></table></div>`;
   }
 
   // ---- routing -----------------------------------------------------------------
