@@ -40,6 +40,7 @@ Every answer is a `{data, result}` envelope; `result.code` 0 means success."
         routes::health::ready,
         routes::metrics::metrics,
         routes::executions::execution,
+        routes::executions::execution_callbacks,
         routes::executions::plan_executions,
         routes::executions::plan_results,
         routes::flakiness::plan_flakiness,
@@ -337,7 +338,7 @@ pub fn read_error_examples(path: &str) -> Vec<(&'static str, ApiError)> {
         ("databaseUnavailable", Unavailable("database")),
     ];
     match path {
-        routes::executions::EXECUTION_PATH => {
+        routes::executions::EXECUTION_PATH | routes::executions::EXECUTION_CALLBACKS_PATH => {
             errors.push(("executionNotFound", ExecutionNotFound(5012)));
         }
         routes::executions::PLAN_EXECUTIONS_PATH => {
@@ -529,6 +530,7 @@ impl Modify for ErrorAnswers {
         }
         for path in [
             routes::executions::EXECUTION_PATH,
+            routes::executions::EXECUTION_CALLBACKS_PATH,
             routes::executions::PLAN_EXECUTIONS_PATH,
             routes::executions::PLAN_RESULTS_PATH,
             routes::flakiness::PLAN_FLAKINESS_PATH,

@@ -390,6 +390,10 @@ fn routes_table(cfg: &mut web::ServiceConfig) {
             routes::execution,
         ))
         .service(get_resource(
+            routes::executions::EXECUTION_CALLBACKS_PATH,
+            routes::execution_callbacks,
+        ))
+        .service(get_resource(
             routes::executions::PLAN_EXECUTIONS_PATH,
             routes::plan_executions,
         ))

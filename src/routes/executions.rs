@@ -15,6 +15,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 /// Path of one execution.
 pub const EXECUTION_PATH: &str = "/executions/{executionId}";
+/// Path of an execution's callback deliveries (contract, section 21).
+pub const EXECUTION_CALLBACKS_PATH: &str = "/executions/{executionId}/callbacks";
 /// Path of a plan's executions.
 pub const PLAN_EXECUTIONS_PATH: &str = "/plans/{planId}/executions";
 /// Path of a plan's consolidated results.
@@ -80,6 +82,42 @@ pub async fn execution(
     let scope = read_scope(&request, &state)?;
     let detail = state.reads.execution(scope, execution_id).await?;
     Ok(HttpResponse::Ok().json(Envelope::success(detail)))
+}
+
+/// An execution's callback deliveries (contract, section 21).
+#[utoipa::path(
+    get,
+    path = "/executions/{executionId}/callbacks",
+    tag = "read",
+    operation_id = "getExecutionCallbacks",
+    summary = "The callback deliveries of an execution: attempts, last answer, delivered or given up",
+    description = "One entry per `execution.finished` POSTed to the execution's `callbackUrl` \
+(section 21), oldest first; empty when the execution has no `callbackUrl` or has not finished. \
+Needs `PLAN_RUN`, `PLAN_READ` or `QUEUE_ADMIN`; without `QUEUE_ADMIN` an execution of a project \
+the token's subject is not a member of is 404, as an unknown one.",
+    params(("executionId" = i64, Path, minimum = 1, example = 5012,
+        description = "The execution's id")),
+    responses(
+        (status = 200, description = "The deliveries",
+            body = Envelope<crate::service::reads::CallbackLog>,
+            example = json!({"data": {"callbacks": [{
+                "eventId": "2a74c599-dd63-4b06-8fc9-084e67f1bf02",
+                "url": "https://ci.example.com/hooks/plan-queue", "attempts": 3,
+                "lastStatus": 200, "lastError": null,
+                "lastAttemptAt": "2026-11-30T09:03:14Z", "deliveredAt": "2026-11-30T09:03:14Z",
+                "givenUpAt": null}]},
+                "result": {"code": 0, "message": "success"}}))
+    ),
+    security(("bearer" = []))
+)]
+pub async fn execution_callbacks(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let execution_id = path_id(&request, "executionId")?;
+    let scope = read_scope(&request, &state)?;
+    let log = state.reads.execution_callbacks(scope, execution_id).await?;
+    Ok(HttpResponse::Ok().json(Envelope::success(log)))
 }
 
 /// One page of a plan's executions, newest first.

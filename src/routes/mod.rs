@@ -14,7 +14,7 @@ pub mod rerun;
 pub mod run;
 
 pub use cancel::{cancel_execution, cancel_plan};
-pub use executions::{execution, plan_executions, plan_results};
+pub use executions::{execution, execution_callbacks, plan_executions, plan_results};
 pub use fallback::{method_not_allowed, not_found};
 pub use health::{health, live, ready};
 pub use metrics::metrics;

@@ -148,6 +148,37 @@ pub struct ExecutionDetail {
     pub pairs: Vec<ExecutionPair>,
 }
 
+/// `GET /executions/{executionId}/callbacks`: the execution's callback
+/// deliveries (contract, section 21), oldest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackLog {
+    pub callbacks: Vec<CallbackDelivery>,
+}
+
+/// One callback delivery: where it goes, how often it was tried, how the
+/// last try ended, and when it was delivered or given up (section 21).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackDelivery {
+    /// The `execution.finished` event's id, sent as `X-PlanQueue-Delivery`.
+    pub event_id: String,
+    pub url: String,
+    /// Tries so far.
+    pub attempts: i32,
+    /// The HTTP status of the last try; null when none was read.
+    pub last_status: Option<i32>,
+    /// Why the last try failed (a status, a timeout, a refused connection).
+    pub last_error: Option<String>,
+    #[schema(format = DateTime)]
+    pub last_attempt_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub delivered_at: Option<String>,
+    /// When `CALLBACK_RETRY_SECS` ran out without a 2xx.
+    #[schema(format = DateTime)]
+    pub given_up_at: Option<String>,
+}
+
 /// `GET /plans/{planId}/executions`: one page, newest first.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -234,6 +265,37 @@ impl ReadService {
                 execution: summary(row),
                 pairs: pairs.into_iter().map(pair).collect(),
             })
+        })
+        .await
+    }
+
+    /// The callback deliveries of the execution (section 21), oldest first;
+    /// an empty list when it has no `callbackUrl` or has not finished.
+    ///
+    /// Errors: 404 code 1017 for an execution that does not exist or `scope`
+    /// may not see; 503 code 1011.
+    pub async fn execution_callbacks(
+        &self,
+        scope: ReadScope,
+        execution_id: Id,
+    ) -> Result<CallbackLog, ApiError> {
+        let id = execution_id.get();
+        self.snapshot(move |conn| {
+            reads::execution(conn, id, scope.member())?.ok_or(ApiError::ExecutionNotFound(id))?;
+            let callbacks = crate::db::callbacks::log_of(conn, id)?
+                .into_iter()
+                .map(|d| CallbackDelivery {
+                    event_id: d.event_id.to_string(),
+                    url: d.url,
+                    attempts: d.attempts,
+                    last_status: d.last_status,
+                    last_error: d.last_error,
+                    last_attempt_at: d.last_attempt_at.map(rfc3339),
+                    delivered_at: d.delivered_at.map(rfc3339),
+                    given_up_at: d.given_up_at.map(rfc3339),
+                })
+                .collect();
+            Ok(CallbackLog { callbacks })
         })
         .await
     }

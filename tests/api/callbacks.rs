@@ -308,3 +308,50 @@ async fn a_receiver_that_never_answers_is_given_up_after_callback_retry_secs() {
         .await
         .contains("plan_queue_callbacks_total{outcome=\"given_up\"} 1"));
 }
+
+#[tokio::test]
+async fn the_delivery_log_reads_back_the_attempts_of_a_callback_and_hides_foreign_executions() {
+    let receiver = Receiver::start(vec![Answer::Status(503), Answer::Status(204)]).await;
+    let app = app_with_callbacks(86_400).await;
+    let id = run_and_finish(&app, &receiver.url).await;
+    let got = receiver.wait_for(2, Duration::from_secs(30)).await;
+    let path = format!("/executions/{id}/callbacks");
+    let started = Instant::now();
+    let log = loop {
+        let response = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(app.token(13, &["PLAN_READ"]))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = crate::helpers::read(response).await;
+        assert_eq!(status, 200, "{body}");
+        let log = body["data"]["callbacks"].clone();
+        if log[0]["deliveredAt"].is_string() {
+            break log;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(log.as_array().unwrap().len(), 1, "{log}");
+    let delivery = &log[0];
+    assert_eq!(
+        delivery["eventId"].as_str().unwrap(),
+        got[0].headers["x-planqueue-delivery"]
+    );
+    assert_eq!(delivery["url"], receiver.url.as_str());
+    assert_eq!(delivery["attempts"], 2);
+    assert_eq!(delivery["lastStatus"], 204);
+    assert!(delivery["givenUpAt"].is_null(), "{delivery}");
+    // a user of another project sees it as an unknown execution
+    let response = app
+        .client
+        .get(format!("{}{path}", app.address))
+        .bearer_auth(app.token(55, &["PLAN_READ"]))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = crate::helpers::read(response).await;
+    assert_eq!((status, crate::helpers::code(&body)), (404, 1017), "{body}");
+}
