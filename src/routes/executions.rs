@@ -9,9 +9,12 @@
 
 use crate::app::AppState;
 use crate::auth::ReadScope;
-use crate::domain::{parse_page_query, parse_path_id, Id};
+use crate::domain::{parse_page_query, parse_path_id, parse_results_query, Id, KnownTags};
 use crate::error::{ApiError, Envelope};
+use crate::service::reads::Conditional;
+use actix_web::http::header::{self, EntityTag, Header};
 use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
 
 /// Path of one execution.
 pub const EXECUTION_PATH: &str = "/executions/{executionId}";
@@ -36,6 +39,34 @@ pub(crate) fn read_scope(request: &HttpRequest, state: &AppState) -> Result<Read
         .verifier
         .authenticate(request.headers())?
         .authorize_read()
+}
+
+/// The tags of the request's `If-None-Match` (contract, section 22); a
+/// header that is not a list of entity tags or `*` compares as none (the
+/// answer is a 200, never a 304 on a malformed header).
+pub(crate) fn known_tags(request: &HttpRequest) -> KnownTags {
+    match header::IfNoneMatch::parse(request) {
+        Ok(header::IfNoneMatch::Any) => KnownTags::Any,
+        Ok(header::IfNoneMatch::Items(tags)) if !tags.is_empty() => {
+            KnownTags::Tags(tags.into_iter().map(|t| t.tag().to_owned()).collect())
+        }
+        _ => KnownTags::Nothing,
+    }
+}
+
+/// A read's answer: 200 with the body in the envelope, or 304 with no body;
+/// both with the `ETag` of the answer (contract, section 22).
+pub(crate) fn respond<T: Serialize>(answer: Conditional<T>) -> HttpResponse {
+    let etag =
+        |tag: &crate::domain::ReadTag| header::ETag(EntityTag::new_strong(tag.as_str().to_owned()));
+    match answer {
+        Conditional::NotModified(tag) => HttpResponse::NotModified()
+            .insert_header(etag(&tag))
+            .finish(),
+        Conditional::Modified(tag, body) => HttpResponse::Ok()
+            .insert_header(etag(&tag))
+            .json(Envelope::success(body)),
+    }
 }
 
 /// An execution with its pairs.
@@ -78,8 +109,11 @@ pub async fn execution(
 ) -> Result<HttpResponse, ApiError> {
     let execution_id = path_id(&request, "executionId")?;
     let scope = read_scope(&request, &state)?;
-    let detail = state.reads.execution(scope, execution_id).await?;
-    Ok(HttpResponse::Ok().json(Envelope::success(detail)))
+    let answer = state
+        .reads
+        .execution(scope, execution_id, known_tags(&request))
+        .await?;
+    Ok(respond(answer))
 }
 
 /// One page of a plan's executions, newest first.
@@ -124,8 +158,11 @@ pub async fn plan_executions(
     let caller = state.verifier.authenticate(request.headers())?;
     let page = parse_page_query(request.query_string())?;
     let scope = caller.authorize_read()?;
-    let page = state.reads.plan_executions(scope, plan_id, page).await?;
-    Ok(HttpResponse::Ok().json(Envelope::success(page)))
+    let answer = state
+        .reads
+        .plan_executions(scope, plan_id, page, known_tags(&request))
+        .await?;
+    Ok(respond(answer))
 }
 
 /// The consolidated results of a plan.
@@ -161,7 +198,12 @@ pub async fn plan_results(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let plan_id = path_id(&request, "planId")?;
-    let scope = read_scope(&request, &state)?;
-    let results = state.reads.plan_results(scope, plan_id).await?;
-    Ok(HttpResponse::Ok().json(Envelope::success(results)))
+    let caller = state.verifier.authenticate(request.headers())?;
+    let attempts = parse_results_query(request.query_string())?;
+    let scope = caller.authorize_read()?;
+    let answer = state
+        .reads
+        .plan_results(scope, plan_id, attempts, known_tags(&request))
+        .await?;
+    Ok(respond(answer))
 }

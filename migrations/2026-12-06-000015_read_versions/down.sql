@@ -1,0 +1,9 @@
+DROP TRIGGER dispatches_published_bump_results_version ON dispatches;
+DROP FUNCTION bump_results_version_of_dispatches();
+DROP TRIGGER execution_pairs_updated_bump_results_version ON execution_pairs;
+DROP TRIGGER execution_pairs_inserted_bump_results_version ON execution_pairs;
+DROP FUNCTION bump_results_version_of_pairs();
+DROP TRIGGER executions_updated_bump_results_version ON executions;
+DROP TRIGGER executions_inserted_bump_results_version ON executions;
+DROP FUNCTION bump_results_version_of_executions();
+ALTER TABLE plans DROP COLUMN results_version;
