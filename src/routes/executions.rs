@@ -165,6 +165,19 @@ pub async fn plan_executions(
     Ok(respond(answer))
 }
 
+/// The values of `attempts` of `GET /plans/{planId}/results` (contract,
+/// section 22), for the OpenAPI document; `domain::parse_results_query`
+/// reads them.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum AttemptsParam {
+    /// Each pair's `attempts` (the default).
+    All,
+    /// `attemptCount` in place of `attempts`.
+    None,
+}
+
 /// The consolidated results of a plan.
 #[utoipa::path(
     get,
@@ -178,18 +191,34 @@ status, all its attempts (first to latest) and `flaky`: an earlier attempt `FAIL
 and a later one `PASSED`. `counts` counts the current statuses. Needs `PLAN_RUN`, `PLAN_READ` \
 or `QUEUE_ADMIN`; without `QUEUE_ADMIN` a plan of a project the token's subject is not a member \
 of is 404, as an unknown one.",
-    params(("planId" = i64, Path, minimum = 1, example = 614, description = "The plan's id")),
+    params(
+        ("planId" = i64, Path, minimum = 1, example = 614, description = "The plan's id"),
+        ("attempts" = Option<AttemptsParam>, Query, example = "none",
+            description = "`all` (the default): each pair's `attempts`; `none`: `attemptCount` \
+in their place (contract, section 22); anything else is code 1001")
+    ),
     responses(
         (status = 200, description = "The consolidated results",
             body = Envelope<crate::service::reads::PlanResults>,
-            example = json!({"data": {"planId": 614, "sourceExecutionId": 4980,
-                "counts": {"QUEUED": 0, "RUNNING": 0, "PASSED": 1, "FAILED": 0, "ERROR": 0,
-                    "SKIPPED": 0, "ABORTED": 0},
-                "pairs": [{"scenarioId": 111, "environmentId": 222, "status": "PASSED",
-                    "attempt": 2, "executionId": 5012, "flaky": true,
-                    "attempts": [{"attempt": 1, "executionId": 4980, "status": "FAILED"},
-                                 {"attempt": 2, "executionId": 5012, "status": "PASSED"}]}]},
-                "result": {"code": 0, "message": "success"}}))
+            examples(
+                ("attemptsAll" = (summary = "attempts=all (the default)",
+                    value = json!({"data": {"planId": 614, "sourceExecutionId": 4980,
+                        "counts": {"QUEUED": 0, "RUNNING": 0, "PASSED": 1, "FAILED": 0,
+                            "ERROR": 0, "SKIPPED": 0, "ABORTED": 0},
+                        "pairs": [{"scenarioId": 111, "environmentId": 222, "status": "PASSED",
+                            "attempt": 2, "executionId": 5012, "reason": null, "flaky": true,
+                            "attempts": [{"attempt": 1, "executionId": 4980, "status": "FAILED"},
+                                         {"attempt": 2, "executionId": 5012, "status": "PASSED"}]}]},
+                        "result": {"code": 0, "message": "success"}}))),
+                ("attemptsNone" = (summary = "attempts=none: attemptCount instead of attempts",
+                    value = json!({"data": {"planId": 614, "sourceExecutionId": 4980,
+                        "counts": {"QUEUED": 0, "RUNNING": 0, "PASSED": 1, "FAILED": 0,
+                            "ERROR": 0, "SKIPPED": 0, "ABORTED": 0},
+                        "pairs": [{"scenarioId": 111, "environmentId": 222, "status": "PASSED",
+                            "attempt": 2, "executionId": 5012, "reason": null, "flaky": true,
+                            "attemptCount": 2}]},
+                        "result": {"code": 0, "message": "success"}})))
+            ))
     ),
     security(("bearer" = []))
 )]
