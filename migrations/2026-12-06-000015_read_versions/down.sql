@@ -1,9 +1,7 @@
 DROP TRIGGER dispatches_published_bump_results_version ON dispatches;
-DROP FUNCTION bump_results_version_of_dispatches();
-DROP TRIGGER execution_pairs_updated_bump_results_version ON execution_pairs;
-DROP TRIGGER execution_pairs_inserted_bump_results_version ON execution_pairs;
-DROP FUNCTION bump_results_version_of_pairs();
-DROP TRIGGER executions_updated_bump_results_version ON executions;
-DROP TRIGGER executions_inserted_bump_results_version ON executions;
-DROP FUNCTION bump_results_version_of_executions();
+DROP TRIGGER execution_pairs_bump_results_version ON execution_pairs;
+DROP TRIGGER executions_bump_results_version ON executions;
+DROP FUNCTION bump_results_version_of_pair();
+DROP FUNCTION bump_results_version_of_execution();
+DROP FUNCTION bump_results_version(BIGINT, TEXT);
 ALTER TABLE plans DROP COLUMN results_version;

@@ -4,70 +4,73 @@
 -- If-None-Match is still current costs one indexed lookup (the plan's
 -- primary key), not the read.
 --
--- The counter grows with every write that can change one of those answers;
--- triggers keep it, so no write path can forget it:
+-- The counter grows with every transaction that can change one of those
+-- answers; triggers keep it, so no write path can forget it:
 --   * execution_pairs inserted or updated (a run or rerun queued, a result
 --     applied, a pair ended by a cancel, a deadline or a dead letter);
 --   * executions inserted or updated (open pairs, started, finished);
 --   * a dispatch of an execution first published (a pair's `publishedAt`).
--- Statement-level triggers with transition tables: one bump per plan and
--- statement whatever the number of rows, plans locked in id order. The
--- update changes no indexed column of plans, so it is a HOT update.
+-- Deferred constraint triggers: they run at commit, so the plan's row is
+-- locked only for the commit itself (reruns of a plan do not wait for each
+-- other's whole transaction), and each transaction bumps each plan once
+-- (the executions and plans already handled are remembered in a
+-- transaction-local setting), however many rows it wrote. The update
+-- changes no indexed column of plans: a HOT update.
 ALTER TABLE plans ADD COLUMN results_version BIGINT NOT NULL DEFAULT 0;
 
-CREATE FUNCTION bump_results_version_of_executions() RETURNS trigger AS $$
+-- Bumps the results_version of the plan of `execution`, once per
+-- transaction and plan; `seen` is the transaction's setting, which already
+-- told that `execution` was not handled yet.
+CREATE FUNCTION bump_results_version(execution BIGINT, seen TEXT) RETURNS void AS $$
+DECLARE
+    plan BIGINT;
 BEGIN
-    UPDATE plans p SET results_version = p.results_version + 1
-      FROM (SELECT id FROM plans
-             WHERE id IN (SELECT plan_id FROM changed_executions)
-             ORDER BY id FOR NO KEY UPDATE) l
-     WHERE p.id = l.id;
+    SELECT plan_id INTO plan FROM executions WHERE id = execution;
+    seen := seen || ',x' || execution || ',';
+    IF plan IS NOT NULL AND position(',p' || plan || ',' IN seen) = 0 THEN
+        UPDATE plans SET results_version = results_version + 1 WHERE id = plan;
+        seen := seen || ',p' || plan || ',';
+    END IF;
+    PERFORM set_config('plan_queue.read_versions_seen', seen, true);
+END
+$$ LANGUAGE plpgsql;
+
+-- The triggers' own test is a simple expression (no query): a transaction
+-- writing many pairs of one execution pays one lookup, not one per pair.
+CREATE FUNCTION bump_results_version_of_execution() RETURNS trigger AS $$
+DECLARE
+    seen TEXT := coalesce(current_setting('plan_queue.read_versions_seen', true), '');
+BEGIN
+    IF position(',x' || NEW.id || ',' IN seen) = 0 THEN
+        PERFORM bump_results_version(NEW.id, seen);
+    END IF;
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql;
 
-CREATE TRIGGER executions_inserted_bump_results_version
-    AFTER INSERT ON executions REFERENCING NEW TABLE AS changed_executions
-    FOR EACH STATEMENT EXECUTE FUNCTION bump_results_version_of_executions();
-CREATE TRIGGER executions_updated_bump_results_version
-    AFTER UPDATE ON executions REFERENCING NEW TABLE AS changed_executions
-    FOR EACH STATEMENT EXECUTE FUNCTION bump_results_version_of_executions();
-
-CREATE FUNCTION bump_results_version_of_pairs() RETURNS trigger AS $$
+CREATE FUNCTION bump_results_version_of_pair() RETURNS trigger AS $$
+DECLARE
+    seen TEXT := coalesce(current_setting('plan_queue.read_versions_seen', true), '');
 BEGIN
-    UPDATE plans p SET results_version = p.results_version + 1
-      FROM (SELECT id FROM plans
-             WHERE id IN (SELECT x.plan_id FROM executions x
-                           WHERE x.id IN (SELECT execution_id FROM changed_pairs))
-             ORDER BY id FOR NO KEY UPDATE) l
-     WHERE p.id = l.id;
+    IF NEW.execution_id IS NOT NULL
+       AND position(',x' || NEW.execution_id || ',' IN seen) = 0 THEN
+        PERFORM bump_results_version(NEW.execution_id, seen);
+    END IF;
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql;
 
-CREATE TRIGGER execution_pairs_inserted_bump_results_version
-    AFTER INSERT ON execution_pairs REFERENCING NEW TABLE AS changed_pairs
-    FOR EACH STATEMENT EXECUTE FUNCTION bump_results_version_of_pairs();
-CREATE TRIGGER execution_pairs_updated_bump_results_version
-    AFTER UPDATE ON execution_pairs REFERENCING NEW TABLE AS changed_pairs
-    FOR EACH STATEMENT EXECUTE FUNCTION bump_results_version_of_pairs();
+CREATE CONSTRAINT TRIGGER executions_bump_results_version
+    AFTER INSERT OR UPDATE ON executions DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION bump_results_version_of_execution();
 
-CREATE FUNCTION bump_results_version_of_dispatches() RETURNS trigger AS $$
-BEGIN
-    UPDATE plans p SET results_version = p.results_version + 1
-      FROM (SELECT id FROM plans
-             WHERE id IN (SELECT x.plan_id FROM executions x
-                           WHERE x.id IN (SELECT n.execution_id
-                                            FROM published_new n JOIN published_old o USING (id)
-                                           WHERE o.published_at IS NULL
-                                             AND n.published_at IS NOT NULL))
-             ORDER BY id FOR NO KEY UPDATE) l
-     WHERE p.id = l.id;
-    RETURN NULL;
-END
-$$ LANGUAGE plpgsql;
+CREATE CONSTRAINT TRIGGER execution_pairs_bump_results_version
+    AFTER INSERT OR UPDATE ON execution_pairs DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION bump_results_version_of_pair();
 
-CREATE TRIGGER dispatches_published_bump_results_version
-    AFTER UPDATE ON dispatches
-    REFERENCING NEW TABLE AS published_new OLD TABLE AS published_old
-    FOR EACH STATEMENT EXECUTE FUNCTION bump_results_version_of_dispatches();
+CREATE CONSTRAINT TRIGGER dispatches_published_bump_results_version
+    AFTER UPDATE OF published_at ON dispatches DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW
+    WHEN (OLD.published_at IS NULL AND NEW.published_at IS NOT NULL
+          AND NEW.execution_id IS NOT NULL)
+    EXECUTE FUNCTION bump_results_version_of_pair();
