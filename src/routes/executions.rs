@@ -165,9 +165,9 @@ pub async fn plan_executions(
     Ok(respond(answer))
 }
 
-/// The values of `attempts` of `GET /plans/{planId}/results` (contract,
-/// section 22), for the OpenAPI document; `domain::parse_results_query`
-/// reads them.
+/// How a plan's results give each pair's attempts: `all` (the default) or
+/// `none` (contract, section 22). Only documents the parameter, which
+/// `parse_results_query` reads.
 #[derive(utoipa::ToSchema)]
 #[schema(rename_all = "lowercase")]
 #[allow(dead_code)]
@@ -193,7 +193,7 @@ or `QUEUE_ADMIN`; without `QUEUE_ADMIN` a plan of a project the token's subject 
 of is 404, as an unknown one.",
     params(
         ("planId" = i64, Path, minimum = 1, example = 614, description = "The plan's id"),
-        ("attempts" = Option<AttemptsParam>, Query, example = "none",
+        ("attempts" = inline(Option<AttemptsParam>), Query, example = "none",
             description = "`all` (the default): each pair's `attempts`; `none`: `attemptCount` \
 in their place (contract, section 22); anything else is code 1001")
     ),
