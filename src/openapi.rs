@@ -53,7 +53,13 @@ Every answer is a `{data, result}` envelope; `result.code` 0 means success."
         routes::catalog::import
     ),
     components(schemas(ApiResult)),
-    modifiers(&BearerAuth, &PairsOrShorthand, &ErrorAnswers, &QueueAlias),
+    modifiers(
+        &BearerAuth,
+        &PairsOrShorthand,
+        &ErrorAnswers,
+        &QueueAlias,
+        &ConditionalReads
+    ),
     tags(
         (name = "rerun", description = "Rerun scenarios of a test plan"),
         (name = "run", description = "Run a whole test plan"),
@@ -604,6 +610,80 @@ fn header_of(status: u16) -> Option<(&'static str, &'static str)> {
         )),
         503 => Some(("Retry-After", "Seconds to wait before retrying")),
         _ => None,
+    }
+}
+
+/// Contract, section 22: the reads of sections 11, 19 and 20 answer with an
+/// `ETag`, take `If-None-Match`, and answer 304 with no body when it names
+/// the current tag. Added here to every such read, so none is forgotten.
+struct ConditionalReads;
+
+impl Modify for ConditionalReads {
+    fn modify(&self, openapi: &mut Document) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::Required;
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        for (path, example) in [
+            (routes::executions::EXECUTION_PATH, "\"x5012.41.3.m13\""),
+            (
+                routes::executions::PLAN_EXECUTIONS_PATH,
+                "\"e614.l20.b0.41.3.m13\"",
+            ),
+            (
+                routes::executions::PLAN_RESULTS_PATH,
+                "\"r614.none.41.3.m13\"",
+            ),
+            (
+                routes::flakiness::PLAN_FLAKINESS_PATH,
+                "\"f614.n20.41.3.m13\"",
+            ),
+            (routes::catalog::ENTITY_PATH, "\"4\""),
+        ] {
+            let Some(operation) = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.get.as_mut())
+            else {
+                continue;
+            };
+            let etag = || {
+                HeaderBuilder::new()
+                    .schema(string().examples([example]))
+                    .description(Some(
+                        "The answer's entity tag: it changes whenever the answer would",
+                    ))
+                    .build()
+            };
+            operation.parameters.get_or_insert_with(Vec::new).push(
+                ParameterBuilder::new()
+                    .name("If-None-Match")
+                    .parameter_in(ParameterIn::Header)
+                    .required(Required::False)
+                    .description(Some(
+                        "The `ETag` of an earlier answer (or a list of them, or `*`): \
+                             when it is still current the answer is 304 with no body",
+                    ))
+                    .schema(Some(string()))
+                    .example(Some(serde_json::json!(example)))
+                    .build(),
+            );
+            if let Some(utoipa::openapi::RefOr::T(ok)) =
+                operation.responses.responses.get_mut("200")
+            {
+                ok.headers.entry("ETag".to_owned()).or_insert_with(etag);
+            }
+            operation.responses.responses.insert(
+                "304".to_owned(),
+                ResponseBuilder::new()
+                    .description(
+                        "`If-None-Match` names the current tag: nothing changed since, no body",
+                    )
+                    .header("ETag", etag())
+                    .build()
+                    .into(),
+            );
+        }
     }
 }
 

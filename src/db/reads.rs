@@ -306,3 +306,53 @@ pub fn chain_attempts(
     .bind::<BigInt, _>(source_execution_id)
     .load(conn)
 }
+
+/// What an answer's entity tag is built from (contract, section 22): the
+/// plan's `results_version` (grown by the triggers of migration 15 with
+/// every write to its executions, their pairs and their publications) and
+/// its `catalog_version`.
+#[derive(QueryableByName, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadVersions {
+    #[diesel(sql_type = BigInt)]
+    pub results_version: i64,
+    #[diesel(sql_type = BigInt)]
+    pub catalog_version: i64,
+}
+
+/// The versions of the plan `plan_id`, if it exists and `member` may see it:
+/// one probe of the plans' primary key (and of the members' when `member`
+/// is given).
+pub fn plan_versions(
+    conn: &mut PgConnection,
+    plan_id: i64,
+    member: Option<i64>,
+) -> QueryResult<Option<ReadVersions>> {
+    diesel::sql_query(format!(
+        "SELECT p.results_version, p.catalog_version FROM plans p WHERE p.id = $1 AND {}",
+        visible_plan(2)
+    ))
+    .bind::<BigInt, _>(plan_id)
+    .bind::<Nullable<BigInt>, _>(member)
+    .get_result(conn)
+    .optional()
+}
+
+/// The versions of the plan of execution `execution_id`, if it exists and
+/// `member` may see it: a probe of the executions' primary key, then the
+/// plans'.
+pub fn execution_versions(
+    conn: &mut PgConnection,
+    execution_id: i64,
+    member: Option<i64>,
+) -> QueryResult<Option<ReadVersions>> {
+    diesel::sql_query(format!(
+        "SELECT p.results_version, p.catalog_version \
+           FROM executions x JOIN plans p ON p.id = x.plan_id \
+          WHERE x.id = $1 AND {}",
+        visible_plan(2)
+    ))
+    .bind::<BigInt, _>(execution_id)
+    .bind::<Nullable<BigInt>, _>(member)
+    .get_result(conn)
+    .optional()
+}

@@ -121,6 +121,7 @@ diesel::table! {
         retry_failed -> Int4,
         active -> Bool,
         catalog_version -> Int8,
+        results_version -> Int8,
     }
 }
 

@@ -14,7 +14,10 @@ pub mod run_request;
 pub use crate::rules::{PairStatus, Refusal, RefusalArgs, UnknownRefusal};
 pub use callback::check_callback_url;
 pub use message::{EnvironmentInfo, RerunMessage, ResultMessage, ScenarioInfo};
-pub use reads::{parse_flakiness_query, parse_page_query, parse_path_id, PageRequest};
+pub use reads::{
+    parse_flakiness_query, parse_page_query, parse_path_id, parse_results_query, AttemptsView,
+    KnownTags, PageRequest, ReadTag,
+};
 pub use refusal::Refused;
 pub use request::{parse_rerun_request, Id, OnInFlight, RequestedPair, RerunRequest};
 pub use retry::RetryFailed;

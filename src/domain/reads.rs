@@ -1,5 +1,7 @@
-//! The inputs of the read endpoints (contract, section 11): ids in the path
-//! and the page asked of `GET /plans/{planId}/executions`.
+//! The inputs of the read endpoints (contract, sections 11, 19 and 22): ids
+//! in the path, the page asked of `GET /plans/{planId}/executions`, the
+//! `attempts` of `GET /plans/{planId}/results`, and the entity tags of
+//! `ETag` / `If-None-Match`.
 
 use super::Id;
 use crate::error::ApiError;
@@ -120,6 +122,107 @@ pub fn parse_flakiness_query(query: &str) -> Result<i64, ApiError> {
     }
 }
 
+/// How `GET /plans/{planId}/results` gives each pair's attempts (contract,
+/// section 22).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptsView {
+    /// `attempts=all`, the default: every attempt, as section 11 answers.
+    All,
+    /// `attempts=none`: `attemptCount` instead of the `attempts` array.
+    None,
+}
+
+impl AttemptsView {
+    /// The parameter's value: `all` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptsView::All => "all",
+            AttemptsView::None => "none",
+        }
+    }
+}
+
+/// Parses the query string of `GET /plans/{planId}/results`: `attempts`
+/// (`all`, the default, or `none`; contract, section 22), at most once.
+///
+/// Errors: 400 code 1001 for another value, `attempts` given twice, or any
+/// other parameter.
+pub fn parse_results_query(query: &str) -> Result<AttemptsView, ApiError> {
+    let mut attempts = None;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if name != "attempts" {
+            return Err(ApiError::InvalidRequest(format!(
+                "unknown query parameter `{name}`, expected `attempts`"
+            )));
+        }
+        if attempts.replace(value.into_owned()).is_some() {
+            return Err(ApiError::InvalidRequest(
+                "query parameter `attempts` given more than once".to_owned(),
+            ));
+        }
+    }
+    match attempts.as_deref() {
+        None | Some("all") => Ok(AttemptsView::All),
+        Some("none") => Ok(AttemptsView::None),
+        Some(other) => Err(ApiError::InvalidRequest(format!(
+            "attempts must be `all` or `none`, got `{other}`"
+        ))),
+    }
+}
+
+/// The entity tag of a read's answer (contract, section 22), without its
+/// double quotes: what is read (`key`: the kind of read, its id and its
+/// query parameters), the plan's `results_version` and `catalog_version`
+/// (which grow with every change of the answer) and whose answer it is
+/// (`a` for a `QUEUE_ADMIN`, `m<user>` for a member).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadTag(String);
+
+impl ReadTag {
+    /// The tag of the read `key` at the plan's versions, for `member`
+    /// (`None`: `QUEUE_ADMIN`).
+    pub fn new(key: &str, results_version: i64, catalog_version: i64, member: Option<i64>) -> Self {
+        let viewer = member.map_or_else(|| "a".to_owned(), |m| format!("m{m}"));
+        ReadTag(format!(
+            "{key}.{results_version}.{catalog_version}.{viewer}"
+        ))
+    }
+
+    /// The opaque tag, without double quotes.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The tags of a request's `If-None-Match` (RFC 9110, section 13.1.2):
+/// none, `*`, or a list, compared weakly (a `W/` prefix is ignored).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum KnownTags {
+    /// No `If-None-Match`: the read always answers 200.
+    #[default]
+    Nothing,
+    /// `*`: any current answer matches.
+    Any,
+    /// The opaque tags, without quotes.
+    Tags(Vec<String>),
+}
+
+impl KnownTags {
+    /// True when the request has any tag to compare.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, KnownTags::Nothing)
+    }
+
+    /// True when `tag` is among the request's tags: the answer is 304.
+    pub fn includes(&self, tag: &str) -> bool {
+        match self {
+            KnownTags::Nothing => false,
+            KnownTags::Any => true,
+            KnownTags::Tags(tags) => tags.iter().any(|t| t == tag),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +300,52 @@ mod tests {
             assert_eq!(err.code(), 1001, "{query}");
             assert!(err.to_string().contains(needle), "{query}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod read_tag_tests {
+    use super::*;
+
+    #[test]
+    fn results_give_every_attempt_unless_told_none() {
+        assert_eq!(parse_results_query("").unwrap(), AttemptsView::All);
+        assert_eq!(
+            parse_results_query("attempts=all").unwrap(),
+            AttemptsView::All
+        );
+        assert_eq!(
+            parse_results_query("attempts=none").unwrap(),
+            AttemptsView::None
+        );
+        for (query, needle) in [
+            (
+                "attempts=some",
+                "attempts must be `all` or `none`, got `some`",
+            ),
+            ("attempts=", "attempts must be"),
+            (
+                "attempts=all&attempts=none",
+                "`attempts` given more than once",
+            ),
+            ("runs=5", "unknown query parameter `runs`"),
+        ] {
+            let err = parse_results_query(query).unwrap_err();
+            assert_eq!(err.code(), 1001, "{query}");
+            assert!(err.to_string().contains(needle), "{query}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_tag_differs_by_read_version_and_viewer() {
+        let tag = ReadTag::new("r614.all", 7, 2, Some(13));
+        assert_eq!(tag.as_str(), "r614.all.7.2.m13");
+        assert_ne!(tag, ReadTag::new("r614.all", 8, 2, Some(13)));
+        assert_ne!(tag, ReadTag::new("r614.all", 7, 3, Some(13)));
+        assert_ne!(tag, ReadTag::new("r614.all", 7, 2, None));
+        assert_ne!(tag, ReadTag::new("r614.none", 7, 2, Some(13)));
+        assert!(KnownTags::Tags(vec!["x".into(), tag.as_str().into()]).includes(tag.as_str()));
+        assert!(KnownTags::Any.includes(tag.as_str()));
+        assert!(!KnownTags::Nothing.includes(tag.as_str()));
     }
 }

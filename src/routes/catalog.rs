@@ -7,7 +7,7 @@
 //! (415, 413, 408, 400 code 1001), then the write (400 code 1001, 412 code
 //! 1021). Answers of `GET` and `PUT` carry `ETag: "<version>"`.
 
-use super::executions::path_id;
+use super::executions::{known_tags, path_id};
 use super::queue::{check_content_type, read_body};
 use crate::app::AppState;
 use crate::error::{ApiError, Envelope};
@@ -153,6 +153,12 @@ pub async fn get_entity(
     let id = path_id(&request, "id")?.get();
     authorize(&request, &state)?;
     let stored = state.catalog.get(kind, id).await?;
+    if known_tags(&request).includes(&stored.version.to_string()) {
+        // contract, section 22: the tag is still current
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, format!("\"{}\"", stored.version)))
+            .finish());
+    }
     Ok(answer(&stored))
 }
 

@@ -9,9 +9,12 @@
 
 use crate::app::AppState;
 use crate::auth::ReadScope;
-use crate::domain::{parse_page_query, parse_path_id, Id};
+use crate::domain::{parse_page_query, parse_path_id, parse_results_query, Id, KnownTags};
 use crate::error::{ApiError, Envelope};
+use crate::service::reads::Conditional;
+use actix_web::http::header::{self, EntityTag, Header};
 use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
 
 /// Path of one execution.
 pub const EXECUTION_PATH: &str = "/executions/{executionId}";
@@ -38,6 +41,34 @@ pub(crate) fn read_scope(request: &HttpRequest, state: &AppState) -> Result<Read
         .verifier
         .authenticate(request.headers())?
         .authorize_read()
+}
+
+/// The tags of the request's `If-None-Match` (contract, section 22); a
+/// header that is not a list of entity tags or `*` compares as none (the
+/// answer is a 200, never a 304 on a malformed header).
+pub(crate) fn known_tags(request: &HttpRequest) -> KnownTags {
+    match header::IfNoneMatch::parse(request) {
+        Ok(header::IfNoneMatch::Any) => KnownTags::Any,
+        Ok(header::IfNoneMatch::Items(tags)) if !tags.is_empty() => {
+            KnownTags::Tags(tags.into_iter().map(|t| t.tag().to_owned()).collect())
+        }
+        _ => KnownTags::Nothing,
+    }
+}
+
+/// A read's answer: 200 with the body in the envelope, or 304 with no body;
+/// both with the `ETag` of the answer (contract, section 22).
+pub(crate) fn respond<T: Serialize>(answer: Conditional<T>) -> HttpResponse {
+    let etag =
+        |tag: &crate::domain::ReadTag| header::ETag(EntityTag::new_strong(tag.as_str().to_owned()));
+    match answer {
+        Conditional::NotModified(tag) => HttpResponse::NotModified()
+            .insert_header(etag(&tag))
+            .finish(),
+        Conditional::Modified(tag, body) => HttpResponse::Ok()
+            .insert_header(etag(&tag))
+            .json(Envelope::success(body)),
+    }
 }
 
 /// An execution with its pairs.
@@ -80,8 +111,11 @@ pub async fn execution(
 ) -> Result<HttpResponse, ApiError> {
     let execution_id = path_id(&request, "executionId")?;
     let scope = read_scope(&request, &state)?;
-    let detail = state.reads.execution(scope, execution_id).await?;
-    Ok(HttpResponse::Ok().json(Envelope::success(detail)))
+    let answer = state
+        .reads
+        .execution(scope, execution_id, known_tags(&request))
+        .await?;
+    Ok(respond(answer))
 }
 
 /// An execution's callback deliveries (contract, section 21).
@@ -162,8 +196,24 @@ pub async fn plan_executions(
     let caller = state.verifier.authenticate(request.headers())?;
     let page = parse_page_query(request.query_string())?;
     let scope = caller.authorize_read()?;
-    let page = state.reads.plan_executions(scope, plan_id, page).await?;
-    Ok(HttpResponse::Ok().json(Envelope::success(page)))
+    let answer = state
+        .reads
+        .plan_executions(scope, plan_id, page, known_tags(&request))
+        .await?;
+    Ok(respond(answer))
+}
+
+/// How a plan's results give each pair's attempts: `all` (the default) or
+/// `none` (contract, section 22). Only documents the parameter, which
+/// `parse_results_query` reads.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum AttemptsParam {
+    /// Each pair's `attempts` (the default).
+    All,
+    /// `attemptCount` in place of `attempts`.
+    None,
 }
 
 /// The consolidated results of a plan.
@@ -179,18 +229,34 @@ status, all its attempts (first to latest) and `flaky`: an earlier attempt `FAIL
 and a later one `PASSED`. `counts` counts the current statuses. Needs `PLAN_RUN`, `PLAN_READ` \
 or `QUEUE_ADMIN`; without `QUEUE_ADMIN` a plan of a project the token's subject is not a member \
 of is 404, as an unknown one.",
-    params(("planId" = i64, Path, minimum = 1, example = 614, description = "The plan's id")),
+    params(
+        ("planId" = i64, Path, minimum = 1, example = 614, description = "The plan's id"),
+        ("attempts" = inline(Option<AttemptsParam>), Query, example = "none",
+            description = "`all` (the default): each pair's `attempts`; `none`: `attemptCount` \
+in their place (contract, section 22); anything else is code 1001")
+    ),
     responses(
         (status = 200, description = "The consolidated results",
             body = Envelope<crate::service::reads::PlanResults>,
-            example = json!({"data": {"planId": 614, "sourceExecutionId": 4980,
-                "counts": {"QUEUED": 0, "RUNNING": 0, "PASSED": 1, "FAILED": 0, "ERROR": 0,
-                    "SKIPPED": 0, "ABORTED": 0},
-                "pairs": [{"scenarioId": 111, "environmentId": 222, "status": "PASSED",
-                    "attempt": 2, "executionId": 5012, "flaky": true,
-                    "attempts": [{"attempt": 1, "executionId": 4980, "status": "FAILED"},
-                                 {"attempt": 2, "executionId": 5012, "status": "PASSED"}]}]},
-                "result": {"code": 0, "message": "success"}}))
+            examples(
+                ("attemptsAll" = (summary = "attempts=all (the default)",
+                    value = json!({"data": {"planId": 614, "sourceExecutionId": 4980,
+                        "counts": {"QUEUED": 0, "RUNNING": 0, "PASSED": 1, "FAILED": 0,
+                            "ERROR": 0, "SKIPPED": 0, "ABORTED": 0},
+                        "pairs": [{"scenarioId": 111, "environmentId": 222, "status": "PASSED",
+                            "attempt": 2, "executionId": 5012, "reason": null, "flaky": true,
+                            "attempts": [{"attempt": 1, "executionId": 4980, "status": "FAILED"},
+                                         {"attempt": 2, "executionId": 5012, "status": "PASSED"}]}]},
+                        "result": {"code": 0, "message": "success"}}))),
+                ("attemptsNone" = (summary = "attempts=none: attemptCount instead of attempts",
+                    value = json!({"data": {"planId": 614, "sourceExecutionId": 4980,
+                        "counts": {"QUEUED": 0, "RUNNING": 0, "PASSED": 1, "FAILED": 0,
+                            "ERROR": 0, "SKIPPED": 0, "ABORTED": 0},
+                        "pairs": [{"scenarioId": 111, "environmentId": 222, "status": "PASSED",
+                            "attempt": 2, "executionId": 5012, "reason": null, "flaky": true,
+                            "attemptCount": 2}]},
+                        "result": {"code": 0, "message": "success"}})))
+            ))
     ),
     security(("bearer" = []))
 )]
@@ -199,7 +265,12 @@ pub async fn plan_results(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let plan_id = path_id(&request, "planId")?;
-    let scope = read_scope(&request, &state)?;
-    let results = state.reads.plan_results(scope, plan_id).await?;
-    Ok(HttpResponse::Ok().json(Envelope::success(results)))
+    let caller = state.verifier.authenticate(request.headers())?;
+    let attempts = parse_results_query(request.query_string())?;
+    let scope = caller.authorize_read()?;
+    let answer = state
+        .reads
+        .plan_results(scope, plan_id, attempts, known_tags(&request))
+        .await?;
+    Ok(respond(answer))
 }

@@ -6,7 +6,7 @@
 use crate::app::AppState;
 use crate::domain::parse_flakiness_query;
 use crate::error::{ApiError, Envelope};
-use crate::routes::executions::path_id;
+use crate::routes::executions::{known_tags, path_id, respond};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 /// Path of a plan's flakiness over time.
@@ -66,6 +66,9 @@ pub async fn plan_flakiness(
     let caller = state.verifier.authenticate(request.headers())?;
     let runs = parse_flakiness_query(request.query_string())?;
     let scope = caller.authorize_read()?;
-    let answer = state.reads.plan_flakiness(scope, plan_id, runs).await?;
-    Ok(HttpResponse::Ok().json(Envelope::success(answer)))
+    let answer = state
+        .reads
+        .plan_flakiness(scope, plan_id, runs, known_tags(&request))
+        .await?;
+    Ok(respond(answer))
 }

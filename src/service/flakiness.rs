@@ -12,8 +12,9 @@
 use crate::auth::ReadScope;
 use crate::db::flakiness::{self, PairFlakiness};
 use crate::domain::Id;
+use crate::domain::KnownTags;
 use crate::error::ApiError;
-use crate::service::reads::{require_plan, ReadService};
+use crate::service::reads::{Conditional, ReadService, ReadSubject};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -88,7 +89,8 @@ pub struct PlanFlakiness {
 }
 
 impl ReadService {
-    /// The plan's flakiness over its last `runs` full runs.
+    /// The plan's flakiness over its last `runs` full runs, or 304 when
+    /// `known` names its tag (contract, section 22).
     ///
     /// Errors: 404 code 1000 for a plan that does not exist or `scope` may
     /// not see; 503 code 1011.
@@ -97,10 +99,12 @@ impl ReadService {
         scope: ReadScope,
         plan_id: Id,
         runs: i64,
-    ) -> Result<PlanFlakiness, ApiError> {
+        known: KnownTags,
+    ) -> Result<Conditional<PlanFlakiness>, ApiError> {
         let plan_id = plan_id.get();
-        self.snapshot(move |conn| {
-            require_plan(conn, plan_id, scope)?;
+        let key = format!("f{plan_id}.n{runs}");
+        let subject = ReadSubject::Plan(plan_id);
+        self.conditional(scope, known, subject, key, move |conn| {
             let (looked_at, pairs) = flakiness::plan_flakiness(conn, plan_id, runs)?;
             Ok(figures(plan_id, looked_at, pairs))
         })

@@ -10,9 +10,9 @@
 //! one `PASSED`.
 
 use crate::auth::ReadScope;
-use crate::db::reads::{self, AttemptRow, ExecutionRow, PairRow};
+use crate::db::reads::{self, AttemptRow, ExecutionRow, PairRow, ReadVersions};
 use crate::db::Db;
-use crate::domain::{Id, PageRequest, PairStatus};
+use crate::domain::{AttemptsView, Id, KnownTags, PageRequest, PairStatus, ReadTag};
 use crate::error::ApiError;
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::pg::PgConnection;
@@ -219,8 +219,16 @@ pub struct ResultPair {
     pub reason: Option<String>,
     /// An earlier attempt is `FAILED` or `ERROR` and a later one `PASSED`.
     pub flaky: bool,
-    /// Every attempt, first to latest.
-    pub attempts: Vec<PairAttempt>,
+    /// Every attempt, first to latest; left out with `attempts=none`
+    /// (contract, section 22).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub attempts: Option<Vec<PairAttempt>>,
+    /// How many attempts the pair has; only with `attempts=none`, in place
+    /// of `attempts` (contract, section 22).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = 2)]
+    pub attempt_count: Option<usize>,
 }
 
 /// `GET /plans/{planId}/results`: the consolidated results (contract, section 6).
@@ -247,7 +255,7 @@ impl ReadService {
         ReadService { db }
     }
 
-    /// The execution with its pairs.
+    /// The execution with its pairs, or 304 when `known` names its tag.
     ///
     /// Errors: 404 code 1017 when it does not exist or `scope` may not see
     /// it; 503 code 1011 when the database is unreachable.
@@ -255,9 +263,11 @@ impl ReadService {
         &self,
         scope: ReadScope,
         execution_id: Id,
-    ) -> Result<ExecutionDetail, ApiError> {
+        known: KnownTags,
+    ) -> Result<Conditional<ExecutionDetail>, ApiError> {
         let id = execution_id.get();
-        self.snapshot(move |conn| {
+        let subject = ReadSubject::Execution(id);
+        self.conditional(scope, known, subject, format!("x{id}"), move |conn| {
             let row = reads::execution(conn, id, scope.member())?
                 .ok_or(ApiError::ExecutionNotFound(id))?;
             let pairs = reads::execution_pairs(conn, id)?;
@@ -300,7 +310,8 @@ impl ReadService {
         .await
     }
 
-    /// One page of the plan's executions, newest first.
+    /// One page of the plan's executions, newest first, or 304 when `known`
+    /// names its tag.
     ///
     /// Errors: 404 code 1000 for a plan that does not exist or `scope` may
     /// not see; 400 code 1001 when `before` is not an execution of the plan;
@@ -310,10 +321,16 @@ impl ReadService {
         scope: ReadScope,
         plan_id: Id,
         page: PageRequest,
-    ) -> Result<ExecutionPage, ApiError> {
+        known: KnownTags,
+    ) -> Result<Conditional<ExecutionPage>, ApiError> {
         let plan_id = plan_id.get();
-        self.snapshot(move |conn| {
-            require_plan(conn, plan_id, scope)?;
+        let key = format!(
+            "e{plan_id}.l{}.b{}",
+            page.limit,
+            page.before.map_or(0, Id::get)
+        );
+        let subject = ReadSubject::Plan(plan_id);
+        self.conditional(scope, known, subject, key, move |conn| {
             let after = match page.before.map(Id::get) {
                 None => None,
                 Some(before) => Some((
@@ -338,7 +355,8 @@ impl ReadService {
         .await
     }
 
-    /// The plan's consolidated results.
+    /// The plan's consolidated results, each pair's attempts as `attempts`
+    /// asks, or 304 when `known` names its tag.
     ///
     /// Errors: 404 code 1000 for a plan that does not exist or `scope` may
     /// not see; 400 code 1004 when it never ran; 503 code 1011.
@@ -346,16 +364,22 @@ impl ReadService {
         &self,
         scope: ReadScope,
         plan_id: Id,
-    ) -> Result<PlanResults, ApiError> {
+        attempts: AttemptsView,
+        known: KnownTags,
+    ) -> Result<Conditional<PlanResults>, ApiError> {
         let plan_id = plan_id.get();
-        self.snapshot(move |conn| {
-            require_plan(conn, plan_id, scope)?;
+        let key = format!("r{plan_id}.{}", attempts.as_str());
+        let subject = ReadSubject::Plan(plan_id);
+        self.conditional(scope, known, subject, key, move |conn| {
             let source =
                 reads::source_run(conn, plan_id)?.ok_or(ApiError::NoExecutedResults(plan_id))?;
-            let pairs = consolidate(reads::chain_attempts(conn, source)?);
+            let mut pairs = consolidate(reads::chain_attempts(conn, source)?);
             let mut counts = StatusCounts::default();
-            for p in &pairs {
+            for p in &mut pairs {
                 counts.add(&p.status, 1);
+                if attempts == AttemptsView::None {
+                    p.attempt_count = p.attempts.take().map(|a| a.len());
+                }
             }
             Ok(PlanResults {
                 plan_id,
@@ -363,6 +387,44 @@ impl ReadService {
                 counts,
                 pairs,
             })
+        })
+        .await
+    }
+
+    /// A read with an entity tag (contract, section 22). When `known` is
+    /// not empty, one statement reads the versions of `subject`'s plan (no
+    /// transaction); if the tag they make is among `known`, the answer is
+    /// [`Conditional::NotModified`] without running `read`. Otherwise, in
+    /// one snapshot: the versions again (404 when `scope` may not see the
+    /// subject: an invisible plan never answers 304), the tag, then `read`.
+    /// `key` names the read and its parameters.
+    pub(crate) async fn conditional<T: Send + 'static>(
+        &self,
+        scope: ReadScope,
+        known: KnownTags,
+        subject: ReadSubject,
+        key: String,
+        mut read: impl FnMut(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<Conditional<T>, ApiError> {
+        let member = scope.member();
+        if !known.is_empty() {
+            let versions = self
+                .db
+                .run(move |conn| Ok::<_, ApiError>(subject.versions(conn, member)?))
+                .await?;
+            if let Some(v) = versions {
+                let tag = ReadTag::new(&key, v.results_version, v.catalog_version, member);
+                if known.includes(tag.as_str()) {
+                    return Ok(Conditional::NotModified(tag));
+                }
+            }
+        }
+        self.snapshot(move |conn| {
+            let v = subject
+                .versions(conn, member)?
+                .ok_or_else(|| subject.not_found())?;
+            let tag = ReadTag::new(&key, v.results_version, v.catalog_version, member);
+            Ok(Conditional::Modified(tag, read(conn)?))
         })
         .await
     }
@@ -385,16 +447,44 @@ impl ReadService {
     }
 }
 
-/// 404 code 1000 unless the plan exists and `scope` may see it.
-pub(crate) fn require_plan(
-    conn: &mut PgConnection,
-    plan_id: i64,
-    scope: ReadScope,
-) -> Result<(), ApiError> {
-    if reads::plan_visible(conn, plan_id, scope.member())? {
-        Ok(())
-    } else {
-        Err(ApiError::PlanNotFoundToRead)
+/// A read's answer with its entity tag, or 304 (contract, section 22).
+#[derive(Debug)]
+pub enum Conditional<T> {
+    /// The request's `If-None-Match` names the current tag: 304, no body.
+    NotModified(ReadTag),
+    /// The answer and its tag.
+    Modified(ReadTag, T),
+}
+
+/// What a read is about, whose plan's versions make its tag.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReadSubject {
+    /// A plan: its executions, results, flakiness.
+    Plan(i64),
+    /// One execution, tagged by its plan's versions.
+    Execution(i64),
+}
+
+impl ReadSubject {
+    /// The versions of the subject's plan; `None` when it does not exist or
+    /// `member` may not see it.
+    fn versions(
+        self,
+        conn: &mut PgConnection,
+        member: Option<i64>,
+    ) -> diesel::QueryResult<Option<ReadVersions>> {
+        match self {
+            ReadSubject::Plan(id) => reads::plan_versions(conn, id, member),
+            ReadSubject::Execution(id) => reads::execution_versions(conn, id, member),
+        }
+    }
+
+    /// 404 code 1000 for a plan, 1017 for an execution.
+    fn not_found(self) -> ApiError {
+        match self {
+            ReadSubject::Plan(_) => ApiError::PlanNotFoundToRead,
+            ReadSubject::Execution(id) => ApiError::ExecutionNotFound(id),
+        }
     }
 }
 
@@ -483,7 +573,7 @@ fn consolidate(rows: Vec<AttemptRow>) -> Vec<ResultPair> {
             Some(p)
                 if (p.scenario_id, p.environment_id) == (row.scenario_id, row.environment_id) =>
             {
-                p.attempts.push(attempt)
+                p.attempts.get_or_insert_with(Vec::new).push(attempt)
             }
             _ => pairs.push(ResultPair {
                 scenario_id: row.scenario_id,
@@ -493,13 +583,15 @@ fn consolidate(rows: Vec<AttemptRow>) -> Vec<ResultPair> {
                 execution_id: attempt.execution_id,
                 reason,
                 flaky: false,
-                attempts: vec![attempt],
+                attempts: Some(vec![attempt]),
+                attempt_count: None,
             }),
         }
     }
     for p in &mut pairs {
-        p.attempts.reverse();
-        p.flaky = is_flaky(&p.attempts);
+        let attempts = p.attempts.get_or_insert_with(Vec::new);
+        attempts.reverse();
+        p.flaky = is_flaky(attempts);
     }
     pairs
 }
@@ -537,7 +629,7 @@ mod tests {
         let first = &pairs[0];
         assert_eq!((first.status.as_str(), first.attempt), ("QUEUED", 3));
         assert_eq!(first.execution_id, 5003);
-        let order: Vec<i32> = first.attempts.iter().map(|a| a.attempt).collect();
+        let order: Vec<i32> = first.attempts.iter().flatten().map(|a| a.attempt).collect();
         assert_eq!(order, [1, 2, 3]);
         assert!(
             first.flaky,
