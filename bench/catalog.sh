@@ -93,6 +93,9 @@ db_counters() {
                                 (SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database())
                            FROM pg_stat_user_tables"
 }
+# Rows per operation: exact for pgbench (its backends report when they exit);
+# a lower bound for the service, whose pooled connections, idle after the
+# load, report their last second or so only up to 10 s later (PostgreSQL 15).
 per_op() { # before after ops -> "rows inserted / deleted / read, commits per op"
   sleep 0.7 # statistics reach pg_stat_* shortly after each transaction
   read -r i0 d0 f0 c0 r0 <<<"$1"
