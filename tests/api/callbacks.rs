@@ -13,6 +13,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -551,4 +552,77 @@ async fn an_automatic_retry_inherits_the_callback_url_and_its_finish_calls_back_
         got[0].headers["x-planqueue-delivery"], got[1].headers["x-planqueue-delivery"],
         "two events, two delivery ids"
     );
+}
+
+/// A TLS receiver on 127.0.0.1 with a self-signed certificate for
+/// 127.0.0.1 (no CA trusts it): its https URL and the number of TLS
+/// handshakes clients began (a ClientHello read).
+async fn self_signed_receiver() -> (String, Arc<AtomicUsize>) {
+    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/hook",
+        listener.local_addr().unwrap().port()
+    );
+    let hellos = Arc::new(AtomicUsize::new(0));
+    let counted = hellos.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                // 0x16: a TLS handshake record (the ClientHello)
+                if socket.peek(&mut first).await.is_ok() && first[0] == 0x16 {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                // the client refuses the certificate: the handshake fails
+                let _ = acceptor.accept(socket).await;
+            });
+        }
+    });
+    (url, hellos)
+}
+
+#[tokio::test]
+async fn an_https_receiver_is_reached_over_tls_and_a_self_signed_certificate_is_refused() {
+    let (url, hellos) = self_signed_receiver().await;
+    let app = app_with_callbacks(86_400).await;
+    let id = run_and_finish(&app, &url).await;
+    wait_sql(
+        &app,
+        &format!(
+            "SELECT count(*) AS n FROM callback_deliveries WHERE execution_id = {id} \
+               AND attempts >= 1"
+        ),
+        Duration::from_secs(20),
+    )
+    .await;
+    let (status, body) = read(
+        app.client
+            .get(format!("{}/executions/{id}/callbacks", app.address))
+            .bearer_auth(app.token(13, &["PLAN_READ"]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let delivery = &body["data"]["callbacks"][0];
+    let error = delivery["lastError"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("certificate"),
+        "a certificate error, not an unsupported scheme: {delivery}"
+    );
+    assert!(delivery["deliveredAt"].is_null(), "{delivery}");
+    assert!(hellos.load(Ordering::SeqCst) >= 1, "no TLS handshake began");
 }
