@@ -275,16 +275,25 @@ impl From<anyhow::Error> for SettleError {
     }
 }
 
-/// A reqwest error in a few words, without the URL's query (which may carry
-/// a receiver's own token).
+/// A reqwest error with its causes (so a TLS failure reads e.g. `... invalid
+/// peer certificate: UnknownIssuer`), without the URL's query (which may
+/// carry a receiver's own token).
 fn describe(error: reqwest::Error) -> String {
     let (connect, timeout) = (error.is_connect(), error.is_timeout());
+    if timeout {
+        return format!("no answer within {ATTEMPT_TIMEOUT:?}");
+    }
     let error = error.without_url();
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
     if connect {
-        format!("connection failed: {error}")
-    } else if timeout {
-        "no answer within 10s".to_owned()
+        format!("connection failed: {text}")
     } else {
-        error.to_string()
+        text
     }
 }

@@ -1,14 +1,19 @@
 //! Callbacks (contract, section 21) against a real local HTTP receiver: the
 //! signature over the exact body, retries with one `X-PlanQueue-Delivery`,
 //! no redirect followed, hosts outside `CALLBACK_ALLOWED_HOSTS` refused
-//! before anything is written.
+//! before anything is written, a silent receiver timed out and given up, a
+//! SIGKILL between attempts survived, a slow receiver holding up nothing
+//! else, and an automatic retry calling back too.
 
-use crate::ends::cancel;
-use crate::helpers::{code, message, spawn_app_with, TestApp};
+use crate::ends::wait_finished;
+use crate::helpers::{code, message, read, spawn_app_with, valid_rerun, TestApp};
+use crate::results::wait_consumer;
+use crate::retries::{report, retry_of};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,6 +26,10 @@ const SECRET: &str = "callback-test-secret";
 enum Answer {
     Status(u16),
     Redirect(String),
+    /// Answers the status after the delay; the connection stays open meanwhile.
+    Late(Duration, u16),
+    /// Reads the request and never answers (the connection stays open).
+    Never,
 }
 
 /// One request the receiver got: its headers (lower-case names) and body.
@@ -60,16 +69,27 @@ impl Receiver {
                     all.push(request);
                     script[(all.len() - 1).min(script.len() - 1)].clone()
                 };
-                let head = match answer {
-                    Answer::Status(status) => format!("HTTP/1.1 {status} X\r\n"),
-                    Answer::Redirect(to) => format!("HTTP/1.1 307 X\r\nLocation: {to}\r\n"),
-                };
-                let _ = socket
-                    .write_all(
-                        format!("{head}Content-Length: 2\r\nConnection: close\r\n\r\nok")
-                            .as_bytes(),
-                    )
-                    .await;
+                // each answer in a task of its own: a late one holds only its connection
+                tokio::spawn(async move {
+                    let head = match answer {
+                        Answer::Status(status) => format!("HTTP/1.1 {status} X\r\n"),
+                        Answer::Redirect(to) => format!("HTTP/1.1 307 X\r\nLocation: {to}\r\n"),
+                        Answer::Late(delay, status) => {
+                            tokio::time::sleep(delay).await;
+                            format!("HTTP/1.1 {status} X\r\n")
+                        }
+                        Answer::Never => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            return drop(socket);
+                        }
+                    };
+                    let _ = socket
+                        .write_all(
+                            format!("{head}Content-Length: 2\r\nConnection: close\r\n\r\nok")
+                                .as_bytes(),
+                        )
+                        .await;
+                });
             }
         });
         Receiver { url, requests }
@@ -144,20 +164,53 @@ async fn app_with_callbacks(retry_secs: u64) -> TestApp {
 /// Runs plan 614's scenario 113 on environment 223 as user 13 with
 /// `callback_url`, then cancels it, which finishes it; the execution id.
 async fn run_and_finish(app: &TestApp, callback_url: &str) -> i64 {
-    let token = app.token(13, &["PLAN_RUN"]);
-    let (status, body) = app
-        .post(
-            "/queue/run",
-            Some(&token),
-            &json!({"planId": 614, "userId": 13, "scenarioIds": [113],
-                    "environmentIds": [223], "force": true, "callbackUrl": callback_url}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let id = body["data"]["executionId"].as_i64().unwrap();
-    let (status, body) = cancel(app, &format!("/executions/{id}/cancel"), 13).await;
+    run_and_finish_at(app, &app.address, callback_url).await
+}
+
+/// [`run_and_finish`] against the server at `base` (the in-process app or a
+/// spawned binary).
+async fn run_and_finish_at(app: &TestApp, base: &str, callback_url: &str) -> i64 {
+    let id = run_at(app, base, callback_url, 0).await;
+    let (status, body) = read(
+        app.client
+            .post(format!("{base}/executions/{id}/cancel"))
+            .bearer_auth(app.token(13, &["PLAN_RUN"]))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     id
+}
+
+/// Runs plan 614's scenario 113 on environment 223 as user 13 at `base`
+/// with `callback_url` and `retryFailed`; the execution id.
+async fn run_at(app: &TestApp, base: &str, callback_url: &str, retry_failed: i64) -> i64 {
+    let body = json!({"planId": 614, "userId": 13, "scenarioIds": [113],
+                      "environmentIds": [223], "force": true,
+                      "retryFailed": retry_failed, "callbackUrl": callback_url});
+    let response = app
+        .client
+        .post(format!("{base}/queue/run"))
+        .bearer_auth(app.token(13, &["PLAN_RUN"]))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(response).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["executionId"].as_i64().unwrap()
+}
+
+/// Waits (up to `within`) until `SELECT count(*) AS n ...` `sql` counts 1.
+async fn wait_sql(app: &TestApp, sql: &str, within: Duration) {
+    let started = Instant::now();
+    while app.count_sql(sql).await != 1 {
+        assert!(started.elapsed() < within, "never true: {sql}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn hex_hmac(body: &[u8]) -> String {
@@ -278,7 +331,7 @@ async fn a_redirect_to_another_host_is_not_followed_and_counts_as_a_failure() {
 }
 
 #[tokio::test]
-async fn a_receiver_that_never_answers_is_given_up_after_callback_retry_secs() {
+async fn a_refused_connection_is_tried_again_and_given_up_after_callback_retry_secs() {
     // a port that refuses connections: nothing listens on it
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -286,23 +339,15 @@ async fn a_receiver_that_never_answers_is_given_up_after_callback_retry_secs() {
     };
     let app = app_with_callbacks(2).await;
     let id = run_and_finish(&app, &format!("http://127.0.0.1:{closed}/hook")).await;
-    let started = Instant::now();
-    loop {
-        let given_up = app
-            .count_sql(&format!(
-                "SELECT count(*) AS n FROM callback_deliveries WHERE execution_id = {id} \
-                   AND given_up_at IS NOT NULL AND delivered_at IS NULL AND attempts >= 2"
-            ))
-            .await;
-        if given_up == 1 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "never given up"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_sql(
+        &app,
+        &format!(
+            "SELECT count(*) AS n FROM callback_deliveries WHERE execution_id = {id} \
+               AND given_up_at IS NOT NULL AND delivered_at IS NULL AND attempts >= 2"
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
     assert!(app
         .metrics()
         .await
@@ -354,4 +399,230 @@ async fn the_delivery_log_reads_back_the_attempts_of_a_callback_and_hides_foreig
         .unwrap();
     let (status, body) = crate::helpers::read(response).await;
     assert_eq!((status, crate::helpers::code(&body)), (404, 1017), "{body}");
+}
+
+#[tokio::test]
+async fn a_receiver_that_accepts_but_never_answers_times_out_at_10_s_each_attempt_and_is_given_up()
+{
+    let receiver = Receiver::start(vec![Answer::Never]).await;
+    // shorter than one attempt plus the back-off: two attempts, ~21 s
+    let app = app_with_callbacks(9).await;
+    let id = run_and_finish(&app, &receiver.url).await;
+    wait_sql(
+        &app,
+        &format!(
+            "SELECT count(*) AS n FROM callback_deliveries WHERE execution_id = {id} \
+               AND given_up_at IS NOT NULL AND delivered_at IS NULL"
+        ),
+        Duration::from_secs(60),
+    )
+    .await;
+    let given_up = app
+        .count_sql(&format!(
+            "SELECT count(*) AS n FROM callback_deliveries WHERE execution_id = {id} \
+               AND attempts >= 2 AND last_status IS NULL \
+               AND last_error = 'no answer within 10s' \
+               AND given_up_at >= first_attempt_at + interval '9 seconds'"
+        ))
+        .await;
+    assert_eq!(
+        given_up, 1,
+        "attempts of 10 s each, given up once CALLBACK_RETRY_SECS (9) passed"
+    );
+    let got = receiver.requests();
+    assert!(got.len() >= 2, "each attempt reached the receiver");
+    assert!(got
+        .iter()
+        .all(|r| r.headers["x-planqueue-delivery"] == got[0].headers["x-planqueue-delivery"]));
+    assert!(app
+        .metrics()
+        .await
+        .contains("plan_queue_callbacks_total{outcome=\"given_up\"} 1"));
+}
+
+#[tokio::test]
+async fn a_callback_is_still_delivered_when_plan_queue_is_killed_between_attempts() {
+    let receiver = Receiver::start(vec![Answer::Status(500), Answer::Status(200)]).await;
+    let mut app = spawn_app_with(|_| {}).await;
+    app.stop().await;
+    let env = [
+        ("CALLBACK_ALLOWED_HOSTS", "127.0.0.1".to_owned()),
+        ("CALLBACK_SECRET", SECRET.to_owned()),
+    ];
+    let (mut first, url) = app.spawn_binary(&env).await;
+    let id = run_and_finish_at(&app, &url, &receiver.url).await;
+    wait_sql(
+        &app,
+        &format!(
+            "SELECT count(*) AS n FROM callback_deliveries WHERE execution_id = {id} \
+               AND attempts = 1 AND last_status = 500 AND next_attempt_at IS NOT NULL"
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
+    first.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+    first.wait().unwrap();
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "killed after the first attempt, before the second (back-off at least 0.8 s)"
+    );
+    let (mut second, _) = app.spawn_binary(&env).await;
+    let got = receiver.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(
+        got[1].headers["x-planqueue-delivery"], got[0].headers["x-planqueue-delivery"],
+        "the same delivery id after the restart"
+    );
+    assert_eq!(got[1].body, got[0].body);
+    wait_sql(
+        &app,
+        &format!(
+            "SELECT count(*) AS n FROM callback_deliveries WHERE execution_id = {id} \
+               AND attempts = 2 AND last_status = 200 AND delivered_at IS NOT NULL"
+        ),
+        Duration::from_secs(10),
+    )
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_receiver_delays_neither_runs_nor_reruns_nor_other_callbacks() {
+    let slow = Receiver::start(vec![Answer::Late(Duration::from_secs(30), 200)]).await;
+    let fast = Receiver::start(vec![Answer::Status(204)]).await;
+    let app = app_with_callbacks(86_400).await;
+    let slow_id = run_and_finish(&app, &slow.url).await;
+    slow.wait_for(1, Duration::from_secs(20)).await;
+
+    // while the slow callback hangs
+    let token = app.token(13, &["PLAN_RUN"]);
+    let (status, body) = app
+        .post(
+            "/queue/run",
+            Some(&token),
+            &json!({"planId": 614, "userId": 13, "force": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "a run answers: {body}");
+    let (status, body) = app.rerun(&valid_rerun(false)).await;
+    assert_eq!(status, 200, "a rerun answers: {body}");
+    let fast_id = run_and_finish(&app, &fast.url).await;
+    let got = fast.wait_for(1, Duration::from_secs(5)).await;
+    let event: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(event["executionId"], fast_id);
+    assert_eq!(
+        app.count_sql(&format!(
+            "SELECT count(*) AS n FROM callback_deliveries WHERE execution_id = {slow_id} \
+               AND attempts = 0 AND delivered_at IS NULL"
+        ))
+        .await,
+        1,
+        "the slow callback was still waiting for its answer meanwhile"
+    );
+}
+
+#[tokio::test]
+async fn an_automatic_retry_inherits_the_callback_url_and_its_finish_calls_back_too() {
+    let receiver = Receiver::start(vec![Answer::Status(200)]).await;
+    let app = app_with_callbacks(86_400).await;
+    wait_consumer(&app).await;
+    let first = run_at(&app, &app.address, &receiver.url, 1).await;
+    report(&app, first, &[(223, "FAILED")]).await;
+    let retry = retry_of(&app, first).await.expect("a retry");
+    let retry = retry["executionId"].as_i64().unwrap();
+    report(&app, retry, &[(223, "PASSED")]).await;
+    wait_finished(&app, retry, Duration::from_secs(20)).await;
+
+    let got = receiver.wait_for(2, Duration::from_secs(30)).await;
+    let events: Vec<Value> = got
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    let of = |id: i64| {
+        events
+            .iter()
+            .find(|e| e["executionId"] == id)
+            .unwrap_or_else(|| panic!("no callback for execution {id}: {events:?}"))
+    };
+    assert_eq!(of(first)["trigger"], "USER", "{events:?}");
+    assert_eq!(of(retry)["trigger"], "RETRY", "{events:?}");
+    assert_eq!(of(retry)["retryOf"], first, "{events:?}");
+    assert_ne!(
+        got[0].headers["x-planqueue-delivery"], got[1].headers["x-planqueue-delivery"],
+        "two events, two delivery ids"
+    );
+}
+
+/// A TLS receiver on 127.0.0.1 with a self-signed certificate for
+/// 127.0.0.1 (no CA trusts it): its https URL and the number of TLS
+/// handshakes clients began (a ClientHello read).
+async fn self_signed_receiver() -> (String, Arc<AtomicUsize>) {
+    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/hook",
+        listener.local_addr().unwrap().port()
+    );
+    let hellos = Arc::new(AtomicUsize::new(0));
+    let counted = hellos.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                // 0x16: a TLS handshake record (the ClientHello)
+                if socket.peek(&mut first).await.is_ok() && first[0] == 0x16 {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                // the client refuses the certificate: the handshake fails
+                let _ = acceptor.accept(socket).await;
+            });
+        }
+    });
+    (url, hellos)
+}
+
+#[tokio::test]
+async fn an_https_receiver_is_reached_over_tls_and_a_self_signed_certificate_is_refused() {
+    let (url, hellos) = self_signed_receiver().await;
+    let app = app_with_callbacks(86_400).await;
+    let id = run_and_finish(&app, &url).await;
+    wait_sql(
+        &app,
+        &format!(
+            "SELECT count(*) AS n FROM callback_deliveries WHERE execution_id = {id} \
+               AND attempts >= 1"
+        ),
+        Duration::from_secs(20),
+    )
+    .await;
+    let (status, body) = read(
+        app.client
+            .get(format!("{}/executions/{id}/callbacks", app.address))
+            .bearer_auth(app.token(13, &["PLAN_READ"]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let delivery = &body["data"]["callbacks"][0];
+    let error = delivery["lastError"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("certificate"),
+        "a certificate error, not an unsupported scheme: {delivery}"
+    );
+    assert!(delivery["deliveredAt"].is_null(), "{delivery}");
+    assert!(hellos.load(Ordering::SeqCst) >= 1, "no TLS handshake began");
 }

@@ -35,7 +35,7 @@ async fn run_113(app: &TestApp, environments: &[i64], retry_failed: i64) -> (i64
 
 /// Publishes, for each pair of execution `id` (as `GET /executions/{id}`
 /// lists them), the status `statuses` gives its environment.
-async fn report(app: &TestApp, id: i64, statuses: &[(i64, &str)]) {
+pub(crate) async fn report(app: &TestApp, id: i64, statuses: &[(i64, &str)]) {
     let pairs = execution(app, id).await["pairs"]
         .as_array()
         .unwrap()
@@ -55,7 +55,7 @@ async fn report(app: &TestApp, id: i64, statuses: &[(i64, &str)]) {
 
 /// Waits until execution `id` is finished; the automatic rerun it caused
 /// (the plan's newest execution when it is a retry of `id`), if any.
-async fn retry_of(app: &TestApp, id: i64) -> Option<Value> {
+pub(crate) async fn retry_of(app: &TestApp, id: i64) -> Option<Value> {
     let finished = wait_finished(app, id, WITHIN).await;
     assert_eq!(finished["status"], "FINISHED");
     let newest =
