@@ -396,3 +396,18 @@ fn every_plan_queue_command_the_readme_runs_exists() {
         );
     }
 }
+
+#[test]
+fn docs_contract_md_is_the_shared_contract_as_it_stands() {
+    // the platform's contract sits beside the checkout (`../shared/`) where
+    // the project is developed and in CI; a clone elsewhere has only the copy
+    let Ok(shared) = std::fs::read_to_string("../shared/CONTRACT.md") else {
+        println!("SKIPPED docs_contract_md_is_the_shared_contract_as_it_stands: no ../shared/CONTRACT.md beside the checkout");
+        return;
+    };
+    let copy = std::fs::read_to_string("docs/CONTRACT.md").unwrap();
+    assert!(
+        copy == shared,
+        "docs/CONTRACT.md differs from ../shared/CONTRACT.md: copy it again (cp ../shared/CONTRACT.md docs/)"
+    );
+}
