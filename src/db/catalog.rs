@@ -491,8 +491,8 @@ pub fn get(conn: &mut PgConnection, kind: Kind, id: i64) -> QueryResult<Option<S
 
 /// Creates or replaces `entity` (section 20) inside the caller's
 /// transaction: locks it, compares `expected_version` (the `If-Match`) with
-/// the current one, checks its references, and writes it with the next
-/// version unless it is equal to what is stored. Answers the entity as
+/// the current one, and unless it is equal to what is stored checks its
+/// references and writes it with the next version. Answers the entity as
 /// stored.
 ///
 /// Errors: [`CatalogError::VersionMismatch`], [`CatalogError::UnknownReference`],
@@ -513,12 +513,16 @@ pub fn put(
     if expected_version.is_some_and(|v| v != current_version) {
         return Err(CatalogError::VersionMismatch(current_version));
     }
-    check_references(conn, &entity)?;
+    // an unchanged entity's references were checked when it was written,
+    // and nothing they name is ever deleted: no locks, no write, no WAL
+    // flush for a PUT that changes nothing (it took 1 000 FOR SHARE locks
+    // on a 1 000-scenario plan, bench/catalog.sh)
     if let Some(current) = current {
         if current.entity == entity {
             return Ok(current);
         }
     }
+    check_references(conn, &entity)?;
     let version = current_version + 1;
     write(conn, &entity, version)?;
     Ok(Stored { entity, version })
