@@ -194,7 +194,7 @@ impl Application {
                     config.callbacks.retry_for(),
                     metrics.clone(),
                     shutdown_rx.clone(),
-                ))
+                )?)
             }
             _ => None,
         };
