@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Callback throughput (contract, section 21): 1 000 finished executions, each
 # with a callbackUrl and a due delivery, sent by `serve`'s deliverer (8 at
-# once) to a local receiver that answers 204 at once; against the limit of the
-# same receiver driven by wrk with the same concurrency (8 connections, the
-# same body, a new connection per request as the deliverer makes).
+# once, connections kept alive) to a local HTTP/1.1 receiver that answers 204
+# at once; against the limit of the same receiver driven by wrk with the same
+# concurrency and body: 8 kept-alive connections (the limit the ratio is
+# against, as the deliverer reuses its connections), and for comparison a new
+# connection per request (`Connection: close`).
 # Usage: bench/callbacks.sh   (BENCH_BIN=target/debug/plan-queue for a debug
 # build; EXECUTIONS, LIMIT_SECS, RECEIVER_PORT are knobs). Needs psql, wrk,
 # python3.
@@ -19,11 +21,13 @@ WORK=$(mktemp -d)
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-# the receiver: a threaded Python HTTP server, 204 to every POST
+# the receiver: a threaded Python HTTP/1.1 server (a thread per connection,
+# kept alive unless the client asks to close), 204 to every POST
 python3 - "$RECEIVER_PORT" <<'PY' & PIDS+=($!)
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Hook(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.send_response(204)
@@ -57,16 +61,21 @@ SQL
 BODY=$(psql -X -Atc "SELECT body FROM callback_deliveries LIMIT 1" "$DATABASE_URL")
 log "$(psql -X -Atc "SELECT count(*) FROM callback_deliveries" "$DATABASE_URL") deliveries due, body $(printf %s "$BODY" | wc -c) bytes"
 
-# the limit: the receiver under wrk, 8 connections, a new connection each request
-cat > "$WORK/post.lua" <<LUA
+# the limits: the receiver under wrk, 8 connections, kept alive (the limit)
+# and a new connection each request (for comparison)
+wrk_limit() { # name, extra lua line
+  cat > "$WORK/$1.lua" <<LUA
 wrk.method = "POST"
 wrk.body = [[$BODY]]
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Connection"] = "close"
+$2
 LUA
-wrk -t2 -c8 -d"${LIMIT_SECS}s" -s "$WORK/post.lua" "$HOOK" > "$WORK/wrk.txt"
-LIMIT=$(awk '/^Requests\/sec/ { print $2 }' "$WORK/wrk.txt")
-log "limit: $(grep -E 'Requests/sec|Socket errors|Non-2xx' "$WORK/wrk.txt" | tr -s ' ' | paste -sd';')"
+  wrk -t2 -c8 -d"${LIMIT_SECS}s" -s "$WORK/$1.lua" "$HOOK" > "$WORK/$1.txt"
+  log "limit $1: $(grep -E 'Requests/sec|Socket errors|Non-2xx' "$WORK/$1.txt" | tr -s ' ' | paste -sd';')"
+  awk '/^Requests\/sec/ { print $2 }' "$WORK/$1.txt"
+}
+LIMIT=$(wrk_limit keepalive "")
+LIMIT_CLOSE=$(wrk_limit close 'wrk.headers["Connection"] = "close"')
 
 # plan-queue delivers them
 CALLBACK_ALLOWED_HOSTS=127.0.0.1 CALLBACK_SECRET=bench-secret "$BIN" serve & PIDS+=($!)
@@ -83,5 +92,7 @@ SELECT 'result deliveries_per_s',
   FROM callback_deliveries;
 SQL
 RATE=$(result deliveries_per_s "$WORK/result.txt")
-echo "result limit_wrk_per_s $LIMIT"
+echo "result limit_wrk_keepalive_per_s $LIMIT"
+echo "result limit_wrk_close_per_s $LIMIT_CLOSE"
 awk -v r="$RATE" -v l="$LIMIT" 'BEGIN { printf "result ratio %.2f\n", r / l }'
+awk -v r="$RATE" -v l="$LIMIT_CLOSE" 'BEGIN { printf "result ratio_to_close %.2f\n", r / l }'
