@@ -1,15 +1,19 @@
 //! The deliverer of `serve` (contract, section 21): sends the due rows of
 //! `callback_deliveries` and records each attempt.
 //!
-//! One loop claims as many due rows as there are free slots
-//! ([`MAX_IN_FLIGHT`]) with `FOR UPDATE SKIP LOCKED` and a lease, in one
-//! statement on the deliverer's own small pool; each delivery is then sent
-//! outside any transaction in a task of its own, holding one slot, so a slow
+//! One loop keeps at most [`MAX_IN_FLIGHT`] deliveries sending, each in a
+//! task of its own outside any transaction, holding one slot, so a slow
 //! receiver occupies one slot and never the relay, the results consumer or
-//! other deliveries. The attempts that ended while the loop was busy are
-//! settled together in one statement, in the transaction of the next claim.
-//! Rows live in the database: a restart (or a crash, once the lease is over)
-//! takes them up again with the same `X-PlanQueue-Delivery`.
+//! other deliveries. Beside them, one round at a time settles the attempts
+//! that ended since the last round and claims due rows for the free slots
+//! and as many waiting ones (`FOR UPDATE SKIP LOCKED` and a lease), in one
+//! transaction on the deliverer's own pool: the rows cost a statement per
+//! round, not per delivery, and a slot that frees up takes a waiting row at
+//! once. Rows live in the database: a restart (or a crash, once the lease
+//! is over) takes them up again with the same `X-PlanQueue-Delivery`. The
+//! pool commits without waiting for the WAL flush: a claim or settlement
+//! lost in a PostgreSQL crash only sends a delivery again, with the same
+//! `X-PlanQueue-Delivery`.
 //!
 //! One HTTP client serves every delivery, so connections to a receiver are
 //! kept alive and reused. Security: the URL's host is checked against
@@ -26,11 +30,12 @@ use crate::db::callbacks::{self, Attempt, DueDelivery, Settled, SettledDelivery,
 use crate::db::Db;
 use crate::metrics::Metrics;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tokio::task::{JoinError, JoinSet};
+use tokio::task::{JoinError, JoinHandle, JoinSet};
 use url::{Host, Url};
 
 /// Deliveries sent at once by one instance.
@@ -159,63 +164,85 @@ impl Deliverer {
         })
     }
 
-    /// Claims, sends and settles until shutdown. Each round settles the
-    /// attempts that ended and claims as many due rows as slots are free, in
-    /// one transaction; a failed round (the database unavailable) is logged
-    /// and tried again with the same attempts.
+    /// Claims, sends and settles until shutdown. A round settles the
+    /// attempts that ended and claims as many due rows as there is room for
+    /// ([`MAX_IN_FLIGHT`] sending and as many waiting for a slot), in one
+    /// transaction, while deliveries go on; a delivery starts as soon as a
+    /// slot is free. A failed round (the database unavailable) is logged and
+    /// its attempts settled by the next one.
     pub async fn run(mut self) {
         let mut in_flight: JoinSet<Tried> = JoinSet::new();
+        let mut waiting: VecDeque<DueDelivery> = VecDeque::new();
         let mut ended: Vec<Tried> = Vec::new();
+        let mut running: Option<Round> = None;
+        // nothing was due: no claim before then
+        let mut idle_until: Option<Instant> = None;
         loop {
-            while let Some(joined) = in_flight.try_join_next() {
-                collect(joined, &mut ended);
+            while in_flight.len() < MAX_IN_FLIGHT {
+                let Some(delivery) = waiting.pop_front() else {
+                    break;
+                };
+                let sender = self.sender.clone();
+                in_flight.spawn(async move { sender.deliver(delivery).await });
             }
-            let free = MAX_IN_FLIGHT - in_flight.len();
-            match self.round(&ended, free).await {
-                Ok((settled, due)) => {
-                    ended.clear();
-                    self.report(&settled);
-                    for delivery in due {
-                        let sender = self.sender.clone();
-                        in_flight.spawn(async move { sender.deliver(delivery).await });
-                    }
+            if running.is_none() {
+                let claim = if idle_until.is_some_and(|t| Instant::now() < t) {
+                    0
+                } else {
+                    2 * MAX_IN_FLIGHT - in_flight.len() - waiting.len()
+                };
+                if claim > 0 || !ended.is_empty() {
+                    running = Some(self.start_round(std::mem::take(&mut ended), claim));
                 }
-                Err(e) => log::warn!("callbacks: claim or settlement failed, retrying: {e:#}"),
             }
             if *self.shutdown.borrow() {
                 break;
             }
-            let full = in_flight.len() >= MAX_IN_FLIGHT;
             tokio::select! {
                 Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
                     collect(joined, &mut ended);
                 }
-                _ = tokio::time::sleep(POLL), if !full => {}
+                (round, outcome) = finish(&mut running) => {
+                    idle_until = None;
+                    match outcome {
+                        Ok((settled, due)) => {
+                            self.report(&settled);
+                            if due.len() < round.claim {
+                                idle_until = Some(Instant::now() + POLL);
+                            }
+                            waiting.extend(due);
+                        }
+                        Err(e) => {
+                            log::warn!("callbacks: claim or settlement failed, retrying: {e:#}");
+                            ended.extend(round.settling);
+                            idle_until = Some(Instant::now() + POLL);
+                        }
+                    }
+                }
+                _ = sleep_until(idle_until), if running.is_none() => idle_until = None,
                 _ = self.shutdown.changed() => {}
             }
         }
         log::info!("callback deliverer stopped");
     }
 
-    /// Settles `ended` and claims at most `free` due rows, in one
-    /// transaction.
-    async fn round(
-        &self,
-        ended: &[Tried],
-        free: usize,
-    ) -> anyhow::Result<(Vec<SettledDelivery>, Vec<DueDelivery>)> {
-        if ended.is_empty() && free == 0 {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        let ended = ended.to_vec();
-        let limit = i64::try_from(free).unwrap_or(0);
-        let retry_for = self.retry_for_secs;
-        self.db
-            .run(move |conn| {
+    /// Starts a round: settles `settling` and claims at most `claim` due
+    /// rows, in one transaction, on the deliverer's pool.
+    fn start_round(&self, settling: Vec<Tried>, claim: usize) -> Round {
+        let (db, retry_for) = (self.db.clone(), self.retry_for_secs);
+        let (ended, limit) = (settling.clone(), i64::try_from(claim).unwrap_or(0));
+        let task = tokio::spawn(async move {
+            db.run(move |conn| {
                 callbacks::settle_and_claim(conn, &ended, retry_for, limit, LEASE_MS)
                     .map_err(anyhow::Error::from)
             })
             .await
+        });
+        Round {
+            settling,
+            claim,
+            task,
+        }
     }
 
     /// Counts and logs what a round settled.
@@ -234,6 +261,42 @@ impl Deliverer {
                 }
             }
         }
+    }
+}
+
+/// What a round settled and claimed.
+type RoundOutcome = (Vec<SettledDelivery>, Vec<DueDelivery>);
+
+/// A round in progress ([`Deliverer::start_round`]).
+struct Round {
+    /// The attempts it settles (settled again by the next round if it fails).
+    settling: Vec<Tried>,
+    /// How many rows it claims at most.
+    claim: usize,
+    task: JoinHandle<anyhow::Result<RoundOutcome>>,
+}
+
+/// Waits for the round in progress to end, forever if there is none; takes
+/// it out of `running` and gives it with what it came to.
+async fn finish(running: &mut Option<Round>) -> (Round, anyhow::Result<RoundOutcome>) {
+    let Some(round) = running.as_mut() else {
+        return std::future::pending().await;
+    };
+    let outcome = match (&mut round.task).await {
+        Ok(outcome) => outcome,
+        Err(e) => Err(anyhow::anyhow!("the round's task failed: {e}")),
+    };
+    match running.take() {
+        Some(round) => (round, outcome),
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `until`, forever if it is `None`.
+async fn sleep_until(until: Option<Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until.into()).await,
+        None => std::future::pending().await,
     }
 }
 
