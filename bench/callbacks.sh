@@ -11,7 +11,10 @@
 # python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# a port and exchange of its own: bench/run.sh may run beside it on 18080
+BENCH_PORT=${BENCH_PORT:-18098}
 source bench/common.sh
+export AMQP_EXCHANGE=bench-callbacks
 export DATABASE_URL="$DB_SERVER/plan_queue_callbacks_bench"
 EXECUTIONS=${EXECUTIONS:-5000}
 LIMIT_SECS=${LIMIT_SECS:-10}
@@ -35,8 +38,11 @@ class Hook(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 ThreadingHTTPServer.request_queue_size = 128
+# wrk resets its kept-alive connections when it stops: not worth a traceback
+ThreadingHTTPServer.handle_error = lambda *args: None
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Hook).serve_forever()
 PY
+log "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg) at $(date -u +%H:%M:%S) UTC"
 for _ in $(seq 50); do curl -s -o /dev/null -X POST "$HOOK" && break; sleep 0.1; done
 
 psql -X -q "$DB_SERVER/postgres" -c "DROP DATABASE IF EXISTS plan_queue_callbacks_bench WITH (FORCE)" \
@@ -78,9 +84,11 @@ LIMIT=$(wrk_limit keepalive "")
 LIMIT_CLOSE=$(wrk_limit close 'wrk.headers["Connection"] = "close"')
 
 # plan-queue delivers them
-CALLBACK_ALLOWED_HOSTS=127.0.0.1 CALLBACK_SECRET=bench-secret "$BIN" serve & PIDS+=($!)
+CALLBACK_ALLOWED_HOSTS=127.0.0.1 CALLBACK_SECRET=bench-secret "$BIN" serve & SERVE=$!
+PIDS+=("$SERVE")
 STARTED=$(date +%s)
 until [ "$(psql -X -Atc "SELECT count(*) FROM callback_deliveries WHERE delivered_at IS NULL" "$DATABASE_URL")" = 0 ]; do
+  kill -0 "$SERVE" 2>/dev/null || { log "serve exited"; exit 1; }
   [ $(($(date +%s) - STARTED)) -lt 300 ] || { log "not all delivered within 300 s"; exit 1; }
   sleep 0.5
 done
@@ -98,3 +106,4 @@ echo "result limit_wrk_keepalive_per_s $LIMIT"
 echo "result limit_wrk_close_per_s $LIMIT_CLOSE"
 awk -v r="$RATE" -v l="$LIMIT" 'BEGIN { printf "result ratio %.2f\n", r / l }'
 awk -v r="$RATE" -v l="$LIMIT_CLOSE" 'BEGIN { printf "result ratio_to_close %.2f\n", r / l }'
+log "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
