@@ -6,14 +6,14 @@
 //! receiver occupies one slot and never the relay, the results consumer or
 //! other deliveries. Beside them, one round at a time settles the attempts
 //! that ended since the last round and claims due rows for the free slots
-//! and as many waiting ones (`FOR UPDATE SKIP LOCKED` and a lease), in one
-//! transaction on the deliverer's own pool: the rows cost a statement per
-//! round, not per delivery, and a slot that frees up takes a waiting row at
-//! once. Rows live in the database: a restart (or a crash, once the lease
-//! is over) takes them up again with the same `X-PlanQueue-Delivery`. The
-//! pool commits without waiting for the WAL flush: a claim or settlement
-//! lost in a PostgreSQL crash only sends a delivery again, with the same
-//! `X-PlanQueue-Delivery`.
+//! and some to wait for one ([`MAX_CLAIMED`] in all; `FOR UPDATE SKIP
+//! LOCKED` and a lease), in one statement on the deliverer's own pool: the
+//! rows cost a statement per round, not two per delivery, and a slot that
+//! frees up takes a waiting row at once. Rows live in the database: a
+//! restart (or a crash, once the lease is over) takes them up again with the
+//! same `X-PlanQueue-Delivery`. The pool commits without waiting for the WAL
+//! flush: a claim or settlement lost in a PostgreSQL crash only sends a
+//! delivery again, with the same `X-PlanQueue-Delivery`.
 //!
 //! One HTTP client serves every delivery, so connections to a receiver are
 //! kept alive and reused. Security: the URL's host is checked against
@@ -48,6 +48,14 @@ pub const MAX_ANSWER_BYTES: usize = 4096;
 const POLL: Duration = Duration::from_millis(250);
 /// A claimed row's lease: longer than an attempt, so one deliverer holds it.
 const LEASE_MS: i64 = 60_000;
+/// Rows one instance holds claimed at once: sending, or waiting for a slot.
+/// A waiting row starts within `MAX_CLAIMED / MAX_IN_FLIGHT` attempts of
+/// [`ATTEMPT_TIMEOUT`] (30 s), well inside its lease; more rows per claim
+/// means fewer statements per delivery.
+pub const MAX_CLAIMED: usize = 4 * MAX_IN_FLIGHT;
+const _: () = assert!(
+    ((MAX_CLAIMED / MAX_IN_FLIGHT) as u64) * ATTEMPT_TIMEOUT.as_secs() * 1000 < LEASE_MS as u64
+);
 /// How long an idle kept-alive connection to a receiver stays in the pool.
 const IDLE_CONNECTION: Duration = Duration::from_secs(30);
 
@@ -166,8 +174,8 @@ impl Deliverer {
 
     /// Claims, sends and settles until shutdown. A round settles the
     /// attempts that ended and claims as many due rows as there is room for
-    /// ([`MAX_IN_FLIGHT`] sending and as many waiting for a slot), in one
-    /// transaction, while deliveries go on; a delivery starts as soon as a
+    /// ([`MAX_CLAIMED`], of which [`MAX_IN_FLIGHT`] sending), in one
+    /// statement, while deliveries go on; a delivery starts as soon as a
     /// slot is free. A failed round (the database unavailable) is logged and
     /// its attempts settled by the next one.
     pub async fn run(mut self) {
@@ -189,7 +197,7 @@ impl Deliverer {
                 let claim = if idle_until.is_some_and(|t| Instant::now() < t) {
                     0
                 } else {
-                    2 * MAX_IN_FLIGHT - in_flight.len() - waiting.len()
+                    MAX_CLAIMED - in_flight.len() - waiting.len()
                 };
                 if claim > 0 || !ended.is_empty() {
                     running = Some(self.start_round(std::mem::take(&mut ended), claim));
@@ -227,7 +235,7 @@ impl Deliverer {
     }
 
     /// Starts a round: settles `settling` and claims at most `claim` due
-    /// rows, in one transaction, on the deliverer's pool.
+    /// rows, in one statement, on the deliverer's pool.
     fn start_round(&self, settling: Vec<Tried>, claim: usize) -> Round {
         let (db, retry_for) = (self.db.clone(), self.retry_for_secs);
         let (ended, limit) = (settling.clone(), i64::try_from(claim).unwrap_or(0));
