@@ -211,12 +211,13 @@ impl Deliverer {
                     collect(joined, &mut ended);
                 }
                 (round, outcome) = finish(&mut running) => {
-                    idle_until = None;
                     match outcome {
                         Ok((settled, due)) => {
                             self.report(&settled);
-                            if due.len() < round.claim {
-                                idle_until = Some(Instant::now() + POLL);
+                            // a round that only settled says nothing of what is due
+                            if round.claim > 0 {
+                                idle_until = (due.len() < round.claim)
+                                    .then(|| Instant::now() + POLL);
                             }
                             waiting.extend(due);
                         }
