@@ -325,7 +325,7 @@ pub struct CallbackConfig {
         hide_env_values = true
     )]
     pub secret: Option<String>,
-    /// How long a callback is tried again, from its first attempt, seconds (1-2592000; contract, section 21).
+    /// How long a callback is tried again, from when its execution finished, seconds (1-2592000; contract, section 21).
     #[arg(id = "callback_retry_secs", long = "callback-retry-secs", env = "CALLBACK_RETRY_SECS", default_value_t = 86_400,
           value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
     pub retry_secs: u64,

@@ -181,7 +181,7 @@ impl Application {
             Some(secret) if !callback_hosts.is_empty() => {
                 Some(crate::callbacks::deliver::Deliverer::new(
                     Db::new(
-                        build_pool(
+                        build_relay_pool(
                             &database.url,
                             SWEEP_POOL_SIZE,
                             database.checkout_timeout,
@@ -194,7 +194,7 @@ impl Application {
                     config.callbacks.retry_for(),
                     metrics.clone(),
                     shutdown_rx.clone(),
-                ))
+                )?)
             }
             _ => None,
         };

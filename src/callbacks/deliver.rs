@@ -1,29 +1,41 @@
 //! The deliverer of `serve` (contract, section 21): sends the due rows of
 //! `callback_deliveries` and records each attempt.
 //!
-//! A round claims as many due rows as there are free slots
-//! ([`MAX_IN_FLIGHT`]) with `FOR UPDATE SKIP LOCKED` and a lease, on the
-//! deliverer's own small pool; each delivery is then sent outside any
-//! transaction in a task of its own, holding one slot, so a slow receiver
-//! occupies one slot and never the relay, the results consumer or other
-//! deliveries. Rows live in the database: a restart (or a crash, once the
-//! lease is over) takes them up again with the same `X-PlanQueue-Delivery`.
+//! One loop keeps at most [`MAX_IN_FLIGHT`] deliveries sending, each in a
+//! task of its own outside any transaction, holding one slot, so a slow
+//! receiver occupies one slot and never the relay, the results consumer or
+//! other deliveries. Beside them, one round at a time settles the attempts
+//! that ended since the last round and claims due rows for the free slots
+//! and some to wait for one ([`MAX_CLAIMED`] in all; `FOR UPDATE SKIP
+//! LOCKED` and a lease), in one statement on the deliverer's own pool: the
+//! rows cost a statement per round, not two per delivery, and a slot that
+//! frees up takes a waiting row at once. Rows live in the database: a
+//! restart (or a crash, once the lease is over) takes them up again with the
+//! same `X-PlanQueue-Delivery`. The pool commits without waiting for the WAL
+//! flush: a claim or settlement lost in a PostgreSQL crash only sends a
+//! delivery again, with the same `X-PlanQueue-Delivery`.
 //!
-//! Security: the URL's host is checked against `CALLBACK_ALLOWED_HOSTS`
-//! again, resolved here, every resolved address checked, and the request
-//! pinned to the checked address (reqwest's `resolve`), so a DNS answer that
-//! changes between the check and the connection cannot send it elsewhere; no
-//! redirect is followed, no proxy used, the answer read up to
+//! One HTTP client serves every delivery, so connections to a receiver are
+//! kept alive and reused. Security: the URL's host is checked against
+//! `CALLBACK_ALLOWED_HOSTS` again before each send (an IP literal is never
+//! resolved), and the client resolves host names only through
+//! [`CheckedResolver`], which refuses an answer with any address that is not
+//! allowed: every new connection goes to an address checked when it was
+//! opened, also after DNS answers change, and a pooled connection is one of
+//! those. No redirect is followed, no proxy used, the answer read up to
 //! [`MAX_ANSWER_BYTES`]. The secret never reaches a log line.
 
 use super::{retry_delay, signature, AllowedHosts};
-use crate::db::callbacks::{self, Attempt, DueDelivery, Settled};
-use crate::db::{Db, DbUnavailable};
+use crate::db::callbacks::{self, Attempt, DueDelivery, Settled, SettledDelivery, Tried};
+use crate::db::Db;
 use crate::metrics::Metrics;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{watch, Semaphore};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::{JoinError, JoinHandle, JoinSet};
 use url::{Host, Url};
 
 /// Deliveries sent at once by one instance.
@@ -36,28 +48,108 @@ pub const MAX_ANSWER_BYTES: usize = 4096;
 const POLL: Duration = Duration::from_millis(250);
 /// A claimed row's lease: longer than an attempt, so one deliverer holds it.
 const LEASE_MS: i64 = 60_000;
+/// Rows one instance holds claimed at once: sending, or waiting for a slot.
+/// A waiting row starts within `MAX_CLAIMED / MAX_IN_FLIGHT` attempts of
+/// [`ATTEMPT_TIMEOUT`] (30 s), well inside its lease; more rows per claim
+/// means fewer statements per delivery.
+pub const MAX_CLAIMED: usize = 4 * MAX_IN_FLIGHT;
+const _: () = assert!(
+    ((MAX_CLAIMED / MAX_IN_FLIGHT) as u64) * ATTEMPT_TIMEOUT.as_secs() * 1000 < LEASE_MS as u64
+);
+/// How long an idle kept-alive connection to a receiver stays in the pool.
+const IDLE_CONNECTION: Duration = Duration::from_secs(30);
 
-/// What every delivery needs.
-struct Shared {
-    db: Db,
+/// The host-name resolver of the deliverer's HTTP client: resolves with the
+/// system resolver and answers only when every address is allowed for the
+/// name by `CALLBACK_ALLOWED_HOSTS` ([`AllowedHosts::allows_resolved`]);
+/// a name that is not allowed is not even resolved. The client calls it for
+/// every new connection to a host name, never for an IP literal.
+#[derive(Debug, Clone)]
+pub struct CheckedResolver {
+    hosts: AllowedHosts,
+}
+
+impl CheckedResolver {
+    /// A resolver that allows what `hosts` allows.
+    pub fn new(hosts: AllowedHosts) -> Self {
+        CheckedResolver { hosts }
+    }
+
+    /// The addresses of `name` now (port 0), every one of them allowed.
+    ///
+    /// Errors, as text: the name is not allowed, does not resolve, resolves
+    /// to nothing, or resolves to an address that is not allowed.
+    pub async fn addresses(&self, name: &str) -> Result<Vec<SocketAddr>, String> {
+        if !self.hosts.allows(&Host::Domain(name)) {
+            return Err(format!("host {name} is not allowed"));
+        }
+        let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name, 0))
+            .await
+            .map_err(|e| format!("cannot resolve {name}: {e}"))?
+            .collect();
+        if addresses.is_empty() {
+            return Err(format!("{name} resolves to no address"));
+        }
+        if let Some(refused) = addresses
+            .iter()
+            .find(|a| !self.hosts.allows_resolved(name, a.ip()))
+        {
+            return Err(format!("{name} resolves to {}, not allowed", refused.ip()));
+        }
+        Ok(addresses)
+    }
+}
+
+impl Resolve for CheckedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let resolver = self.clone();
+        Box::pin(async move {
+            let addresses = resolver.addresses(name.as_str()).await?;
+            Ok(Box::new(addresses.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The HTTP side of every delivery: the one client and what signs.
+struct Sender {
+    client: reqwest::Client,
     hosts: AllowedHosts,
     secret: Vec<u8>,
-    retry_for_secs: i64,
-    metrics: Arc<Metrics>,
+}
+
+/// The one HTTP client of the deliverer: host names resolved only through
+/// [`CheckedResolver`] for `hosts`, no redirect, no proxy,
+/// [`ATTEMPT_TIMEOUT`], kept-alive connections (at most [`MAX_IN_FLIGHT`]
+/// idle per receiver).
+///
+/// Errors: reqwest cannot build it (its TLS configuration).
+fn client(hosts: &AllowedHosts) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(CheckedResolver::new(hosts.clone())))
+        .timeout(ATTEMPT_TIMEOUT)
+        .pool_idle_timeout(IDLE_CONNECTION)
+        .pool_max_idle_per_host(MAX_IN_FLIGHT)
+        .build()
 }
 
 /// The deliverer task (contract, section 21).
 pub struct Deliverer {
-    shared: Arc<Shared>,
-    slots: Arc<Semaphore>,
+    sender: Arc<Sender>,
+    db: Db,
+    retry_for_secs: i64,
+    metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Deliverer {
     /// `db` is the deliverer's own small pool; `hosts` and `secret` are
     /// `CALLBACK_ALLOWED_HOSTS` and `CALLBACK_SECRET`; a failed delivery is
-    /// tried again for `retry_for` (`CALLBACK_RETRY_SECS`) after its first
-    /// attempt; it stops when `shutdown` turns true.
+    /// tried again for `retry_for` (`CALLBACK_RETRY_SECS`) after its
+    /// execution finished; it stops when `shutdown` turns true.
+    ///
+    /// Errors: the HTTP client cannot be built (its TLS configuration).
     pub fn new(
         db: Db,
         hosts: AllowedHosts,
@@ -65,114 +157,189 @@ impl Deliverer {
         retry_for: Duration,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
-    ) -> Self {
-        Deliverer {
-            shared: Arc::new(Shared {
-                db,
+    ) -> anyhow::Result<Self> {
+        let client = client(&hosts).map_err(|e| anyhow::anyhow!("callback HTTP client: {e}"))?;
+        Ok(Deliverer {
+            sender: Arc::new(Sender {
+                client,
                 hosts,
                 secret: secret.as_bytes().to_vec(),
-                retry_for_secs: i64::try_from(retry_for.as_secs()).unwrap_or(i64::MAX),
-                metrics,
             }),
-            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            db,
+            retry_for_secs: i64::try_from(retry_for.as_secs()).unwrap_or(i64::MAX),
+            metrics,
             shutdown,
-        }
+        })
     }
 
-    /// Claims and sends until shutdown. A failed claim (the database
-    /// unavailable) is logged and tried again.
+    /// Claims, sends and settles until shutdown. A round settles the
+    /// attempts that ended and claims as many due rows as there is room for
+    /// ([`MAX_CLAIMED`], of which [`MAX_IN_FLIGHT`] sending), in one
+    /// statement, while deliveries go on; a delivery starts as soon as a
+    /// slot is free. A failed round (the database unavailable) is logged and
+    /// its attempts settled by the next one.
     pub async fn run(mut self) {
+        let mut in_flight: JoinSet<Tried> = JoinSet::new();
+        let mut waiting: VecDeque<DueDelivery> = VecDeque::new();
+        let mut ended: Vec<Tried> = Vec::new();
+        let mut running: Option<Round> = None;
+        // nothing was due: no claim before then
+        let mut idle_until: Option<Instant> = None;
         loop {
-            let free = self.slots.available_permits();
-            let mut claimed = 0;
-            if free > 0 {
-                match self.claim(free).await {
-                    Ok(due) => {
-                        claimed = due.len();
-                        for delivery in due {
-                            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-                                break;
-                            };
-                            let shared = self.shared.clone();
-                            tokio::spawn(async move {
-                                shared.deliver(delivery).await;
-                                drop(slot);
-                            });
-                        }
-                    }
-                    Err(e) => log::warn!("callbacks: claim failed, retrying: {e:#}"),
-                }
+            while in_flight.len() < MAX_IN_FLIGHT {
+                let Some(delivery) = waiting.pop_front() else {
+                    break;
+                };
+                let sender = self.sender.clone();
+                in_flight.spawn(async move { sender.deliver(delivery).await });
             }
-            if claimed == 0 || claimed < free {
-                tokio::select! {
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = self.shutdown.changed() => {}
-                }
-            } else {
-                // every slot busy: wait for one
-                tokio::select! {
-                    _ = self.slots.acquire() => {}
-                    _ = self.shutdown.changed() => {}
+            if running.is_none() {
+                let claim = if idle_until.is_some_and(|t| Instant::now() < t) {
+                    0
+                } else {
+                    MAX_CLAIMED - in_flight.len() - waiting.len()
+                };
+                if claim > 0 || !ended.is_empty() {
+                    running = Some(self.start_round(std::mem::take(&mut ended), claim));
                 }
             }
             if *self.shutdown.borrow() {
                 break;
             }
+            tokio::select! {
+                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    collect(joined, &mut ended);
+                }
+                (round, outcome) = finish(&mut running) => {
+                    match outcome {
+                        Ok((settled, due)) => {
+                            self.report(&settled);
+                            // a round that only settled says nothing of what is due
+                            if round.claim > 0 {
+                                idle_until = (due.len() < round.claim)
+                                    .then(|| Instant::now() + POLL);
+                            }
+                            waiting.extend(due);
+                        }
+                        Err(e) => {
+                            log::warn!("callbacks: claim or settlement failed, retrying: {e:#}");
+                            ended.extend(round.settling);
+                            idle_until = Some(Instant::now() + POLL);
+                        }
+                    }
+                }
+                _ = sleep_until(idle_until), if running.is_none() => idle_until = None,
+                _ = self.shutdown.changed() => {}
+            }
         }
         log::info!("callback deliverer stopped");
     }
 
-    async fn claim(&self, free: usize) -> anyhow::Result<Vec<DueDelivery>> {
-        let limit = i64::try_from(free).unwrap_or(1);
-        self.shared
-            .db
-            .run(move |conn| callbacks::claim(conn, limit, LEASE_MS).map_err(anyhow::Error::from))
+    /// Starts a round: settles `settling` and claims at most `claim` due
+    /// rows, in one statement, on the deliverer's pool.
+    fn start_round(&self, settling: Vec<Tried>, claim: usize) -> Round {
+        let (db, retry_for) = (self.db.clone(), self.retry_for_secs);
+        let (ended, limit) = (settling.clone(), i64::try_from(claim).unwrap_or(0));
+        let task = tokio::spawn(async move {
+            db.run(move |conn| {
+                callbacks::settle_and_claim(conn, &ended, retry_for, limit, LEASE_MS)
+                    .map_err(anyhow::Error::from)
+            })
             .await
+        });
+        Round {
+            settling,
+            claim,
+            task,
+        }
+    }
+
+    /// Counts and logs what a round settled.
+    fn report(&self, settled: &[SettledDelivery]) {
+        for delivery in settled {
+            let (event_id, attempts) = (delivery.event_id, delivery.attempts);
+            match delivery.settled {
+                Settled::Delivered => self.metrics.callback("delivered"),
+                Settled::Retried => {
+                    self.metrics.callback("retried");
+                    log::info!("callback {event_id}: attempt {attempts} failed, trying again");
+                }
+                Settled::GivenUp => {
+                    self.metrics.callback("given_up");
+                    log::warn!("callback {event_id}: given up after {attempts} attempts");
+                }
+            }
+        }
     }
 }
 
-impl Shared {
-    /// One attempt of `delivery`, then its settlement.
-    async fn deliver(&self, delivery: DueDelivery) {
+/// What a round settled and claimed.
+type RoundOutcome = (Vec<SettledDelivery>, Vec<DueDelivery>);
+
+/// A round in progress ([`Deliverer::start_round`]).
+struct Round {
+    /// The attempts it settles (settled again by the next round if it fails).
+    settling: Vec<Tried>,
+    /// How many rows it claims at most.
+    claim: usize,
+    task: JoinHandle<anyhow::Result<RoundOutcome>>,
+}
+
+/// Waits for the round in progress to end, forever if there is none; takes
+/// it out of `running` and gives it with what it came to.
+async fn finish(running: &mut Option<Round>) -> (Round, anyhow::Result<RoundOutcome>) {
+    let Some(round) = running.as_mut() else {
+        return std::future::pending().await;
+    };
+    let outcome = match (&mut round.task).await {
+        Ok(outcome) => outcome,
+        Err(e) => Err(anyhow::anyhow!("the round's task failed: {e}")),
+    };
+    match running.take() {
+        Some(round) => (round, outcome),
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `until`, forever if it is `None`.
+async fn sleep_until(until: Option<Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Adds a delivery task's attempt to `ended`; a task that panicked is
+/// logged (its row's lease ends and it is claimed again).
+fn collect(joined: Result<Tried, JoinError>, ended: &mut Vec<Tried>) {
+    match joined {
+        Ok(tried) => {
+            if let Some(error) = &tried.attempt.error {
+                log::info!("callback {}: attempt failed: {error}", tried.event_id);
+            }
+            ended.push(tried);
+        }
+        Err(e) => log::warn!("callbacks: a delivery task failed: {e}"),
+    }
+}
+
+impl Sender {
+    /// One attempt of `delivery` and the back-off to wait if it failed.
+    async fn deliver(&self, delivery: DueDelivery) -> Tried {
         let attempt = self.send(&delivery).await;
         let jitter = f64::from(uuid::Uuid::new_v4().as_u128() as u32) / f64::from(u32::MAX);
         let attempts = u32::try_from(delivery.attempts + 1).unwrap_or(u32::MAX);
         let retry_in = retry_delay(attempts, jitter);
-        let retry_in_ms = i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX);
-        let event_id = delivery.event_id;
-        let retry_for = self.retry_for_secs;
-        let logged = attempt.clone();
-        let settled: Result<Option<Settled>, SettleError> = self
-            .db
-            .run(move |conn| {
-                callbacks::settle(conn, event_id, &attempt, retry_in_ms, retry_for)
-                    .map_err(|e| SettleError(e.into()))
-            })
-            .await;
-        match settled {
-            Ok(Some(Settled::Delivered)) => self.metrics.callback("delivered"),
-            Ok(Some(Settled::Retried)) => {
-                self.metrics.callback("retried");
-                log::info!(
-                    "callback {event_id}: attempt {attempts} failed ({}), trying again in {retry_in:?}",
-                    logged.error.as_deref().unwrap_or("")
-                );
-            }
-            Ok(Some(Settled::GivenUp)) => {
-                self.metrics.callback("given_up");
-                log::warn!(
-                    "callback {event_id}: given up after {attempts} attempts ({})",
-                    logged.error.as_deref().unwrap_or("")
-                );
-            }
-            Ok(None) => {}
-            // the lease ends and the row is claimed again
-            Err(e) => log::warn!("callback {event_id}: attempt not recorded: {:#}", e.0),
+        Tried {
+            event_id: delivery.event_id,
+            attempt,
+            retry_in_ms: i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX),
         }
     }
 
     /// POSTs the delivery once: delivered on a 2xx within
-    /// [`ATTEMPT_TIMEOUT`], else the status or error that failed it.
+    /// [`ATTEMPT_TIMEOUT`], else the status or error that failed it. The
+    /// host is checked here (an IP literal never reaches the resolver).
     async fn send(&self, delivery: &DueDelivery) -> Attempt {
         let failed = |status: Option<i32>, error: String| Attempt {
             status,
@@ -182,11 +349,15 @@ impl Shared {
             Ok(url) => url,
             Err(e) => return failed(None, format!("not a URL: {e}")),
         };
-        let client = match self.pinned_client(&url).await {
-            Ok(client) => client,
-            Err(e) => return failed(None, e),
-        };
-        let request = client
+        match url.host() {
+            None => return failed(None, "the URL has no host".to_owned()),
+            Some(host) if !self.hosts.allows(&host) => {
+                return failed(None, format!("host {host} is not allowed"))
+            }
+            Some(_) => {}
+        }
+        let request = self
+            .client
             .post(url)
             .header("Content-Type", "application/json")
             .header("X-PlanQueue-Event", "execution.finished")
@@ -222,57 +393,6 @@ impl Shared {
             ),
         }
     }
-
-    /// A client that connects only to an address of `url`'s host that
-    /// `CALLBACK_ALLOWED_HOSTS` allows, resolved now: no redirect, no
-    /// proxy, [`ATTEMPT_TIMEOUT`].
-    async fn pinned_client(&self, url: &Url) -> Result<reqwest::Client, String> {
-        let host = url.host().ok_or("the URL has no host")?;
-        if !self.hosts.allows(&host) {
-            return Err(format!("host {host} is not allowed"));
-        }
-        let builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(ATTEMPT_TIMEOUT);
-        let builder = match host {
-            Host::Domain(name) => {
-                let port = url.port_or_known_default().unwrap_or(80);
-                let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name, port))
-                    .await
-                    .map_err(|e| format!("cannot resolve {name}: {e}"))?
-                    .collect();
-                let Some(first) = addresses.first() else {
-                    return Err(format!("{name} resolves to no address"));
-                };
-                if let Some(refused) = addresses
-                    .iter()
-                    .find(|a| !self.hosts.allows_resolved(name, a.ip()))
-                {
-                    return Err(format!("{name} resolves to {}, not allowed", refused.ip()));
-                }
-                builder.resolve(name, *first)
-            }
-            // an IP literal, allowed above: nothing to resolve
-            Host::Ipv4(_) | Host::Ipv6(_) => builder,
-        };
-        builder.build().map_err(|e| format!("client: {e}"))
-    }
-}
-
-/// A settlement that could not be written.
-struct SettleError(anyhow::Error);
-
-impl From<DbUnavailable> for SettleError {
-    fn from(e: DbUnavailable) -> Self {
-        SettleError(e.into())
-    }
-}
-
-impl From<anyhow::Error> for SettleError {
-    fn from(e: anyhow::Error) -> Self {
-        SettleError(e)
-    }
 }
 
 /// A reqwest error with its causes (so a TLS failure reads e.g. `... invalid
@@ -295,5 +415,48 @@ fn describe(error: reqwest::Error) -> String {
         format!("connection failed: {text}")
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(list: &str) -> AllowedHosts {
+        AllowedHosts::parse(list).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_resolver_answers_only_for_an_allowed_name() {
+        let addresses = CheckedResolver::new(hosts("localhost"))
+            .addresses("localhost")
+            .await
+            .unwrap();
+        assert!(
+            addresses.iter().all(|a| a.ip().is_loopback()),
+            "{addresses:?}"
+        );
+        assert_eq!(
+            CheckedResolver::new(hosts("127.0.0.1, *.localhost"))
+                .addresses("localhost")
+                .await,
+            Err("host localhost is not allowed".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn the_client_never_connects_to_a_name_the_list_does_not_allow() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // the address is allowed, the name that resolves to it is not
+        let client = client(&hosts("127.0.0.1")).unwrap();
+        let error = client
+            .post(format!("http://localhost:{port}/hook"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(describe(error).contains("host localhost is not allowed"));
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "a connection was made");
     }
 }

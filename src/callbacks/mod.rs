@@ -1,10 +1,10 @@
 //! Callbacks (contract, section 21): which `callbackUrl`s are allowed
 //! ([`AllowedHosts`], [`check_callback_url`]), the signature of a delivery
 //! ([`signature`]), the back-off between attempts ([`retry_delay`]), and the
-//! deliverer of `serve` ([`deliver::Deliverer`]), which resolves a host name
-//! itself, connects only to the addresses it checked (pinned with reqwest's
-//! `resolve`), follows no redirect, uses no proxy, and reads at most 4 KiB
-//! of an answer.
+//! deliverer of `serve` ([`deliver::Deliverer`]), whose one HTTP client
+//! resolves host names only through [`deliver::CheckedResolver`] (every
+//! address of every new connection checked), follows no redirect, uses no
+//! proxy, and reads at most 4 KiB of an answer.
 
 pub mod deliver;
 

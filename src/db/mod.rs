@@ -245,11 +245,13 @@ pub fn build_pool(
         .build_unchecked(connection::Manager::new(database_url))
 }
 
-/// Like [`build_pool`], for the relay: its connections commit without
-/// waiting for the WAL flush (`synchronous_commit = off`). Safe for what the
-/// relay writes: a claim or a "published" mark lost in a PostgreSQL crash
-/// only makes a row be published again, which at-least-once delivery allows;
-/// the rerun's own transaction stays synchronous (a 200 is committed).
+/// Like [`build_pool`], for the relay and the callback deliverer: its
+/// connections commit without waiting for the WAL flush
+/// (`synchronous_commit = off`). Safe for what they write: a claim or a
+/// "published" (or "delivered") mark lost in a PostgreSQL crash only makes a
+/// row be published (or a callback sent, with the same
+/// `X-PlanQueue-Delivery`) again, which at-least-once delivery allows; the
+/// rerun's own transaction stays synchronous (a 200 is committed).
 pub fn build_relay_pool(
     database_url: &str,
     size: u32,

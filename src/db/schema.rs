@@ -63,6 +63,7 @@ diesel::table! {
         last_attempt_at -> Nullable<Timestamptz>,
         delivered_at -> Nullable<Timestamptz>,
         given_up_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
     }
 }
 

@@ -405,8 +405,9 @@ async fn the_delivery_log_reads_back_the_attempts_of_a_callback_and_hides_foreig
 async fn a_receiver_that_accepts_but_never_answers_times_out_at_10_s_each_attempt_and_is_given_up()
 {
     let receiver = Receiver::start(vec![Answer::Never]).await;
-    // shorter than one attempt plus the back-off: two attempts, ~21 s
-    let app = app_with_callbacks(9).await;
+    // the window starts at the finish: longer than one attempt (10 s) and
+    // its back-off, shorter than two: two attempts, ~21 s
+    let app = app_with_callbacks(15).await;
     let id = run_and_finish(&app, &receiver.url).await;
     wait_sql(
         &app,
@@ -422,18 +423,56 @@ async fn a_receiver_that_accepts_but_never_answers_times_out_at_10_s_each_attemp
             "SELECT count(*) AS n FROM callback_deliveries WHERE execution_id = {id} \
                AND attempts >= 2 AND last_status IS NULL \
                AND last_error = 'no answer within 10s' \
-               AND given_up_at >= first_attempt_at + interval '9 seconds'"
+               AND given_up_at >= created_at + interval '15 seconds'"
         ))
         .await;
     assert_eq!(
         given_up, 1,
-        "attempts of 10 s each, given up once CALLBACK_RETRY_SECS (9) passed"
+        "attempts of 10 s each, given up once CALLBACK_RETRY_SECS (15) passed"
     );
     let got = receiver.requests();
     assert!(got.len() >= 2, "each attempt reached the receiver");
     assert!(got
         .iter()
         .all(|r| r.headers["x-planqueue-delivery"] == got[0].headers["x-planqueue-delivery"]));
+    assert!(app
+        .metrics()
+        .await
+        .contains("plan_queue_callbacks_total{outcome=\"given_up\"} 1"));
+}
+
+#[tokio::test]
+async fn a_delivery_written_longer_ago_than_callback_retry_secs_is_given_up_after_its_first_failure(
+) {
+    let delivered = Receiver::start(vec![Answer::Status(200)]).await;
+    let failing = Receiver::start(vec![Answer::Status(500)]).await;
+    let app = app_with_callbacks(60).await;
+    let id = run_and_finish(&app, &delivered.url).await;
+    delivered.wait_for(1, Duration::from_secs(20)).await;
+    // a delivery of the same execution written two minutes ago, first tried
+    // now (as after plan-queue was down since the finish), to a receiver
+    // that fails: the retry window started at the finish and is over
+    app.sql(&format!(
+        "INSERT INTO callback_deliveries (event_id, execution_id, url, body, created_at) \
+         SELECT gen_random_uuid(), execution_id, '{}', body, now() - interval '2 minutes' \
+           FROM callback_deliveries WHERE execution_id = {id}",
+        failing.url
+    ))
+    .await;
+    wait_sql(
+        &app,
+        &format!(
+            "SELECT count(*) AS n FROM callback_deliveries WHERE url = '{}' \
+               AND attempts = 1 AND last_status = 500 AND given_up_at IS NOT NULL \
+               AND next_attempt_at IS NULL AND delivered_at IS NULL",
+            failing.url
+        ),
+        Duration::from_secs(20),
+    )
+    .await;
+    // the back-off (about 1 s) would have sent it again by now
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(failing.requests().len(), 1, "tried once, not again");
     assert!(app
         .metrics()
         .await
