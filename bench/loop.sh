@@ -61,8 +61,8 @@ if [[ -z "${BENCH_NO_BUILD:-}" ]]; then
   cargo build --release --quiet --bin plan-queue --example bench-load --example bench-broker --example bench-results
 fi
 
-log "database plan_queue_bench: drop, migrate, seed $PLANS plans and $RERUNS reruns of the big plan"
-psql -X -q "$DB_SERVER/postgres" -c "DROP DATABASE IF EXISTS plan_queue_bench WITH (FORCE)"
+log "database $BENCH_DATABASE: drop, migrate, seed $PLANS plans and $RERUNS reruns of the big plan"
+psql -X -q "$DB_SERVER/postgres" -c "DROP DATABASE IF EXISTS $BENCH_DATABASE WITH (FORCE)"
 "$BIN" migrate >/dev/null 2>&1
 "${PSQL[@]}" -v plans="$PLANS" -v scenarios="$SCENARIOS" -f bench/seed.sql >/dev/null
 "${PSQL[@]}" -v plans="$PLANS" -v reruns="$RERUNS" -f bench/loop-dataset.sql >/dev/null

@@ -61,8 +61,8 @@ if [[ -z "${BENCH_NO_BUILD:-}" ]]; then
   cargo build --release --quiet --bin plan-queue --example bench-load --example bench-broker
 fi
 
-log "database plan_queue_bench: drop, migrate and seed $PLANS plans"
-psql -X -q "$DB_SERVER/postgres" -c "DROP DATABASE IF EXISTS plan_queue_bench WITH (FORCE)"
+log "database $BENCH_DATABASE: drop, migrate and seed $PLANS plans"
+psql -X -q "$DB_SERVER/postgres" -c "DROP DATABASE IF EXISTS $BENCH_DATABASE WITH (FORCE)"
 "$BIN" migrate >/dev/null 2>&1
 "${PSQL[@]}" -v plans="$PLANS" -v scenarios="$SCENARIOS" -f bench/seed.sql >/dev/null
 
