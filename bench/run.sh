@@ -193,6 +193,20 @@ for pct in 25 50; do
   R[confirm$pct]="p50 $c50 / p99 $c99 ms (consumed: p50 $(result consumed_p50_ms "$OUT/open$pct") / p99 $(result consumed_p99_ms "$OUT/open$pct") ms)"
 done
 
+reset_db
+load single >"$OUT/single"
+exec_id=$(result execution_id "$OUT/single")
+confirmed_ms=$("${PSQL[@]}" -At -c "SELECT round((extract(epoch FROM max(published_at) - min(created_at)) * 1000)::numeric, 1)
+                                      FROM dispatches WHERE execution_id = $exec_id")
+R[big]="$(result pairs "$OUT/single") pairs: 200 after $(result answered_ms "$OUT/single") ms; all confirmed $confirmed_ms ms after the transaction began; all consumed after $(result consumed_ms "$OUT/single") ms"
+
+reset_db
+rss_before=$(rss_kib "$SERVICE_PID")
+rate=$(awk -v r="$sat2" 'BEGIN { printf "%.0f", r / 2 }')
+load open --pairs 2 --rate "$rate" --secs "$SOAK_SECS" >"$OUT/soak"
+rss_after=$(rss_kib "$SERVICE_PID")
+R[rss]="idle $(mib "$rss_idle") MiB; peak at saturation $(mib "$PEAK_RSS") MiB; soak ${SOAK_SECS} s at $rate req/s: before $(mib "$rss_before") MiB, after $(mib "$rss_after") MiB (soak p99 $(result latency_p99_ms "$OUT/soak") ms, errors $(result errors "$OUT/soak"))"
+
 # ---- reads a live page polls (issue 22), under the 50 % rerun load ----
 # The big plan's chain grows to 1000 pairs x (RERUNS + 1) attempts
 # (bench/loop-dataset.sql, every attempt then set terminal, some FAILED);
@@ -201,7 +215,8 @@ done
 # attempts=none; attempts=all (served from the results cache after the
 # first read); attempts=all with the plan's results_version bumped every
 # 50 ms by a psql loop, so (nearly) every read is a cache miss; and a 304
-# (If-None-Match: the current tag).
+# (If-None-Match: the current tag). After the soak, so that the RSS row
+# stays that of the rerun path.
 reset_db
 "${PSQL[@]}" -v plans="$PLANS" -v reruns="$RERUNS" -f bench/loop-dataset.sql >/dev/null
 "${PSQL[@]}" -c "UPDATE execution_pairs SET status = CASE WHEN (scenario_id + environment_id + attempt) % 7 = 0 THEN 'FAILED' ELSE 'PASSED' END WHERE execution_id > 1000000" \
@@ -220,31 +235,18 @@ read_row() { # name path rate [get args...] -> R[name]
 }
 read_row results_none "/plans/$BIG/results?attempts=none" 10
 read_row results_all "/plans/$BIG/results" 5
-"${PSQL[@]}" -c "DO \$\$ BEGIN FOR i IN 1..$((READ_SECS * 20 + 40)) LOOP
+PGAPPNAME=bench-bump "${PSQL[@]}" -c "DO \$\$ BEGIN FOR i IN 1..$((READ_SECS * 20 + 40)) LOOP
                    UPDATE plans SET results_version = results_version + 1 WHERE id = $BIG;
                    COMMIT; PERFORM pg_sleep(0.05); END LOOP; END \$\$" >/dev/null 2>&1 &
 bump_pid=$!
 sleep 0.5
 read_row results_all_miss "/plans/$BIG/results" 5
-kill "$bump_pid" 2>/dev/null || true; wait "$bump_pid" 2>/dev/null || true
+"${PSQL[@]}" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'bench-bump'" >/dev/null
+wait "$bump_pid" 2>/dev/null || true
 read_row results_304 "/plans/$BIG/results" 20 --if-none-match current
 wait "$open_pid"
-R[open_reads]="$rate req/s: p99 $(result latency_p99_ms "$OUT/open-reads") ms (errors $(result errors "$OUT/open-reads"))"
+R[open_reads]="$rate req/s: p99 $(result latency_p99_ms "$OUT/open-reads") ms (errors $(result errors "$OUT/open-reads")); service RSS after the reads $(mib "$(rss_kib "$SERVICE_PID")") MiB"
 R[results_size]="$(curl -fsS -H "authorization: Bearer $BENCH_TOKEN" "http://127.0.0.1:$PORT/plans/$BIG/results" | wc -c) B (attempts=all), $(curl -fsS -H "authorization: Bearer $BENCH_TOKEN" "http://127.0.0.1:$PORT/plans/$BIG/results?attempts=none" | wc -c) B (attempts=none)"
-
-reset_db
-load single >"$OUT/single"
-exec_id=$(result execution_id "$OUT/single")
-confirmed_ms=$("${PSQL[@]}" -At -c "SELECT round((extract(epoch FROM max(published_at) - min(created_at)) * 1000)::numeric, 1)
-                                      FROM dispatches WHERE execution_id = $exec_id")
-R[big]="$(result pairs "$OUT/single") pairs: 200 after $(result answered_ms "$OUT/single") ms; all confirmed $confirmed_ms ms after the transaction began; all consumed after $(result consumed_ms "$OUT/single") ms"
-
-reset_db
-rss_before=$(rss_kib "$SERVICE_PID")
-rate=$(awk -v r="$sat2" 'BEGIN { printf "%.0f", r / 2 }')
-load open --pairs 2 --rate "$rate" --secs "$SOAK_SECS" >"$OUT/soak"
-rss_after=$(rss_kib "$SERVICE_PID")
-R[rss]="idle $(mib "$rss_idle") MiB; peak at saturation $(mib "$PEAK_RSS") MiB; soak ${SOAK_SECS} s at $rate req/s: before $(mib "$rss_before") MiB, after $(mib "$rss_after") MiB (soak p99 $(result latency_p99_ms "$OUT/soak") ms, errors $(result errors "$OUT/soak"))"
 
 # ---- flakiness over 100 runs x 1000 pairs (bench/flakiness.sh: its own database and service) ----
 kill "$SERVICE_PID" 2>/dev/null || true; wait "$SERVICE_PID" 2>/dev/null || true; SERVICE_PID=

@@ -247,8 +247,8 @@ pub struct PlanResults {
 }
 
 /// Bytes of answers the results cache holds at most (weighed by their
-/// length): a dozen answers of 1 000 pairs x 50 attempts (2.8 MB each).
-pub const RESULTS_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// length): five answers of 1 000 pairs x 50 attempts (2.8 MB each).
+pub const RESULTS_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// How long an answer nobody asked for stays in the results cache.
 pub const RESULTS_CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -272,11 +272,12 @@ impl EnvelopeJson {
 #[derive(Clone)]
 pub struct ReadService {
     db: Db,
-    /// Serialised answers of `GET /plans/{planId}/results`, by what they
-    /// were read from: the read's key and the plan's two versions (the
-    /// entity tag without its viewer), so an entry is never stale: any
-    /// change of the answer bumps a version and so the key (section 22).
-    results: moka::sync::Cache<String, EnvelopeJson>,
+    /// The last serialised answer of each `GET /plans/{planId}/results`
+    /// read (its key: plan and `attempts`), with the plan's versions it was
+    /// read at; used only while the plan is still at those versions (any
+    /// change of the answer bumps one, contract section 22), replaced by
+    /// the next read after that.
+    results: moka::sync::Cache<String, (ReadVersions, EnvelopeJson)>,
 }
 
 impl ReadService {
@@ -285,9 +286,11 @@ impl ReadService {
     pub fn new(db: Db) -> Self {
         let results = moka::sync::Cache::builder()
             .max_capacity(RESULTS_CACHE_BYTES)
-            .weigher(|_key: &String, answer: &EnvelopeJson| {
-                u32::try_from(answer.0.len()).unwrap_or(u32::MAX)
-            })
+            .weigher(
+                |_key: &String, (_, answer): &(ReadVersions, EnvelopeJson)| {
+                    u32::try_from(answer.0.len()).unwrap_or(u32::MAX)
+                },
+            )
             .time_to_idle(RESULTS_CACHE_IDLE)
             .build();
         ReadService { db, results }
@@ -412,15 +415,20 @@ impl ReadService {
         let subject = ReadSubject::Plan(plan_id);
         let cache = self.results.clone();
         let read_key = key.clone();
-        self.conditional_at(scope, known, subject, key, move |conn, v| {
-            let cached = format!("{read_key}.{}.{}", v.results_version, v.catalog_version);
-            if let Some(answer) = cache.get(&cached) {
-                return Ok(answer);
-            }
-            let answer = EnvelopeJson::of(&read_results(conn, plan_id, attempts)?)?;
-            cache.insert(cached, answer.clone());
-            Ok(answer)
-        })
+        self.conditional_at(
+            scope,
+            known,
+            subject,
+            key,
+            move |conn, versions| match cache.get(&read_key) {
+                Some((at, answer)) if at == versions => Ok(answer),
+                _ => {
+                    let answer = EnvelopeJson::of(&read_results(conn, plan_id, attempts)?)?;
+                    cache.insert(read_key.clone(), (versions, answer.clone()));
+                    Ok(answer)
+                }
+            },
+        )
         .await
     }
 
