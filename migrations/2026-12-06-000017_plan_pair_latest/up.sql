@@ -73,6 +73,9 @@ BEGIN
            max(n.attempt) FILTER (WHERE n.status = 'PASSED')
       FROM new_pairs n
      GROUP BY n.source_execution_id, n.scenario_id, n.environment_id
+     -- rows locked in key order, as the update trigger does: a rerun and a
+     -- results batch that share pairs never wait for each other in a circle
+     ORDER BY n.source_execution_id, n.scenario_id, n.environment_id
         ON CONFLICT (source_execution_id, scenario_id, environment_id) DO UPDATE
        SET attempt = greatest(l.attempt, EXCLUDED.attempt),
            execution_id = CASE WHEN EXCLUDED.attempt >= l.attempt THEN EXCLUDED.execution_id
