@@ -524,7 +524,10 @@ async fn get(args: Args, client: Arc<Client>) {
     let mut latencies = latencies.lock().unwrap().clone();
     latencies.sort_unstable();
     println!("result requests {}", latencies.len());
-    println!("result not_modified {}", not_modified.load(Ordering::Relaxed));
+    println!(
+        "result not_modified {}",
+        not_modified.load(Ordering::Relaxed)
+    );
     println!("result errors {}", errors.load(Ordering::Relaxed));
     for (name, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("max", 100.0)] {
         println!("result latency_{name}_ms {:.2}", percentile(&latencies, p));
