@@ -5,10 +5,11 @@
 # times), and the release binaries (under CARGO_TARGET_DIR when set).
 PORT=${BENCH_PORT:-18080}
 DB_SERVER=${BENCH_DATABASE_SERVER:-postgres://postgres@127.0.0.1:5432}
-export DATABASE_URL="$DB_SERVER/plan_queue_bench"
+BENCH_DATABASE=${BENCH_DATABASE:-plan_queue_bench}
+export DATABASE_URL="$DB_SERVER/$BENCH_DATABASE"
 export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
-export AMQP_EXCHANGE=bench-runs
-export BENCH_QUEUE=bench-runs.APPIUM
+export AMQP_EXCHANGE=${BENCH_EXCHANGE:-bench-runs}
+export BENCH_QUEUE=$AMQP_EXCHANGE.APPIUM
 export JWT_SECRET=bench-only-secret
 export MAX_ATTEMPTS=2000000000
 export BIND_ADDR=127.0.0.1:$PORT

@@ -16,8 +16,10 @@
 //!   time to the 200 and until all its messages are consumed.
 //! - `get`: `GET --path P` (relative to the service, e.g.
 //!   `/plans/501/results`) at a fixed `--rate R` per second for `--secs T`,
-//!   open loop like `open`; prints its latency percentiles. It does not
-//!   consume the framework queue, so it can run beside an `open` load.
+//!   open loop like `open`; prints its latency percentiles and how many
+//!   answers were 304. `--if-none-match T` sends that `If-None-Match`
+//!   (`current`: the `ETag` of one GET made first). It does not consume
+//!   the framework queue, so it can run beside an `open` load.
 //!
 //! Which pairs a rerun names (`--target`, for `closed` and `open`):
 //! - `spread` (default): a random plan of the `--plans`, `--pairs / 2`
@@ -48,6 +50,9 @@ struct Args {
     rate: f64,
     secs: f64,
     path: String,
+    /// `get`: the `If-None-Match` to send; `current`: the `ETag` of a first
+    /// GET of the path (so every timed answer should be a 304).
+    if_none_match: Option<String>,
     target: Target,
 }
 
@@ -70,6 +75,7 @@ fn parse_args() -> Args {
         rate: 100.0,
         secs: 5.0,
         path: "/health".to_owned(),
+        if_none_match: None,
         target: Target::Spread,
     };
     while let Some(flag) = argv.next() {
@@ -82,6 +88,7 @@ fn parse_args() -> Args {
             "--rate" => args.rate = value.parse().expect("--rate"),
             "--secs" => args.secs = value.parse().expect("--secs"),
             "--path" => args.path = value,
+            "--if-none-match" => args.if_none_match = Some(value),
             "--target" => {
                 args.target = match value.as_str() {
                     "spread" => Target::Spread,
@@ -293,25 +300,35 @@ impl Client {
 }
 
 impl Client {
-    /// `GET path` against the service `BENCH_URL` names; true on a 200
-    /// whose body was read in full.
-    async fn get(&self, path: &str) -> bool {
+    /// `GET path` against the service `BENCH_URL` names, with
+    /// `If-None-Match: tag` when given; the status when it is a 200 whose
+    /// body was read in full or a 304, else `None`; and the answer's `ETag`.
+    async fn get(&self, path: &str, tag: Option<&str>) -> Option<(u16, Option<String>)> {
         let base = self.url.trim_end_matches("/queue/rerun");
-        match self
+        let mut request = self
             .http
             .get(format!("{base}{path}"))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-        {
-            Ok(response) if response.status().is_success() => response.bytes().await.is_ok(),
+            .bearer_auth(&self.token);
+        if let Some(tag) = tag {
+            request = request.header("if-none-match", tag);
+        }
+        match request.send().await {
+            Ok(response) if response.status().is_success() || response.status() == 304 => {
+                let status = response.status().as_u16();
+                let etag = response
+                    .headers()
+                    .get("etag")
+                    .and_then(|t| t.to_str().ok())
+                    .map(str::to_owned);
+                response.bytes().await.ok().map(|_| (status, etag))
+            }
             Ok(response) => {
                 eprintln!("bench: GET {path}: {}", response.status());
-                false
+                None
             }
             Err(e) => {
                 eprintln!("bench: GET {path}: {e}");
-                false
+                None
             }
         }
     }
@@ -466,24 +483,38 @@ async fn get(args: Args, client: Arc<Client>) {
     let interval = Duration::from_secs_f64(1.0 / args.rate);
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
     let errors = Arc::new(AtomicU64::new(0));
+    let not_modified = Arc::new(AtomicU64::new(0));
+    let tag = match args.if_none_match.as_deref() {
+        Some("current") => client.get(&args.path, None).await.and_then(|(_, tag)| tag),
+        other => other.map(str::to_owned),
+    };
+    let tag = Arc::new(tag);
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let mut tasks = Vec::with_capacity(total as usize);
     let path = Arc::new(args.path);
     for i in 0..total {
         let scheduled = start + interval * i as u32;
         tokio::time::sleep_until(scheduled).await;
-        let (client, latencies, errors, path) = (
+        let (client, latencies, errors, not_modified, path, tag) = (
             client.clone(),
             latencies.clone(),
             errors.clone(),
+            not_modified.clone(),
             path.clone(),
+            tag.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let scheduled = scheduled.into_std();
-            if client.get(&path).await {
-                latencies.lock().unwrap().push(scheduled.elapsed());
-            } else {
-                errors.fetch_add(1, Ordering::Relaxed);
+            match client.get(&path, tag.as_deref()).await {
+                Some((status, _)) => {
+                    latencies.lock().unwrap().push(scheduled.elapsed());
+                    if status == 304 {
+                        not_modified.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }));
     }
@@ -493,6 +524,10 @@ async fn get(args: Args, client: Arc<Client>) {
     let mut latencies = latencies.lock().unwrap().clone();
     latencies.sort_unstable();
     println!("result requests {}", latencies.len());
+    println!(
+        "result not_modified {}",
+        not_modified.load(Ordering::Relaxed)
+    );
     println!("result errors {}", errors.load(Ordering::Relaxed));
     for (name, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("max", 100.0)] {
         println!("result latency_{name}_ms {:.2}", percentile(&latencies, p));

@@ -61,13 +61,18 @@ if [[ -z "${BENCH_NO_BUILD:-}" ]]; then
   cargo build --release --quiet --bin plan-queue --example bench-load --example bench-broker --example bench-results
 fi
 
-log "database plan_queue_bench: drop, migrate, seed $PLANS plans and $RERUNS reruns of the big plan"
-psql -X -q "$DB_SERVER/postgres" -c "DROP DATABASE IF EXISTS plan_queue_bench WITH (FORCE)"
+log "database $BENCH_DATABASE: drop, migrate, seed $PLANS plans and $RERUNS reruns of the big plan"
+psql -X -q "$DB_SERVER/postgres" -c "DROP DATABASE IF EXISTS $BENCH_DATABASE WITH (FORCE)"
 "$BIN" migrate >/dev/null 2>&1
 "${PSQL[@]}" -v plans="$PLANS" -v scenarios="$SCENARIOS" -f bench/seed.sql >/dev/null
 "${PSQL[@]}" -v plans="$PLANS" -v reruns="$RERUNS" -f bench/loop-dataset.sql >/dev/null
 
 # ---- limit_db for results: pgbench of the minimal writes ----
+# the yardstick does not move with our code: the read model's triggers
+# (migration 17) are off meanwhile; loop-reset.sql puts the pairs back as
+# they were inserted (QUEUED), which is what the read model still holds
+"${PSQL[@]}" -c "ALTER TABLE execution_pairs DISABLE TRIGGER plan_pair_latest_inserted,
+                 DISABLE TRIGGER plan_pair_latest_updated, DISABLE TRIGGER plan_pair_latest_deleted" >/dev/null
 best_batch=0 best_batch_c=0
 for c in 1 2 4; do
   tps=$(pgbench -n -M prepared -f bench/results-batch.pgbench -D batches=$((PAIRS / 250)) \
@@ -84,6 +89,8 @@ for c in 1 4 16; do
   if ((tps > best_single)); then best_single=$tps best_single_c=$c; fi
 done
 "${PSQL[@]}" -f bench/loop-reset.sql >/dev/null
+"${PSQL[@]}" -c "ALTER TABLE execution_pairs ENABLE TRIGGER plan_pair_latest_inserted,
+                 ENABLE TRIGGER plan_pair_latest_updated, ENABLE TRIGGER plan_pair_latest_deleted" >/dev/null
 
 # ---- limit_broker for results: confirmed publishes of their size ----
 size=$("$EXAMPLES/bench-results" --size-only true | awk '$2 == "size" { print $3 }')

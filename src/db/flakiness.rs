@@ -3,15 +3,15 @@
 //! runs it was present, failed first and was flaky, each run's consolidated
 //! results taken as they stand now (section 6, that run as the source).
 //!
-//! No summary table: the plan's last runs are the first rows of
-//! `executions_latest_run_idx`, and each run's chain (every attempt of every
-//! pair, with its status) is a range of `execution_pairs_chain_idx`, which
-//! covers the status since migration 7: an index-only scan, nothing written
-//! on the results path (bench/BENCHMARKS.md, "Flakiness over time").
+//! The plan's last runs are the first rows of `executions_latest_run_idx`;
+//! each run's pairs are a range of the read model `plan_pair_latest`
+//! (migration 17: one row per pair of a chain, with its lowest failing and
+//! highest passing attempt, kept by triggers on write), so `runs=100` reads
+//! 100 rows per pair, not every attempt (bench/BENCHMARKS.md, issue 22).
 
-use super::models::{KIND_RUN, STATUS_ERROR, STATUS_FAILED, STATUS_PASSED};
+use super::models::KIND_RUN;
 use diesel::pg::PgConnection;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::BigInt;
 use diesel::{QueryResult, QueryableByName, RunQueryDsl};
 
 /// One pair's figures over the runs looked at.
@@ -57,27 +57,19 @@ pub fn plan_flakiness(
     if looked_at == 0 {
         return Ok((0, Vec::new()));
     }
-    let failing = format!("('{STATUS_FAILED}', '{STATUS_ERROR}')");
-    // per run, a GroupAggregate over its chain in index order (no hash of
-    // runs x pairs groups, which spilled to disk: bench/BENCHMARKS.md)
+    // per run, a range of plan_pair_latest's primary key (one row per pair,
+    // its first failure and last pass kept on write: migration 17)
     let pairs = diesel::sql_query(format!(
         "WITH runs AS ({last_runs}) \
-         SELECT pr.scenario_id, pr.environment_id, count(*) AS runs, \
-                count(*) FILTER (WHERE pr.failed_first) AS failed_first, \
-                count(*) FILTER (WHERE pr.flaky) AS flaky \
-           FROM runs r CROSS JOIN LATERAL ( \
-                SELECT p.scenario_id, p.environment_id, \
-                       bool_or(p.attempt = 1 AND p.status IN {failing}) AS failed_first, \
-                       coalesce(min(p.attempt) FILTER (WHERE p.status IN {failing}) \
-                                < max(p.attempt) FILTER (WHERE p.status = $3), false) AS flaky \
-                  FROM execution_pairs p WHERE p.source_execution_id = r.id \
-                 GROUP BY p.scenario_id, p.environment_id) pr \
-          GROUP BY pr.scenario_id, pr.environment_id \
-          ORDER BY pr.scenario_id, pr.environment_id"
+         SELECT l.scenario_id, l.environment_id, count(*) AS runs, \
+                count(*) FILTER (WHERE l.first_failed = 1) AS failed_first, \
+                count(*) FILTER (WHERE l.first_failed < l.last_passed) AS flaky \
+           FROM runs r JOIN plan_pair_latest l ON l.source_execution_id = r.id \
+          GROUP BY l.scenario_id, l.environment_id \
+          ORDER BY l.scenario_id, l.environment_id"
     ))
     .bind::<BigInt, _>(plan_id)
     .bind::<BigInt, _>(runs)
-    .bind::<Text, _>(STATUS_PASSED)
     .load(conn)?;
     Ok((looked_at, pairs))
 }

@@ -10,7 +10,9 @@
 //! - the consolidated results: the plan's latest full run by
 //!   `executions_latest_run_idx`, then its chain by `execution_pairs_chain_idx`
 //!   (source run, scenario, environment, attempt DESC, covering execution
-//!   and status since migration 7), in index order: an index-only scan.
+//!   and status since migration 7), in index order: an index-only scan;
+//!   with `attempts=none`, the chain's read model instead
+//!   (`plan_pair_latest`, migration 17): one row per pair.
 //!
 //! Visibility (code 1010's read rule): `member` `Some(user)` limits every
 //! answer to plans of projects that user is a member of; `None` (QUEUE_ADMIN)
@@ -302,6 +304,39 @@ pub fn chain_attempts(
         "SELECT scenario_id, environment_id, attempt, execution_id, status, reason \
            FROM execution_pairs WHERE source_execution_id = $1 \
           ORDER BY scenario_id, environment_id, attempt DESC",
+    )
+    .bind::<BigInt, _>(source_execution_id)
+    .load(conn)
+}
+
+/// A pair of the consolidated results as the read model of migration 17
+/// (`plan_pair_latest`) keeps it: its latest attempt, how many it has, and
+/// whether it is flaky (an attempt `FAILED` or `ERROR` before one `PASSED`).
+#[derive(QueryableByName, Debug, Clone)]
+pub struct LatestPairRow {
+    /// The latest attempt (its number, execution, status and reason).
+    #[diesel(embed)]
+    pub latest: AttemptRow,
+    /// Attempts of the pair in the chain.
+    #[diesel(sql_type = Integer)]
+    pub attempt_count: i32,
+    #[diesel(sql_type = Bool)]
+    pub flaky: bool,
+}
+
+/// The pairs of the source run's chain, one row each, ordered by scenario
+/// then environment: a range of `plan_pair_latest`'s primary key, read in
+/// its order (no sort, no attempt read), 1 000 rows for 1 000 pairs
+/// whatever the number of attempts.
+pub fn latest_pairs(
+    conn: &mut PgConnection,
+    source_execution_id: i64,
+) -> QueryResult<Vec<LatestPairRow>> {
+    diesel::sql_query(
+        "SELECT scenario_id, environment_id, attempt, execution_id, status, reason, \
+                attempt_count, coalesce(first_failed < last_passed, false) AS flaky \
+           FROM plan_pair_latest WHERE source_execution_id = $1 \
+          ORDER BY scenario_id, environment_id",
     )
     .bind::<BigInt, _>(source_execution_id)
     .load(conn)

@@ -11,7 +11,7 @@ use crate::app::AppState;
 use crate::auth::ReadScope;
 use crate::domain::{parse_page_query, parse_path_id, parse_results_query, Id, KnownTags};
 use crate::error::{ApiError, Envelope};
-use crate::service::reads::Conditional;
+use crate::service::reads::{Conditional, EnvelopeJson};
 use actix_web::http::header::{self, EntityTag, Header};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -68,6 +68,18 @@ pub(crate) fn respond<T: Serialize>(answer: Conditional<T>) -> HttpResponse {
         Conditional::Modified(tag, body) => HttpResponse::Ok()
             .insert_header(etag(&tag))
             .json(Envelope::success(body)),
+    }
+}
+
+/// [`respond`] for an answer serialised in its envelope already: the
+/// shared bytes are the body.
+pub(crate) fn respond_json(answer: Conditional<EnvelopeJson>) -> HttpResponse {
+    match answer {
+        Conditional::NotModified(tag) => respond::<()>(Conditional::NotModified(tag)),
+        Conditional::Modified(tag, body) => HttpResponse::Ok()
+            .insert_header(header::ETag(EntityTag::new_strong(tag.as_str().to_owned())))
+            .content_type(header::ContentType::json())
+            .body(web::Bytes::from_owner(body.0)),
     }
 }
 
@@ -272,5 +284,5 @@ pub async fn plan_results(
         .reads
         .plan_results(scope, plan_id, attempts, known_tags(&request))
         .await?;
-    Ok(respond(answer))
+    Ok(respond_json(answer))
 }

@@ -7,16 +7,18 @@
 //! open pair), `RUNNING` otherwise. The consolidated results of a plan are its
 //! source run's pairs, each at its latest (highest) attempt in the chain; a
 //! pair is flaky when an earlier attempt is `FAILED` or `ERROR` and a later
-//! one `PASSED`.
+//! one `PASSED`. With `attempts=none` they come from the chain's read model
+//! (`plan_pair_latest`, migration 17), which keeps the same figures on write.
 
 use crate::auth::ReadScope;
-use crate::db::reads::{self, AttemptRow, ExecutionRow, PairRow, ReadVersions};
+use crate::db::reads::{self, AttemptRow, ExecutionRow, LatestPairRow, PairRow, ReadVersions};
 use crate::db::Db;
 use crate::domain::{AttemptsView, Id, KnownTags, PageRequest, PairStatus, ReadTag};
-use crate::error::ApiError;
+use crate::error::{ApiError, Envelope};
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::pg::PgConnection;
 use serde::Serialize;
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 /// Pairs per status; every key is present, 0 when no pair has it.
@@ -244,15 +246,54 @@ pub struct PlanResults {
     pub pairs: Vec<ResultPair>,
 }
 
+/// Bytes of answers the results cache holds at most (weighed by their
+/// length): five answers of 1 000 pairs x 50 attempts (2.8 MB each).
+pub const RESULTS_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// How long an answer nobody asked for stays in the results cache.
+pub const RESULTS_CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A success envelope (`{data, result}`) serialised once: the body of a
+/// `200 application/json`, shared by every request that gets it.
+#[derive(Debug, Clone)]
+pub struct EnvelopeJson(pub Arc<[u8]>);
+
+impl EnvelopeJson {
+    /// `data` in the success envelope, as JSON.
+    ///
+    /// Errors: serde_json's (none for the answers' types).
+    fn of<T: Serialize>(data: &T) -> Result<Self, ApiError> {
+        let bytes = serde_json::to_vec(&Envelope::success(data))
+            .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("answer to JSON")))?;
+        Ok(EnvelopeJson(bytes.into()))
+    }
+}
+
 /// The read use cases; cheap to clone.
 #[derive(Clone)]
 pub struct ReadService {
     db: Db,
+    /// The last serialised answer of each `GET /plans/{planId}/results`
+    /// read (its key: plan and `attempts`), with the plan's versions it was
+    /// read at; used only while the plan is still at those versions (any
+    /// change of the answer bumps one, contract section 22), replaced by
+    /// the next read after that.
+    results: moka::sync::Cache<String, (ReadVersions, EnvelopeJson)>,
 }
 
 impl ReadService {
+    /// The read use cases on `db`, with an empty results cache of
+    /// [`RESULTS_CACHE_BYTES`].
     pub fn new(db: Db) -> Self {
-        ReadService { db }
+        let results = moka::sync::Cache::builder()
+            .max_capacity(RESULTS_CACHE_BYTES)
+            .weigher(
+                |_key: &String, (_, answer): &(ReadVersions, EnvelopeJson)| {
+                    u32::try_from(answer.0.len()).unwrap_or(u32::MAX)
+                },
+            )
+            .time_to_idle(RESULTS_CACHE_IDLE)
+            .build();
+        ReadService { db, results }
     }
 
     /// The execution with its pairs, or 304 when `known` names its tag.
@@ -356,7 +397,9 @@ impl ReadService {
     }
 
     /// The plan's consolidated results, each pair's attempts as `attempts`
-    /// asks, or 304 when `known` names its tag.
+    /// asks, serialised in their envelope, or 304 when `known` names its
+    /// tag. An answer already serialised at the plan's current versions
+    /// comes from the results cache (the versions are read either way).
     ///
     /// Errors: 404 code 1000 for a plan that does not exist or `scope` may
     /// not see; 400 code 1004 when it never ran; 503 code 1011.
@@ -366,28 +409,26 @@ impl ReadService {
         plan_id: Id,
         attempts: AttemptsView,
         known: KnownTags,
-    ) -> Result<Conditional<PlanResults>, ApiError> {
+    ) -> Result<Conditional<EnvelopeJson>, ApiError> {
         let plan_id = plan_id.get();
         let key = format!("r{plan_id}.{}", attempts.as_str());
         let subject = ReadSubject::Plan(plan_id);
-        self.conditional(scope, known, subject, key, move |conn| {
-            let source =
-                reads::source_run(conn, plan_id)?.ok_or(ApiError::NoExecutedResults(plan_id))?;
-            let mut pairs = consolidate(reads::chain_attempts(conn, source)?);
-            let mut counts = StatusCounts::default();
-            for p in &mut pairs {
-                counts.add(&p.status, 1);
-                if attempts == AttemptsView::None {
-                    p.attempt_count = p.attempts.take().map(|a| a.len());
+        let cache = self.results.clone();
+        let read_key = key.clone();
+        self.conditional_at(
+            scope,
+            known,
+            subject,
+            key,
+            move |conn, versions| match cache.get(&read_key) {
+                Some((at, answer)) if at == versions => Ok(answer),
+                _ => {
+                    let answer = EnvelopeJson::of(&read_results(conn, plan_id, attempts)?)?;
+                    cache.insert(read_key.clone(), (versions, answer.clone()));
+                    Ok(answer)
                 }
-            }
-            Ok(PlanResults {
-                plan_id,
-                source_execution_id: source,
-                counts,
-                pairs,
-            })
-        })
+            },
+        )
         .await
     }
 
@@ -405,6 +446,20 @@ impl ReadService {
         subject: ReadSubject,
         key: String,
         mut read: impl FnMut(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<Conditional<T>, ApiError> {
+        self.conditional_at(scope, known, subject, key, move |conn, _| read(conn))
+            .await
+    }
+
+    /// [`Self::conditional`], `read` given the versions its tag is made of
+    /// (read in its snapshot).
+    pub(crate) async fn conditional_at<T: Send + 'static>(
+        &self,
+        scope: ReadScope,
+        known: KnownTags,
+        subject: ReadSubject,
+        key: String,
+        mut read: impl FnMut(&mut PgConnection, ReadVersions) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<Conditional<T>, ApiError> {
         let member = scope.member();
         if !known.is_empty() {
@@ -424,7 +479,7 @@ impl ReadService {
                 .versions(conn, member)?
                 .ok_or_else(|| subject.not_found())?;
             let tag = ReadTag::new(&key, v.results_version, v.catalog_version, member);
-            Ok(Conditional::Modified(tag, read(conn)?))
+            Ok(Conditional::Modified(tag, read(conn, v)?))
         })
         .await
     }
@@ -445,6 +500,35 @@ impl ReadService {
             })
             .await
     }
+}
+
+/// The plan's consolidated results read in `conn`'s snapshot: with
+/// `attempts=all` every attempt of the source run's chain (the chain index,
+/// in its order), with `attempts=none` the chain's read model, one row per
+/// pair. 400 code 1004 when the plan never ran.
+fn read_results(
+    conn: &mut PgConnection,
+    plan_id: i64,
+    attempts: AttemptsView,
+) -> Result<PlanResults, ApiError> {
+    let source = reads::source_run(conn, plan_id)?.ok_or(ApiError::NoExecutedResults(plan_id))?;
+    let pairs = match attempts {
+        AttemptsView::All => consolidate(reads::chain_attempts(conn, source)?),
+        AttemptsView::None => reads::latest_pairs(conn, source)?
+            .into_iter()
+            .map(latest_pair)
+            .collect(),
+    };
+    let mut counts = StatusCounts::default();
+    for p in &pairs {
+        counts.add(&p.status, 1);
+    }
+    Ok(PlanResults {
+        plan_id,
+        source_execution_id: source,
+        counts,
+        pairs,
+    })
 }
 
 /// A read's answer with its entity tag, or 304 (contract, section 22).
@@ -554,6 +638,23 @@ fn pair(row: PairRow) -> ExecutionPair {
         report_url: row.report_url,
         detail: row.detail,
         reason: row.reason,
+    }
+}
+
+/// A pair of the read model as `attempts=none` answers it: `attemptCount`
+/// in place of `attempts` (contract, section 22).
+fn latest_pair(row: LatestPairRow) -> ResultPair {
+    let latest = row.latest;
+    ResultPair {
+        scenario_id: latest.scenario_id,
+        environment_id: latest.environment_id,
+        status: latest.status,
+        attempt: latest.attempt,
+        execution_id: latest.execution_id,
+        reason: latest.reason,
+        flaky: row.flaky,
+        attempts: None,
+        attempt_count: Some(row.attempt_count.max(0) as usize),
     }
 }
 

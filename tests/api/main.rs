@@ -24,6 +24,7 @@ mod outbox;
 mod page;
 mod plans;
 mod proxy;
+mod read_model;
 mod read_tags;
 mod reads;
 mod rerun;

@@ -1,0 +1,10 @@
+DROP TRIGGER plan_pair_latest_truncated ON execution_pairs;
+DROP TRIGGER plan_pair_latest_deleted ON execution_pairs;
+DROP TRIGGER plan_pair_latest_updated ON execution_pairs;
+DROP TRIGGER plan_pair_latest_inserted ON execution_pairs;
+DROP FUNCTION plan_pair_latest_truncated();
+DROP FUNCTION plan_pair_latest_deleted();
+DROP FUNCTION plan_pair_latest_updated();
+DROP FUNCTION plan_pair_latest_inserted();
+DROP FUNCTION plan_pair_latest_refresh(BIGINT[], BIGINT[], BIGINT[]);
+DROP TABLE plan_pair_latest;
