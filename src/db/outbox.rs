@@ -220,11 +220,22 @@ pub fn delete_published(
     .execute(conn)
 }
 
+/// Marks `ids` published and, in the same statement, bumps the
+/// `results_version` of their executions' plans once each, in plan order
+/// (a pair's `publishedAt` is part of the reads of contract section 22;
+/// migration 18 replaced the per-row trigger that did it at commit).
 fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<()> {
     diesel::sql_query(
-        "UPDATE dispatches SET published_at = now(), locked_until = NULL, last_error = NULL, \
-                attempts = attempts + 1 \
-          WHERE id = ANY($1)",
+        "WITH marked AS ( \
+             UPDATE dispatches SET published_at = now(), locked_until = NULL, last_error = NULL, \
+                    attempts = attempts + 1 \
+              WHERE id = ANY($1) AND published_at IS NULL \
+             RETURNING execution_id) \
+         UPDATE plans p SET results_version = p.results_version + 1 \
+           FROM (SELECT DISTINCT x.plan_id FROM executions x \
+                  WHERE x.id IN (SELECT m.execution_id FROM marked m) \
+                  ORDER BY x.plan_id) b \
+          WHERE p.id = b.plan_id",
     )
     .bind::<Array<BigInt>, _>(ids)
     .execute(conn)
