@@ -628,8 +628,7 @@ async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_
     // with those rows claimed
     tokio::time::sleep(Duration::from_secs(6)).await;
     let mut tries = 0;
-    let mut held_while_frozen = false;
-    let orphans = loop {
+    let (orphans, held_while_frozen) = loop {
         tries += 1;
         let watching = Instant::now();
         while db.texts(&leased_by_a()).await.is_empty()
@@ -641,9 +640,9 @@ async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_
         if !held.is_empty() || tries == 40 {
             // frozen, A keeps its claim: B skips those rows
             tokio::time::sleep(Duration::from_secs(1)).await;
-            held_while_frozen = db.texts(&leased_by_a()).await == held;
+            let still_held = db.texts(&leased_by_a()).await == held;
             a.kill();
-            break held;
+            break (held, still_held);
         }
         a.signal(libc::SIGCONT);
         a_gone.store(false, Ordering::Relaxed);
