@@ -159,8 +159,8 @@ pub struct AmqpConfig {
 #[derive(Clone, Args)]
 #[command(next_help_heading = "Relay")]
 pub struct RelayConfig {
-    /// Dispatch rows the relay claims and publishes per batch (under a backlog
-    /// the next batch is claimed while one is being published).
+    /// Dispatch rows the relay claims, publishes and marks per batch, one
+    /// transaction each (under a backlog, batch after batch).
     #[arg(
         long = "relay-batch-size",
         env = "RELAY_BATCH_SIZE",
