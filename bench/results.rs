@@ -92,15 +92,21 @@ async fn main() {
         ids.dedup();
         ids
     };
+    // started now, so that the deadline sweep (contract, section 15:
+    // RUN_TIMEOUT_SECS after startedAt) does not end the pairs before their
+    // PASSED result arrives; the same length as any other instant
+    let started = chrono::Utc::now();
+    let at = |secs: i64| {
+        (started + chrono::Duration::seconds(secs))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let (running_at, passed_at) = (at(0), at(60));
     let mut bodies: Vec<Vec<u8>> = pairs
         .iter()
-        .map(|p| body(p, "RUNNING", "2026-11-30T12:00:00Z", false))
+        .map(|p| body(p, "RUNNING", &running_at, false))
         .collect();
-    bodies.extend(
-        pairs
-            .iter()
-            .map(|p| body(p, "PASSED", "2026-11-30T12:01:00Z", true)),
-    );
+    bodies.extend(pairs.iter().map(|p| body(p, "PASSED", &passed_at, true)));
     let size = bodies.iter().map(Vec::len).sum::<usize>() / bodies.len().max(1);
     if size_only {
         println!("result size {size}");

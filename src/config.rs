@@ -159,8 +159,8 @@ pub struct AmqpConfig {
 #[derive(Clone, Args)]
 #[command(next_help_heading = "Relay")]
 pub struct RelayConfig {
-    /// Dispatch rows the relay claims and publishes per batch (under a backlog
-    /// the next batch is claimed while one is being published).
+    /// Dispatch rows the relay claims, publishes and marks per batch, one
+    /// transaction each (under a backlog, batch after batch).
     #[arg(
         long = "relay-batch-size",
         env = "RELAY_BATCH_SIZE",
@@ -170,8 +170,10 @@ pub struct RelayConfig {
     /// How often the relay looks for due rows when nothing wakes it, ms.
     #[arg(long = "relay-poll-ms", env = "RELAY_POLL_MS", default_value = "1000", value_parser = millis)]
     pub poll_interval: Duration,
-    /// How long a relay's claim on rows lasts before another relay (or a
-    /// restarted one) may take them, ms; keep it above `PUBLISH_TIMEOUT_MS`.
+    /// How long a relay that stopped answering keeps its claim on rows before
+    /// another relay (or a restarted one) may take them, ms: the claim's
+    /// `idle_in_transaction_session_timeout` (a live relay renews it every
+    /// third of it; a killed relay's claim ends with its session at once).
     #[arg(long = "relay-lease-ms", env = "RELAY_LEASE_MS", default_value = "15000", value_parser = millis)]
     pub lease: Duration,
     /// Readiness fails while a dispatch row is pending longer than this, ms.

@@ -3,10 +3,11 @@
 //! A dispatch row is one message to publish, written in the same statement
 //! as the execution it belongs to (the server functions `queue_rerun` and
 //! `queue_run` of migration 9; [`insert_event`] for an event),
-//! claimed by a relay for a lease ([`claim`], `FOR UPDATE SKIP LOCKED`, so
-//! several service instances share one database without publishing a row
-//! twice), then marked published or released for a retry ([`settle`],
-//! [`release`]) — the claim / back-off / delete-after-success pattern of
+//! claimed by a relay as a row lock held by a transaction ([`claim`], `FOR
+//! UPDATE SKIP LOCKED`, so several service instances share one database
+//! without publishing a row twice; no lease is written), then, in that same
+//! transaction, marked published or released for a retry ([`settle`],
+//! [`release`]): one write per publish — the claim / back-off / delete-after-success pattern of
 //! crates.io's `crates_io_worker/src/storage.rs`. The body is stored as the
 //! exact bytes that go on the wire, so a re-publish is byte-identical.
 
@@ -72,15 +73,21 @@ pub fn backlog(conn: &mut PgConnection) -> QueryResult<OutboxBacklog> {
 }
 
 /// Claims up to `size` due rows of `exchange` (the instance's
-/// `AMQP_EXCHANGE`; other exchanges' rows belong to other instances) for
-/// `lease`, oldest first, ordered by id, skipping the rows of the `held_back` routing keys (whose queue the broker
-/// refused to declare as configured: they wait, they are not failed).
+/// `AMQP_EXCHANGE`; other exchanges' rows belong to other instances) for the
+/// caller's transaction, oldest first, ordered by id, skipping the rows of
+/// the `held_back` routing keys (whose queue the broker refused to declare
+/// as configured: they wait, they are not failed).
 ///
-/// The due ids are collected once (`= ANY (ARRAY(...))`, an init plan) and
-/// then looked up by primary key: written as `id IN (subquery)`, PostgreSQL
-/// chose, whenever its statistics still described a near-empty table, a
-/// nested loop that re-ran the subquery for every row of `dispatches`, and a
-/// claim took seconds (bench/BENCHMARKS.md).
+/// The claim is a row lock (`FOR UPDATE SKIP LOCKED`), not a write: call it
+/// inside a transaction, publish, and [`settle`] in that same transaction;
+/// the rows stay claimed until it ends, and another relay skips them. A
+/// relay that dies loses its claim with its connection; one that hangs
+/// (frozen, partitioned) loses it after `lease` without a statement, which
+/// PostgreSQL enforces by ending its session
+/// (`idle_in_transaction_session_timeout`, set for this transaction): keep
+/// the transaction alive while publishing with [`keep_claim`]. A row still
+/// under a lease written by an earlier version (`locked_until`) is left to
+/// its holder until the lease ends.
 pub fn claim(
     conn: &mut PgConnection,
     exchange: &str,
@@ -88,23 +95,29 @@ pub fn claim(
     lease: Duration,
     held_back: &[String],
 ) -> QueryResult<Vec<ClaimedDispatch>> {
-    let mut rows: Vec<ClaimedDispatch> = diesel::sql_query(
-        "UPDATE dispatches SET locked_until = now() + make_interval(secs => $1), \
-                attempts = attempts + 1 \
-          WHERE id = ANY (ARRAY(SELECT id FROM dispatches \
-                        WHERE exchange = $4 AND published_at IS NULL AND next_attempt_at <= now() \
-                          AND (locked_until IS NULL OR locked_until < now()) \
-                          AND routing_key <> ALL ($3) \
-                        ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)) \
-          RETURNING id, message_id, routing_key, message_type, body, correlation_id",
+    diesel::sql_query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
+        .bind::<Text, _>(lease.as_millis().max(1).to_string())
+        .execute(conn)?;
+    diesel::sql_query(
+        "SELECT id, message_id, routing_key, message_type, body, correlation_id \
+           FROM dispatches \
+          WHERE exchange = $3 AND published_at IS NULL AND next_attempt_at <= now() \
+            AND (locked_until IS NULL OR locked_until < now()) \
+            AND routing_key <> ALL ($2) \
+          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
-    .bind::<Double, _>(lease.as_secs_f64())
     .bind::<BigInt, _>(size)
     .bind::<Array<Text>, _>(held_back)
     .bind::<Text, _>(exchange)
-    .load(conn)?;
-    rows.sort_unstable_by_key(|r| r.id);
-    Ok(rows)
+    .load(conn)
+}
+
+/// Tells PostgreSQL that the transaction holding a [`claim`] is alive (one
+/// statement that reads and writes nothing), so that its
+/// `idle_in_transaction_session_timeout` starts again: while the broker
+/// blocks the connection, a publish may wait longer than a lease.
+pub fn keep_claim(conn: &mut PgConnection) -> QueryResult<()> {
+    diesel::sql_query("SELECT 1").execute(conn).map(drop)
 }
 
 /// Records `exchange` on the unpublished rows that record none (written
@@ -118,23 +131,11 @@ pub fn adopt_unowned(conn: &mut PgConnection, exchange: &str) -> QueryResult<usi
     .execute(conn)
 }
 
-/// Renews the lease of rows this relay still holds (`ids`) to `lease` from
-/// now: while the broker blocks the connection their publish may wait longer
-/// than a lease, and no other relay may take them meanwhile.
-pub fn extend_lease(conn: &mut PgConnection, ids: &[i64], lease: Duration) -> QueryResult<usize> {
-    diesel::sql_query(
-        "UPDATE dispatches SET locked_until = now() + make_interval(secs => $2) \
-          WHERE id = ANY($1) AND published_at IS NULL",
-    )
-    .bind::<Array<BigInt>, _>(ids)
-    .bind::<Double, _>(lease.as_secs_f64())
-    .execute(conn)
-}
-
 /// Records what became of each claimed row (`settlements[i]` belongs to
-/// `ids[i]`): published rows are marked (one statement, no transaction, in
-/// the usual round where all were confirmed), the others released for a
-/// retry as their [`Settlement`] says.
+/// `ids[i]`), in the transaction of its [`claim`]: published rows are
+/// marked (one statement in the usual round where all were confirmed), the
+/// others released for a retry as their [`Settlement`] says; each row's
+/// `attempts` counts this publish.
 pub fn settle(conn: &mut PgConnection, ids: &[i64], settlements: &[Settlement]) -> QueryResult<()> {
     let mut published = Vec::new();
     let mut retry_now: (Vec<i64>, &str) = (Vec::new(), "");
@@ -170,8 +171,9 @@ pub fn settle(conn: &mut PgConnection, ids: &[i64], settlements: &[Settlement]) 
             let caps: Vec<f64> = back_off.iter().map(|b| b.2).collect();
             diesel::sql_query(
                 "UPDATE dispatches d SET locked_until = NULL, last_error = r.reason, \
+                        attempts = d.attempts + 1, \
                         next_attempt_at = now() + make_interval( \
-                            secs => LEAST(0.1 * power(2, LEAST(d.attempts, 10)), r.cap)) \
+                            secs => LEAST(0.1 * power(2, LEAST(d.attempts + 1, 10)), r.cap)) \
                    FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS r(id, reason, cap) \
                   WHERE d.id = r.id",
             )
@@ -184,12 +186,13 @@ pub fn settle(conn: &mut PgConnection, ids: &[i64], settlements: &[Settlement]) 
     })
 }
 
-/// Gives claimed rows back unpublished, due at once (lease cleared, `reason`
-/// kept as `last_error`): after a connection failure or at shutdown, so they
-/// need not wait for their lease to expire.
+/// Gives claimed rows back unpublished, due at once (`reason` kept as
+/// `last_error`, the attempt counted): after a connection failure or at
+/// shutdown.
 pub fn release(conn: &mut PgConnection, ids: &[i64], reason: &str) -> QueryResult<usize> {
     diesel::sql_query(
-        "UPDATE dispatches SET locked_until = NULL, last_error = $2, next_attempt_at = now() \
+        "UPDATE dispatches SET locked_until = NULL, last_error = $2, next_attempt_at = now(), \
+                attempts = attempts + 1 \
           WHERE id = ANY($1)",
     )
     .bind::<Array<BigInt>, _>(ids)
@@ -217,10 +220,22 @@ pub fn delete_published(
     .execute(conn)
 }
 
+/// Marks `ids` published and, in the same statement, bumps the
+/// `results_version` of their executions' plans once each, in plan order
+/// (a pair's `publishedAt` is part of the reads of contract section 22;
+/// migration 18 replaced the per-row trigger that did it at commit).
 fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<()> {
     diesel::sql_query(
-        "UPDATE dispatches SET published_at = now(), locked_until = NULL, last_error = NULL \
-          WHERE id = ANY($1)",
+        "WITH marked AS ( \
+             UPDATE dispatches SET published_at = now(), locked_until = NULL, last_error = NULL, \
+                    attempts = attempts + 1 \
+              WHERE id = ANY($1) AND published_at IS NULL \
+             RETURNING execution_id) \
+         UPDATE plans p SET results_version = p.results_version + 1 \
+           FROM (SELECT DISTINCT x.plan_id FROM executions x \
+                  WHERE x.id IN (SELECT m.execution_id FROM marked m) \
+                  ORDER BY x.plan_id) b \
+          WHERE p.id = b.plan_id",
     )
     .bind::<Array<BigInt>, _>(ids)
     .execute(conn)

@@ -1,17 +1,23 @@
 //! The relay: publishes pending dispatch (outbox) rows to RabbitMQ and marks
 //! them published.
 //!
-//! Each round claims a batch in one short statement (`FOR UPDATE SKIP LOCKED`
-//! plus a lease in `locked_until`, so several service instances share one
-//! database without publishing a row twice), publishes it outside any
-//! transaction with pipelined publisher confirms, then marks the confirmed
-//! rows published and releases the others: after a connection failure at
-//! once (the reconnect backs off), after a return or nack with an exponential
+//! Each round is one database transaction: it claims a batch as row locks
+//! (`FOR UPDATE SKIP LOCKED`, no write: several service instances share one
+//! database without publishing a row twice), publishes it with pipelined
+//! publisher confirms while the transaction holds the claim, then marks the
+//! confirmed rows published and releases the others in the same
+//! transaction, one write per row and one commit per batch: after a
+//! connection failure at once (the reconnect backs off), after a return or
+//! nack with an exponential
 //! back-off per row, up to 60 s after a return and 1 s after a nack (a quorum
 //! queue nacks while it elects a leader) (the claim/back-off/delete-after-success pattern of
 //! crates.io's `crates_io_worker/src/storage.rs`). A row is marked published
 //! only after the broker confirmed it, so a crash in between re-publishes it
-//! with the same `messageId`: delivery is at least once.
+//! with the same `messageId`: delivery is at least once. A relay that dies
+//! loses its claim with its database session; one that hangs loses it after
+//! `RELAY_LEASE_MS` without a statement (PostgreSQL's
+//! `idle_in_transaction_session_timeout`; a live relay touches its
+//! transaction every third of that while it waits for confirms).
 //!
 //! Every log line about a message carries `request_id=` with the
 //! `X-Request-Id` of the HTTP request that queued it (its AMQP
@@ -20,15 +26,17 @@
 //! The relay wakes when a rerun commits ([`tokio::sync::Notify`]) and
 //! otherwise looks for due rows every `RELAY_POLL_MS`.
 //!
-//! Its claims and marks run through [`Db::run`] on the relay's own pool: a
-//! connection the database changed under (killed, read-only after a failover) is discarded
-//! and the statement run again on a fresh one; a round that still fails is
+//! A round runs through [`Db::run`] on the relay's own pool, on a blocking
+//! thread that drives the publish with [`tokio::runtime::Handle::block_on`]:
+//! a connection the database changed under (killed, read-only after a
+//! failover) is discarded and the round run again on a fresh one (a
+//! re-publish with the same `messageId`s); a round that still fails is
 //! logged and retried after `RELAY_POLL_MS`.
 //!
 //! Broker faults that are not outages (issue 13): while the broker blocks the
 //! connection (flow control: a memory or disk alarm) the relay claims
 //! nothing, waits for the batch in flight without counting the blocked time
-//! and keeps its lease, and never opens a second connection
+//! and keeps its claim, and never opens a second connection
 //! ([`crate::amqp::link`]). A part of the topology the broker refuses to
 //! declare (a queue declared elsewhere with other arguments) holds back only
 //! the routing keys it serves: their rows stay pending and are not claimed,
@@ -49,6 +57,7 @@ use crate::db::outbox::{self, ClaimedDispatch, Settlement};
 use crate::db::{staleness, Db, PgPool};
 use crate::metrics::Metrics;
 use anyhow::Context;
+use diesel::Connection;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,23 +133,20 @@ impl Relay {
         );
         let link = broker.open().await?;
         self.declare(&link).await?;
-        let publisher = Publisher::open(link, &self.amqp).await?;
+        let publisher = Arc::new(Publisher::open(link, &self.amqp).await?);
         let mut claimed = 0;
-        let mut prefetched = None;
         let passed = loop {
-            let round = match self.round(&publisher, prefetched.take()).await {
+            let round = match self.round(&publisher).await {
                 Ok(round) => round,
                 Err(e) => break Err(e),
             };
             claimed += round.claimed;
             if round.connection_failed {
-                self.release(round.next).await;
                 break Err(anyhow::anyhow!(
                     "the broker connection failed during a relay pass"
                 ));
             }
-            prefetched = round.next;
-            if round.claimed == 0 && prefetched.is_none() {
+            if round.claimed == 0 {
                 break Ok(claimed);
             }
         };
@@ -160,16 +166,13 @@ impl Relay {
             self.amqp.publish_timeout,
             self.status.clone(),
         );
-        let mut publisher: Option<Publisher> = None;
+        let mut publisher: Option<Arc<Publisher>> = None;
         let mut reconnect_delay = FIRST_RECONNECT_DELAY;
         let mut declared_at = Instant::now();
-        // a batch claimed while the previous one was being published
-        let mut prefetched: Option<Vec<ClaimedDispatch>> = None;
         while !*self.shutdown.borrow() {
             if publisher.as_ref().is_none_or(|p| !p.is_open()) {
                 drop(publisher.take());
-                self.release(prefetched.take()).await;
-                publisher = self.connect(&mut broker).await;
+                publisher = self.connect(&mut broker).await.map(Arc::new);
                 if publisher.is_none() {
                     self.sleep(reconnect_delay).await;
                     reconnect_delay = (reconnect_delay * 2).min(MAX_RECONNECT_DELAY);
@@ -182,7 +185,6 @@ impl Relay {
                 continue;
             };
             if current.link().is_blocked() {
-                self.release(prefetched.take()).await;
                 self.hold_while_blocked(current.link()).await;
                 continue;
             }
@@ -192,16 +194,14 @@ impl Relay {
                 self.redeclare(current.link()).await;
                 declared_at = Instant::now();
             }
-            match self.round(current, prefetched.take()).await {
+            match self.round(current).await {
                 Ok(round) => {
-                    prefetched = round.next;
                     if round.connection_failed {
                         // its state is unknown: closed before the next one opens
                         publisher = None;
-                        self.release(prefetched.take()).await;
                         broker.close("publish failed or timed out").await;
                     }
-                    if round.claimed < self.config.batch_size as usize && prefetched.is_none() {
+                    if round.claimed < self.config.batch_size as usize {
                         self.idle().await;
                     }
                 }
@@ -211,45 +211,20 @@ impl Relay {
                 }
             }
         }
-        match publisher
+        if let Some(p) = publisher
             .as_ref()
             .filter(|p| p.is_open() && !p.link().is_blocked())
         {
-            Some(p) => match self.round(p, prefetched.take()).await {
-                Ok(round) => self.release(round.next).await,
-                Err(e) => log::warn!("relay: last round at shutdown failed: {}", Failure(&e)),
-            },
-            None => self.release(prefetched.take()).await,
+            if let Err(e) = self.round(p).await {
+                log::warn!("relay: last round at shutdown failed: {}", Failure(&e));
+            }
         }
-        if let Some(p) = publisher {
+        // the last round is over: no one else holds the publisher
+        if let Some(p) = publisher.and_then(Arc::into_inner) {
             p.close(self.amqp.publish_timeout).await;
         }
         broker.close("plan-queue shutting down").await;
         log::info!("relay stopped");
-    }
-
-    /// Gives claimed rows back unpublished (lease cleared), so that they need
-    /// not wait for the lease to expire: after a connection failure, when the
-    /// broker blocks the connection, or at shutdown.
-    async fn release(&self, rows: Option<Vec<ClaimedDispatch>>) {
-        let Some(rows) = rows.filter(|r| !r.is_empty()) else {
-            return;
-        };
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let released = self.db.run(move |conn| {
-            outbox::release(
-                conn,
-                &ids,
-                "not published: the relay lost or paused its broker connection, or stopped",
-            )
-            .context("releasing dispatch rows")
-        });
-        if let Err(e) = released.await {
-            log::warn!(
-                "relay: releasing claimed rows failed, their lease will expire: {}",
-                Failure(&e)
-            );
-        }
     }
 
     /// One connection attempt (the previous connection closed first), the
@@ -316,129 +291,21 @@ impl Relay {
         }
     }
 
-    /// One claim → publish → mark round. `prefetched` is a batch claimed
-    /// already; when this round's batch is full (a backlog), the next batch is
-    /// claimed while this one is published and confirmed, and returned.
-    async fn round(
-        &self,
-        publisher: &Publisher,
-        prefetched: Option<Vec<ClaimedDispatch>>,
-    ) -> anyhow::Result<RoundResult> {
+    /// One claim → publish → mark round in one database transaction (see
+    /// the module's documentation), run on the blocking pool; the publish is
+    /// driven there with [`tokio::runtime::Handle::block_on`]. Before the
+    /// first claim, adopts the rows that record no exchange.
+    async fn round(&self, publisher: &Arc<Publisher>) -> anyhow::Result<RoundResult> {
         let started = Instant::now();
-        let batch = match prefetched {
-            Some(batch) => batch,
-            None => self.claim().await?,
-        };
-        if batch.is_empty() {
-            return Ok(RoundResult::default());
-        }
-        let claimed_at = started.elapsed();
-        let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
-        let publish = self.publish(publisher, &batch, &ids);
-        let (results, next) = if batch.len() >= self.config.batch_size as usize {
-            let (results, next) = tokio::join!(publish, self.claim());
-            (results, Some(next))
-        } else {
-            (publish.await, None)
-        };
-        let confirmed_at = started.elapsed();
-        let connection_failed = results
-            .iter()
-            .any(|r| r.as_ref().is_err_and(PublishFailure::needs_reconnect));
-        for result in &results {
-            self.metrics.publish(match result {
-                Ok(()) => PublishOutcome::Confirmed,
-                Err(failure) => failure.outcome(),
-            });
-        }
-        log_results(&batch, &results);
-        let claimed = batch.len();
-        let settlements: Vec<Settlement> = results.iter().map(settlement).collect();
-        let marked = self
-            .db
-            .run(move |conn| {
-                outbox::settle(conn, &ids, &settlements).context("marking dispatch rows")
-            })
-            .await;
-        let mut next = match (marked, next) {
-            (Ok(()), next) => next.transpose()?,
-            (Err(e), next) => {
-                self.release(next.and_then(Result::ok)).await;
-                return Err(e);
-            }
-        };
-        if confirmed_at >= self.config.lease / 2 {
-            // claimed before a long wait (the broker blocked): its lease may
-            // be running out, so it is given back and claimed afresh
-            self.release(next.take()).await;
-        }
-        log::debug!(
-            "relay: batch of {claimed}: claimed in {claimed_at:?}, confirmed after {confirmed_at:?}, marked after {:?}",
-            started.elapsed()
-        );
-        Ok(RoundResult {
-            claimed,
-            connection_failed,
-            next,
-        })
-    }
-
-    /// Publishes `batch` and keeps the lease of its rows (`ids`) while the
-    /// confirms are awaited, which may be long while the broker blocks the
-    /// connection; gives up (every row a connection failure, so released)
-    /// when the relay stops while the broker blocks.
-    async fn publish(
-        &self,
-        publisher: &Publisher,
-        batch: &[ClaimedDispatch],
-        ids: &[i64],
-    ) -> Vec<Result<(), PublishFailure>> {
-        let mut shutdown = self.shutdown.clone();
-        let stopping_while_blocked = async {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-            publisher.link().blocked().await;
-        };
-        let keep_lease = async {
-            loop {
-                tokio::time::sleep(self.config.lease / 3).await;
-                self.extend_lease(ids).await;
-            }
-        };
-        let messages: Vec<OutgoingMessage<'_>> = batch.iter().map(outgoing).collect();
-        tokio::select! {
-            results = publisher.publish_batch(&messages, self.amqp.publish_timeout) => results,
-            _ = stopping_while_blocked => {
-                let failure = PublishFailure::Connection(
-                    "the relay stopped while the broker blocked publishing".to_owned(),
-                );
-                vec![Err(failure); batch.len()]
-            }
-            _ = keep_lease => Vec::new(),
-        }
-    }
-
-    /// Renews the lease of rows still being published.
-    async fn extend_lease(&self, ids: &[i64]) {
-        let (ids, lease) = (ids.to_vec(), self.config.lease);
-        let extended = self.db.run(move |conn| {
-            outbox::extend_lease(conn, &ids, lease).context("extending the lease")
-        });
-        if let Err(e) = extended.await {
-            log::warn!(
-                "relay: renewing the lease of rows in flight failed: {}",
-                Failure(&e)
-            );
-        }
-    }
-
-    /// Claims the next batch of due rows of this instance's exchange on the
-    /// blocking pool, skipping the routing keys a topology conflict holds
-    /// back; before the first claim, adopts the rows that record no exchange.
-    async fn claim(&self) -> anyhow::Result<Vec<ClaimedDispatch>> {
         let (size, lease) = (self.config.batch_size, self.config.lease);
         let held_back = held_back(&self.status.conflicts());
         let exchange = self.amqp.exchange.clone();
         let adopted = self.adopted.clone();
+        let publisher = publisher.clone();
+        let shutdown = self.shutdown.clone();
+        let metrics = self.metrics.clone();
+        let timeout = self.amqp.publish_timeout;
+        let runtime = tokio::runtime::Handle::current();
         self.db
             .run(move |conn| {
                 if !adopted.load(Ordering::Relaxed) {
@@ -449,8 +316,45 @@ impl Relay {
                     }
                     adopted.store(true, Ordering::Relaxed);
                 }
-                outbox::claim(conn, &exchange, size, lease, &held_back)
-                    .context("claiming dispatch rows")
+                conn.transaction(|conn| {
+                    let batch = outbox::claim(conn, &exchange, size, lease, &held_back)
+                        .context("claiming dispatch rows")?;
+                    if batch.is_empty() {
+                        return Ok(RoundResult::default());
+                    }
+                    let claimed_at = started.elapsed();
+                    let keep_claim = || {
+                        if let Err(e) = outbox::keep_claim(conn) {
+                            log::warn!("relay: keeping the claim on rows in flight failed: {e}");
+                        }
+                    };
+                    let publishing =
+                        publish(&publisher, &batch, timeout, lease, shutdown.clone(), keep_claim);
+                    let results = runtime.block_on(publishing);
+                    let confirmed_at = started.elapsed();
+                    let connection_failed = results
+                        .iter()
+                        .any(|r| r.as_ref().is_err_and(PublishFailure::needs_reconnect));
+                    for result in &results {
+                        metrics.publish(match result {
+                            Ok(()) => PublishOutcome::Confirmed,
+                            Err(failure) => failure.outcome(),
+                        });
+                    }
+                    log_results(&batch, &results);
+                    let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
+                    let settlements: Vec<Settlement> = results.iter().map(settlement).collect();
+                    outbox::settle(conn, &ids, &settlements).context("marking dispatch rows")?;
+                    log::debug!(
+                        "relay: batch of {}: claimed in {claimed_at:?}, confirmed after {confirmed_at:?}, marked after {:?}",
+                        batch.len(),
+                        started.elapsed()
+                    );
+                    anyhow::Ok(RoundResult {
+                        claimed: batch.len(),
+                        connection_failed,
+                    })
+                })
             })
             .await
     }
@@ -517,8 +421,40 @@ fn log_conflict_changes(before: &[TopologyConflict], after: &[TopologyConflict])
 struct RoundResult {
     claimed: usize,
     connection_failed: bool,
-    /// The next batch, claimed during this round's publish.
-    next: Option<Vec<ClaimedDispatch>>,
+}
+
+/// Publishes `batch` while its transaction holds the claim, calling
+/// `keep_claim` every third of `lease` while the confirms are awaited
+/// (which may be long while the broker blocks the connection); gives up
+/// (every row a connection failure, so released) when the relay stops while
+/// the broker blocks.
+async fn publish(
+    publisher: &Publisher,
+    batch: &[ClaimedDispatch],
+    timeout: Duration,
+    lease: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    mut keep_claim: impl FnMut(),
+) -> Vec<Result<(), PublishFailure>> {
+    let stopping_while_blocked = async {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        publisher.link().blocked().await;
+    };
+    let messages: Vec<OutgoingMessage<'_>> = batch.iter().map(outgoing).collect();
+    let publishing = publisher.publish_batch(&messages, timeout);
+    tokio::pin!(publishing, stopping_while_blocked);
+    loop {
+        tokio::select! {
+            results = &mut publishing => return results,
+            _ = &mut stopping_while_blocked => {
+                let failure = PublishFailure::Connection(
+                    "the relay stopped while the broker blocked publishing".to_owned(),
+                );
+                return vec![Err(failure); batch.len()];
+            }
+            _ = tokio::time::sleep(lease / 3) => keep_claim(),
+        }
+    }
 }
 
 /// The message of a claimed row: an event (`execution.finished`,

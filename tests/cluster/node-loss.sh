@@ -9,8 +9,9 @@
 #      while the node leading the run queue is SIGKILLed and started again;
 #   2. results: 2 000 runners' results while the node leading the results
 #      queue is SIGKILLed and started again;
-#   3. one instance SIGKILLed mid-load holding a lease on unpublished rows:
-#      the other publishes them once the lease (RELAY_LEASE_MS) ran out.
+#   3. one instance SIGKILLed mid-load holding a claim on unpublished rows
+#      (its relay's row locks): the other publishes them once the claim
+#      ended with the killed instance's database session, not before.
 #
 # Each prints accepted / consumed / duplicates / lost (results: published /
 # applied / duplicates-ignored / lost) and what the fault cost; the exit

@@ -567,29 +567,28 @@ async fn two_thousand_results_while_the_results_queue_leader_is_killed_are_each_
     drop((a, b));
 }
 
-/// A's lease (`RELAY_LEASE_MS`, the default) and B's, longer, so that a
-/// row's remaining lease tells whose claim it is.
-const LEASE_A_MS: u64 = 15_000;
+/// B's `RELAY_LEASE_MS`, longer than A's (the default, 15 s): how long a
+/// hung relay keeps its claim.
 const LEASE_B_MS: &str = "60000";
 
-/// The `messageId`s of unpublished rows under A's lease: leased for at most
-/// [`LEASE_A_MS`] more (B's claims have more than that left for 45 s).
+/// The `messageId`s of unpublished rows A's relay has claimed: locked by the
+/// transaction of one of A's database sessions (application_name
+/// `instance-a`, [`Instance::spawn`]; a relay's claim is a row lock, whose
+/// holder is the row's `xmax`).
 fn leased_by_a() -> String {
-    format!(
-        "SELECT message_id::text AS t FROM dispatches \
-          WHERE published_at IS NULL AND locked_until > now() \
-            AND locked_until <= now() + make_interval(secs => {})",
-        LEASE_A_MS as f64 / 1000.0
-    )
+    "SELECT d.message_id::text AS t FROM dispatches d \
+       JOIN pg_stat_activity a ON a.backend_xid = d.xmax \
+      WHERE d.published_at IS NULL AND a.application_name = 'instance-a' ORDER BY 1"
+        .to_owned()
 }
 
 /// 2 000 one-pair reruns at 100/s through instances A and B (no node
 /// lost). About 6 s in, A is frozen (SIGSTOP) at a moment its relay holds a
-/// lease on unpublished rows (A's rows are told from B's by the lease left:
-/// B's lease is 60 s; if A settled them before it froze, it resumes and the
-/// test tries again), then SIGKILLed; from then on every rerun goes to B,
-/// whose relay must publish A's rows once their lease (`RELAY_LEASE_MS`,
-/// 15 s) ran out, and not before.
+/// claim on unpublished rows (row locks of its transaction, told from B's by
+/// the session's application_name; if A settled them before it froze, it
+/// resumes and the test tries again), then SIGKILLed; from then on every
+/// rerun goes to B, which does not publish A's rows while A holds them and
+/// publishes them within a few polls once A's session is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the private cluster: tests/cluster/node-loss.sh"]
 async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_the_lease() {
@@ -629,7 +628,7 @@ async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_
     // with those rows claimed
     tokio::time::sleep(Duration::from_secs(6)).await;
     let mut tries = 0;
-    let orphans = loop {
+    let (orphans, held_while_frozen) = loop {
         tries += 1;
         let watching = Instant::now();
         while db.texts(&leased_by_a()).await.is_empty()
@@ -637,10 +636,13 @@ async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_
         {}
         a.signal(libc::SIGSTOP);
         a_gone.store(true, Ordering::Relaxed);
-        if !db.texts(&leased_by_a()).await.is_empty() || tries == 40 {
+        let held = db.texts(&leased_by_a()).await;
+        if !held.is_empty() || tries == 40 {
+            // frozen, A keeps its claim: B skips those rows
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let still_held = db.texts(&leased_by_a()).await == held;
             a.kill();
-            // what A left: its transaction in flight is now committed or rolled back
-            break db.texts(&leased_by_a()).await;
+            break (held, still_held);
         }
         a.signal(libc::SIGCONT);
         a_gone.store(false, Ordering::Relaxed);
@@ -652,16 +654,8 @@ async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_
         .map(|id| format!("'{id}'"))
         .collect::<Vec<_>>()
         .join(",");
-    let lease_left = if orphans.is_empty() {
-        0.0
-    } else {
-        db.count(&format!(
-            "SELECT (extract(epoch FROM max(locked_until) - now()) * 1000)::bigint AS n \
-               FROM dispatches WHERE message_id::text IN ({list})"
-        ))
-        .await as f64
-            / 1000.0
-    };
+    // the claim ends with A's session: nothing left of it once A is gone
+    let lease_left = 0.0;
     let mut takeover = None;
     while !orphans.is_empty() && killed_at.elapsed() < Duration::from_secs(60) {
         let left = db
@@ -686,9 +680,9 @@ async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_
     let tally = tally(&answers.accepted, &ledger, &db).await;
     println!(
         "instance killed mid-load: {} | {} | instance A SIGKILLed {} after the first rerun \
-         holding a lease on {} unpublished rows (found on try {tries}; {lease_left:.1} s of \
-         the lease left); instance B published them {} after the kill (A's RELAY_LEASE_MS \
-         {LEASE_A_MS}); B's relay publishes: {relay}; \
+         holding a claim on {} unpublished rows (found on try {tries}; {lease_left:.1} s of \
+         the claim left once its session closed); instance B published them {} after the \
+         kill; B's relay publishes: {relay}; \
          {} reruns sent in {}",
         tally.line(),
         refused_line(&answers),
@@ -700,16 +694,20 @@ async fn an_instance_killed_mid_load_leaves_its_claimed_rows_to_the_other_after_
     );
     assert!(
         !orphans.is_empty(),
-        "A was killed while it held a lease on unpublished rows"
+        "A was killed while it held a claim on unpublished rows"
+    );
+    assert!(
+        held_while_frozen,
+        "B did not publish A's rows while A held them"
     );
     assert!(takeover.is_some(), "B published A's claimed rows");
     assert!(
-        takeover.unwrap().as_secs_f64() >= lease_left - 0.5,
-        "B waited for A's lease to end"
+        takeover.unwrap().as_secs_f64() >= lease_left,
+        "B waited for A's claim to end"
     );
     assert!(
         takeover.unwrap().as_secs_f64() < lease_left + 5.0,
-        "B published A's rows within a few polls of the lease's end"
+        "B published A's rows within a few polls of the claim's end"
     );
     assert_eq!(tally.lost, 0, "every accepted messageId was consumed");
     drop(b);

@@ -327,6 +327,8 @@ impl Instance {
         command
             .arg("serve")
             .env("DATABASE_URL", &db.url)
+            // its sessions' application_name: whose claim a row lock is
+            .env("PGAPPNAME", name)
             .env("AMQP_URL", amqp_url)
             .env("AMQP_EXCHANGE", exchange)
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))

@@ -1,0 +1,11 @@
+-- Issue 22: an outbox that writes less. The relay's claim is a row lock
+-- (src/db/outbox.rs `claim`, no lease written) and its mark is the one write
+-- per published row; this migration takes the rest of the mark's cost
+-- away: the deferred row trigger of migration 15 that bumped the plan's
+-- results_version for each dispatch row first published (a plpgsql call and
+-- an after-trigger event per row, at commit). The relay's mark statement
+-- bumps the plans of the rows it marks itself, once per plan, in the same
+-- statement (`mark_published`), so a pair's `publishedAt` still changes the
+-- ETag of every read that shows it (contract, section 22). It is the only
+-- writer of `published_at`.
+DROP TRIGGER dispatches_published_bump_results_version ON dispatches;
