@@ -63,3 +63,15 @@ machine_ms() { # before after transactions
   awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { if (n <= 0) print "n/a"; else printf "%.2f ms", 1000 * (b - a) / hz / n }'
 }
+
+# The yardsticks (reference-2pair, results-batch/single pgbench) must not move
+# with our code: while they run, every trigger of ours on the tables they
+# write is off (migration 15's results_version bumps, migration 17's read
+# model); `TRIGGER USER` leaves the foreign keys' internal triggers on. The
+# service's statements pay for the triggers; the reference does the work it
+# did before them. Callers delete the reference's rows before switching back.
+our_triggers() { # ENABLE | DISABLE
+  "${PSQL[@]}" -c "ALTER TABLE executions $1 TRIGGER USER;
+                   ALTER TABLE execution_pairs $1 TRIGGER USER;
+                   ALTER TABLE dispatches $1 TRIGGER USER" >/dev/null
+}

@@ -68,11 +68,10 @@ psql -X -q "$DB_SERVER/postgres" -c "DROP DATABASE IF EXISTS $BENCH_DATABASE WIT
 "${PSQL[@]}" -v plans="$PLANS" -v reruns="$RERUNS" -f bench/loop-dataset.sql >/dev/null
 
 # ---- limit_db for results: pgbench of the minimal writes ----
-# the yardstick does not move with our code: the read model's triggers
-# (migration 17) are off meanwhile; loop-reset.sql puts the pairs back as
+# the yardstick does not move with our code (our_triggers, bench/common.sh):
+# our triggers are off meanwhile; loop-reset.sql puts the pairs back as
 # they were inserted (QUEUED), which is what the read model still holds
-"${PSQL[@]}" -c "ALTER TABLE execution_pairs DISABLE TRIGGER plan_pair_latest_inserted,
-                 DISABLE TRIGGER plan_pair_latest_updated, DISABLE TRIGGER plan_pair_latest_deleted" >/dev/null
+our_triggers DISABLE
 best_batch=0 best_batch_c=0
 for c in 1 2 4; do
   tps=$(pgbench -n -M prepared -f bench/results-batch.pgbench -D batches=$((PAIRS / 250)) \
@@ -89,8 +88,7 @@ for c in 1 4 16; do
   if ((tps > best_single)); then best_single=$tps best_single_c=$c; fi
 done
 "${PSQL[@]}" -f bench/loop-reset.sql >/dev/null
-"${PSQL[@]}" -c "ALTER TABLE execution_pairs ENABLE TRIGGER plan_pair_latest_inserted,
-                 ENABLE TRIGGER plan_pair_latest_updated, ENABLE TRIGGER plan_pair_latest_deleted" >/dev/null
+our_triggers ENABLE
 
 # ---- limit_broker for results: confirmed publishes of their size ----
 size=$("$EXAMPLES/bench-results" --size-only true | awk '$2 == "size" { print $3 }')

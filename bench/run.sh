@@ -85,21 +85,14 @@ pg_sweep() { # script half -> "best_tps best_clients"; logs each client count; C
   done
   echo "$best $best_c"
 }
-# the yardstick must not move with our code: the read model's triggers
-# (migration 17, issue 22) are off while the reference runs (its reruns are
-# deleted again before they are switched back on), so it does the same work
-# as before them; the service statement below pays for them
-read_model_triggers() { # ENABLE | DISABLE
-  "${PSQL[@]}" -c "ALTER TABLE execution_pairs $1 TRIGGER plan_pair_latest_inserted,
-                   $1 TRIGGER plan_pair_latest_updated, $1 TRIGGER plan_pair_latest_deleted"
-}
-read_model_triggers DISABLE
+# the yardstick must not move with our code (our_triggers, bench/common.sh)
+our_triggers DISABLE
 read -r best_db best_db_clients < <(pg_sweep bench/reference-2pair.pgbench 1)
 R[limit_db]="$best_db tx/s ($best_db_clients clients)"
 read -r best_db20 best_db20_clients < <(pg_sweep bench/reference-2pair.pgbench 10)
 R[limit_db20]="$best_db20 tx/s = $((best_db20 * 20)) msg/s ($best_db20_clients clients)"
 reset_db
-read_model_triggers ENABLE
+our_triggers ENABLE
 # diagnostic: the service's own statement replayed (moves with our SQL)
 read -r best_own best_own_clients < <(pg_sweep bench/rerun-2pair.pgbench 1)
 R[own_sql]="$best_own tx/s ($best_own_clients clients)"
