@@ -18,6 +18,7 @@
 #
 # Needs what bench/run.sh needs. Knobs: PLANS (500), RERUNS (49), PG_SECS (5),
 # READ_SECS (30), RESULTS_READ_RATE (5/s), EXECUTION_READ_RATE (10/s),
+# LOOP_PHASES (all; `ingestion` stops after part 1, as bench/run.sh runs it),
 # BENCH_BIN, BENCH_BIN_BEFORE, BENCH_NO_BUILD, and the service's own
 # (RESULTS_BATCH_SIZE, RESULTS_PREFETCH, ...) which are passed through.
 set -euo pipefail
@@ -113,6 +114,13 @@ ceiling=$(awk -v d="$best_batch" -v b="$best_broker" 'BEGIN { c = d; if (b < c) 
 ratio=$(awk -v s="$applied" -v c="$ceiling" 'BEGIN { printf "%.2f", s / c }')
 log "ingestion ratio: applied / min(limit_db 250-batch $best_batch, limit_broker $best_broker) = $applied / $ceiling = $ratio"
 log "  (against one result a transaction, $best_single results/s: $(awk -v s="$applied" -v c="$best_single" 'BEGIN { printf "%.2f", s / c }'))"
+# for bench/run.sh, which calls this phase alone (LOOP_PHASES=ingestion)
+echo "result applied_rps $applied"
+echo "result ingestion_limit $ceiling"
+echo "result ingestion_ratio $ratio"
+echo "result ingestion_limit_db $best_batch"
+echo "result ingestion_limit_broker $best_broker"
+if [[ "${LOOP_PHASES:-all}" == ingestion ]]; then exit 0; fi
 
 # ---- read latency under the 50 % rerun load ----
 "${PSQL[@]}" -c "VACUUM ANALYZE executions, execution_pairs, dispatches" >/dev/null

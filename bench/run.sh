@@ -5,7 +5,9 @@
 # diagnostic), limit_broker (lapin publisher), then plan-queue itself at
 # saturation (reruns spread over the plans, on one plan's disjoint pairs, on
 # one pair), CPU milliseconds per rerun from /proc, open-loop 25 % and 50 %,
-# one 1000-pair request and a soak; prints one table with issue 11's ratios.
+# one 1000-pair request and a soak, the reads of issue 22 under the 50 % load,
+# flakiness (bench/flakiness.sh) and result ingestion (bench/loop.sh's first
+# part); prints one table with issue 11's and issue 22's ratios.
 #
 # Needs PostgreSQL and RabbitMQ as for `cargo test` (127.0.0.1, postgres trust
 # auth, guest/guest), pgbench and psql. Uses its own database and exchange.
@@ -62,7 +64,7 @@ trap cleanup EXIT
 log "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 if [[ -z "${BENCH_NO_BUILD:-}" ]]; then
   log "building (release)"
-  cargo build --release --quiet --bin plan-queue --example bench-load --example bench-broker
+  cargo build --release --quiet --bin plan-queue --example bench-load --example bench-broker --example bench-results
 fi
 
 log "database $BENCH_DATABASE: drop, migrate and seed $PLANS plans"
@@ -257,6 +259,14 @@ kill "$SERVICE_PID" 2>/dev/null || true; wait "$SERVICE_PID" 2>/dev/null || true
 BENCH_NO_EXPLAIN=1 bench/flakiness.sh >"$OUT/flakiness" 2>"$OUT/flakiness.log" || { cat "$OUT/flakiness.log" >&2; exit 1; }
 R[flakiness]="p50 $(result flakiness_p50_ms "$OUT/flakiness") / p99 $(result flakiness_p99_ms "$OUT/flakiness") / max $(result flakiness_max_ms "$OUT/flakiness") ms ($(result requests "$OUT/flakiness") sequential requests, idle service)"
 
+# ---- result ingestion (bench/loop.sh's first part: its own database, exchange and port) ----
+log "result ingestion: bench/loop.sh, LOOP_PHASES=ingestion"
+loop_env=(BENCH_NO_BUILD=1 LOOP_PHASES=ingestion BENCH_DATABASE="${BENCH_DATABASE}_loop"
+          BENCH_EXCHANGE="$AMQP_EXCHANGE-loop" BENCH_PORT=$((PORT + 1)) PLANS="$PLANS" PG_SECS="$PG_SECS")
+((SMOKE)) && loop_env+=(RERUNS=1)
+env "${loop_env[@]}" bench/loop.sh >"$OUT/loop" 2>"$OUT/loop.log" || { cat "$OUT/loop.log" >&2; exit 1; }
+R[ingestion]="$(result applied_rps "$OUT/loop") results/s applied, against min(limit_db 250 a transaction $(result ingestion_limit_db "$OUT/loop"), limit_broker $(result ingestion_limit_broker "$OUT/loop")) = $(result ingestion_limit "$OUT/loop") results/s"
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 limit20=$(awk -v d="$((best_db20 * 20))" -v b="$best_broker" 'BEGIN { print (d < b ? d : b) }')
 
@@ -286,6 +296,7 @@ printf '| the same, attempts=all, every read a cache miss (version bumped every 
 printf '| a 304 of the same (If-None-Match current) | %s | p99 ≤ 5 ms |\n' "${R[results_304]}"
 printf '| reruns meanwhile (open loop, 50 %%); answer sizes | %s; %s | |\n' "${R[open_reads]}" "${R[results_size]}"
 printf '| GET /plans/614/flakiness?runs=100, 100 runs x 1000 pairs (bench/flakiness.sh) | %s | p99 ≤ 100 ms |\n' "${R[flakiness]}"
+printf '| results applied/s (bench/loop.sh, RUNNING and PASSED for each pair) | %s | **%s** of its limit (≥ 0.8) |\n' "${R[ingestion]}" "$(result ingestion_ratio "$OUT/loop")"
 printf '| RSS | %s | flat, ≤ 64 MiB |\n' "${R[rss]}"
 printf '\nload average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 warnings=$(grep -c -E ' (WARN|ERROR) ' "$OUT/service.log" || true)
