@@ -313,6 +313,16 @@ impl Entity {
         if self.id() <= 0 {
             return Err(invalid("id must be a positive integer"));
         }
+        if let Some(field) = self
+            .texts()
+            .into_iter()
+            .find(|(_, text)| text.contains('\0'))
+        {
+            return Err(invalid(&format!(
+                "{} must not contain the NUL character (\\u0000)",
+                field.0
+            )));
+        }
         match &mut self {
             Entity::Project(p) => as_set(&mut p.member_ids),
             Entity::Plan(p) => {
@@ -339,6 +349,30 @@ impl Entity {
             _ => {}
         }
         Ok(self)
+    }
+}
+
+impl Entity {
+    /// The entity's text fields with their contract names: what PostgreSQL's
+    /// `text` must be able to hold (no NUL character).
+    fn texts(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Entity::User(u) => vec![("username", &u.username)],
+            Entity::Project(p) => vec![("name", &p.name)],
+            Entity::Scenario(s) => vec![("name", &s.name)],
+            Entity::Environment(e) => vec![
+                ("name", &e.name),
+                ("platform", &e.platform),
+                ("version", &e.version),
+            ],
+            Entity::Plan(p) => {
+                let mut texts = vec![("name", p.name.as_str())];
+                if let Some(t) = &p.framework_type {
+                    texts.push(("frameworkType", t));
+                }
+                texts
+            }
+        }
     }
 }
 

@@ -369,6 +369,11 @@ pub(crate) fn parse_object<T: serde::de::DeserializeOwned>(
     let object = value
         .as_object()
         .ok_or_else(|| invalid("the body must be a JSON object".to_owned()))?;
+    if let Some(path) = nul_in(&value, "") {
+        return Err(invalid(format!(
+            "{path}: text must not contain the NUL character (\\u0000)"
+        )));
+    }
     shape(object)?;
     let deserializer = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
@@ -379,6 +384,32 @@ pub(crate) fn parse_object<T: serde::de::DeserializeOwned>(
             invalid(format!("{path}: {}", e.inner()))
         }
     })
+}
+
+/// The path (`.field`, `[index]`) of the first string or key of `value`
+/// holding the NUL character, which PostgreSQL's `text` cannot store: such a
+/// body is a client's mistake (1001), never a failed statement (500).
+pub(crate) fn nul_in(value: &serde_json::Value, path: &str) -> Option<String> {
+    match value {
+        serde_json::Value::String(text) if text.contains('\0') => Some(display_path(path)),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item, &format!("{path}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let path = format!("{path}.{key}");
+            if key.contains('\0') {
+                Some(display_path(&path))
+            } else {
+                nul_in(item, &path)
+            }
+        }),
+        _ => None,
+    }
+}
+
+fn display_path(path: &str) -> String {
+    path.strip_prefix('.').unwrap_or(path).to_owned()
 }
 
 fn requested_pairs(raw: &RawRerunRequest) -> Result<Vec<RequestedPair>, ApiError> {

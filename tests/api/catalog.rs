@@ -3,7 +3,7 @@
 //! references named with their ids, retirement and its effects on runs and
 //! reruns, `seed --file` on the same rules, and writers that lose nothing.
 
-use crate::helpers::{code, message, plan_queue, queued, read, spawn_app, TestApp};
+use crate::helpers::{code, message, plan_queue, queued, read, spawn_app, spawn_app_with, TestApp};
 use serde_json::{json, Value};
 
 /// What a catalogue answer says: status, `ETag`, body.
@@ -464,4 +464,98 @@ async fn twenty_parallel_writers_on_one_plan_lose_nothing() {
         .collect();
     assert_eq!(ids, expected, "every writer's scenario is in the plan");
     assert_eq!(plan.body["data"]["version"], 21, "one version per write");
+}
+
+/// PostgreSQL's `text` cannot hold the NUL character: a body carrying one,
+/// in any string a run, rerun or catalogue write would store, is the client's
+/// mistake (400 code 1001 naming the field), never a failed statement (500),
+/// and writes nothing. (An attacker's finding: `callbackUrl` and every
+/// catalogue name answered 500.)
+#[tokio::test]
+async fn a_nul_character_in_any_stored_text_is_1001_naming_the_field_and_writes_nothing() {
+    let app = spawn_app_with(|c| {
+        c.callbacks.allowed_hosts = "localhost".to_owned();
+        c.callbacks.secret = Some("s".to_owned());
+    })
+    .await;
+    let before = app.counts().await;
+    let queueing = [
+        (
+            "/queue/run",
+            json!({"planId": 614, "userId": 13, "force": true, "dryRun": true,
+                   "callbackUrl": "http://localhost:9/a\u{0}b"}),
+            "Invalid request: callbackUrl: text must not contain the NUL character (\\u0000)",
+        ),
+        (
+            "/queue/rerun",
+            json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM", "scenarioId": 111,
+                   "callbackUrl": "http://localhost:9/?q=\u{0}"}),
+            "Invalid request: callbackUrl: text must not contain the NUL character (\\u0000)",
+        ),
+        (
+            "/queue/rerun",
+            json!({"planId": 614, "userId": 13, "frameworkType": "APP\u{0}IUM", "scenarioId": 111}),
+            "Invalid request: frameworkType: text must not contain the NUL character (\\u0000)",
+        ),
+        (
+            "/queue/rerun",
+            json!({"planId": 614, "userId": 13, "frameworkType": "APPIUM",
+                   "statuses": ["FAILED\u{0}"]}),
+            "Invalid request: statuses[0]: text must not contain the NUL character (\\u0000)",
+        ),
+    ];
+    let token = app.token(13, &["PLAN_RUN"]);
+    for (path, body, expected) in queueing {
+        let (status, answer) = app.post(path, Some(&token), &body).await;
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        assert_eq!(
+            (code(&answer), message(&answer)),
+            (1001, expected),
+            "{body}"
+        );
+    }
+    let catalogue = [
+        (
+            "plans/900",
+            json!({"projectId": 7, "name": "a\u{0}b", "scenarioIds": [111], "environmentIds": [222]}),
+            "Invalid request: plan 900: name must not contain the NUL character (\\u0000)",
+        ),
+        (
+            "users/900",
+            json!({"username": "x\u{0}y"}),
+            "Invalid request: user 900: username must not contain the NUL character (\\u0000)",
+        ),
+        (
+            "projects/951",
+            json!({"name": "\u{0}", "memberIds": []}),
+            "Invalid request: project 951: name must not contain the NUL character (\\u0000)",
+        ),
+        (
+            "environments/951",
+            json!({"name": "Pixel", "platform": "ANDROID", "version": "1\u{0}4"}),
+            "Invalid request: environment 951: version must not contain the NUL character (\\u0000)",
+        ),
+    ];
+    for (path, body, expected) in catalogue {
+        let refused = app.put_catalog(path, &body, None).await;
+        assert_eq!(refused.status, 400, "{path}: {}", refused.body);
+        assert_eq!(
+            (code(&refused.body), message(&refused.body)),
+            (1001, expected)
+        );
+        assert_eq!(app.get_catalog(path).await.status, 404, "{path} written");
+    }
+    let (status, answer) = app
+        .import(&json!({"environments": [{"id": 952, "name": "x\u{0}", "platform": "IOS", "version": "17"}]}))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        (code(&answer), message(&answer)),
+        (
+            1001,
+            "Invalid request: environment 952: name must not contain the NUL character (\\u0000)"
+        )
+    );
+    assert_eq!(app.get_catalog("environments/952").await.status, 404);
+    app.assert_nothing_written_or_published(before).await;
 }
