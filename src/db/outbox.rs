@@ -12,6 +12,7 @@
 //! exact bytes that go on the wire, so a re-publish is byte-identical.
 
 use super::schema::dispatches;
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Double, Nullable, Text};
 use std::time::Duration;
@@ -201,7 +202,9 @@ pub fn release(conn: &mut PgConnection, ids: &[i64], reason: &str) -> QueryResul
 }
 
 /// Deletes up to `batch` rows published more than `retention` ago, oldest
-/// first, skipping rows another transaction holds; returns how many. Small
+/// first, skipping rows another transaction holds; returns how many. A run
+/// or rerun message's `published_at` is copied onto its pair in the same
+/// statement, so the pair's `publishedAt` reads the same afterwards. Small
 /// batches keep each statement's locks short; call it until it deletes fewer
 /// than `batch`.
 pub fn delete_published(
@@ -209,25 +212,50 @@ pub fn delete_published(
     retention: Duration,
     batch: i64,
 ) -> QueryResult<usize> {
-    diesel::sql_query(
-        "DELETE FROM dispatches WHERE id = ANY (ARRAY( \
-             SELECT id FROM dispatches \
-              WHERE published_at < now() - make_interval(secs => $1) \
-              ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
-    )
-    .bind::<Double, _>(retention.as_secs_f64())
-    .bind::<BigInt, _>(batch)
-    .execute(conn)
+    #[derive(QueryableByName)]
+    struct Deleted {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    conn.transaction(|conn| {
+        // the copy onto the pairs bumps their plans' results_version (migration
+        // 15's triggers): committed durably, whatever the pool's default
+        conn.batch_execute("SET LOCAL synchronous_commit = on")?;
+        diesel::sql_query(
+            "WITH gone AS ( \
+                 DELETE FROM dispatches WHERE id = ANY (ARRAY( \
+                     SELECT id FROM dispatches \
+                      WHERE published_at < now() - make_interval(secs => $1) \
+                      ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+                 RETURNING message_id, published_at), \
+             kept AS ( \
+                 UPDATE execution_pairs p SET published_at = g.published_at \
+                   FROM gone g \
+                  WHERE p.message_id = g.message_id AND p.published_at IS NULL) \
+             SELECT count(*) AS n FROM gone",
+        )
+        .bind::<Double, _>(retention.as_secs_f64())
+        .bind::<BigInt, _>(batch)
+        .get_result::<Deleted>(conn)
+        .map(|d| d.n as usize)
+    })
 }
 
-/// Marks `ids` published and, in the same statement, bumps the
+/// Marks `ids` published at the time of the mark (after their publisher
+/// confirms: `clock_timestamp()`, not the claim's transaction start) and, in the same statement, bumps the
 /// `results_version` of their executions' plans once each, in plan order
 /// (a pair's `publishedAt` is part of the reads of contract section 22;
 /// migration 18 replaced the per-row trigger that did it at commit).
 fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<()> {
+    // The relay's pool commits asynchronously (a lost mark only publishes
+    // again), but a bumped results_version must never be lost once a reader
+    // saw it: a crash would hand the same version to other content (a wrong
+    // 304, a stale cached answer). This transaction waits for its WAL flush.
+    conn.batch_execute("SET LOCAL synchronous_commit = on")?;
     diesel::sql_query(
         "WITH marked AS ( \
-             UPDATE dispatches SET published_at = now(), locked_until = NULL, last_error = NULL, \
+             UPDATE dispatches SET published_at = clock_timestamp(), locked_until = NULL, \
+                    last_error = NULL, \
                     attempts = attempts + 1 \
               WHERE id = ANY($1) AND published_at IS NULL \
              RETURNING execution_id) \

@@ -167,13 +167,16 @@ pub struct PairRow {
     pub reason: Option<String>,
 }
 
-/// The pairs of an execution, ordered by scenario then environment. The
+/// The pairs of an execution, ordered by scenario then environment; a pair's
+/// `published_at` is its dispatch row's, or, once the outbox upkeep deleted
+/// that row, the copy it left on the pair (migration 19). The
 /// dispatches are joined on the execution too, so that PostgreSQL reads the
 /// execution's own (`dispatches_execution_id_idx`) rather than the whole table.
 pub fn execution_pairs(conn: &mut PgConnection, execution_id: i64) -> QueryResult<Vec<PairRow>> {
     diesel::sql_query(
         "SELECT p.scenario_id, p.environment_id, p.attempt, p.status, p.message_id, \
-                d.published_at, p.started_at, p.finished_at, p.duration_ms, p.report_url, \
+                COALESCE(d.published_at, p.published_at) AS published_at, p.started_at, \
+                p.finished_at, p.duration_ms, p.report_url, \
                 p.detail, p.reason \
            FROM execution_pairs p \
            LEFT JOIN dispatches d \

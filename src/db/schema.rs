@@ -45,6 +45,7 @@ diesel::table! {
         report_url -> Nullable<Text>,
         detail -> Nullable<Text>,
         reason -> Nullable<Text>,
+        published_at -> Nullable<Timestamptz>,
     }
 }
 

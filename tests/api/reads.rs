@@ -508,3 +508,53 @@ async fn the_read_endpoints_answer_head_and_refuse_other_methods_with_allow() {
         }
     }
 }
+
+/// A pair's `publishedAt` outlives its dispatch row: the outbox upkeep deletes
+/// published rows after `OUTBOX_RETENTION_SECS` and leaves the time on the
+/// pair, so the execution reads the same afterwards (an attacker's finding:
+/// `publishedAt` turned back to null, under the same `ETag`).
+#[tokio::test]
+async fn a_pairs_published_at_reads_the_same_after_the_outbox_row_is_deleted() {
+    let app = spawn_app().await;
+    let rerun = app.rerun_pairs(&[(111, 222), (112, 223)]).await;
+    app.wait_until_pending(0).await;
+    // published two hours ago, as far as the retention is concerned
+    app.sql(&format!(
+        "UPDATE dispatches SET published_at = published_at - interval '2 hours' \
+          WHERE execution_id = {rerun}"
+    ))
+    .await;
+    let path = format!("/executions/{rerun}");
+    let (_, before) = app.read_as_13(&path).await;
+    let published: Vec<Value> = before["data"]["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| pair["publishedAt"].clone())
+        .collect();
+    assert!(published.iter().all(Value::is_string), "{before}");
+
+    let pool = plan_queue::db::build_relay_pool(
+        &app.db_url,
+        1,
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(60),
+    );
+    let deleted = tokio::task::spawn_blocking(move || {
+        plan_queue::relay::upkeep::delete_all_due(&pool, std::time::Duration::from_secs(3600))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(deleted, 2);
+    assert_eq!(
+        app.count_sql(&format!(
+            "SELECT count(*) AS n FROM dispatches WHERE execution_id = {rerun}"
+        ))
+        .await,
+        0
+    );
+    let (status, after) = app.read_as_13(&path).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["data"], before["data"], "the answer is the same");
+}

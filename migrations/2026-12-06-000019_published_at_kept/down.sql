@@ -1,0 +1,1 @@
+ALTER TABLE execution_pairs DROP COLUMN published_at;
