@@ -251,7 +251,11 @@ pub fn build_pool(
 /// "published" (or "delivered") mark lost in a PostgreSQL crash only makes a
 /// row be published (or a callback sent, with the same
 /// `X-PlanQueue-Delivery`) again, which at-least-once delivery allows; the
-/// rerun's own transaction stays synchronous (a 200 is committed).
+/// rerun's own transaction stays synchronous (a 200 is committed). A
+/// transaction of such a pool that bumps a plan's `results_version` (the
+/// relay's mark, the upkeep's copy of `published_at`) sets
+/// `synchronous_commit = on` for itself: a version a reader saw must survive
+/// a crash (contract, section 22).
 pub fn build_relay_pool(
     database_url: &str,
     size: u32,
