@@ -312,7 +312,7 @@ impl DeadlineConfig {
 #[derive(Clone, Args)]
 #[command(next_help_heading = "Callbacks")]
 pub struct CallbackConfig {
-    /// Hosts a run's or rerun's callbackUrl may name: a comma list of host names, IP literals and *.example.com for subdomains (empty: callbacks off; contract, section 21).
+    /// Hosts a run's or rerun's callbackUrl may name: a comma list of host names, IP literals and *.example.com for subdomains (empty: callbacks off; contract, section 21). A listed name may resolve to any address except a special-purpose one (loopback, link-local such as 169.254.169.254, unspecified, multicast, broadcast, or their IPv4-mapped forms), which must be listed as an IP literal itself; the name localhost may reach its loopback address.
     #[arg(
         long = "callback-allowed-hosts",
         env = "CALLBACK_ALLOWED_HOSTS",

@@ -19,11 +19,15 @@
 //! kept alive and reused. Security: the URL's host is checked against
 //! `CALLBACK_ALLOWED_HOSTS` again before each send (an IP literal is never
 //! resolved), and the client resolves host names only through
-//! [`CheckedResolver`], which refuses an answer with any address that is not
-//! allowed: every new connection goes to an address checked when it was
-//! opened, also after DNS answers change, and a pooled connection is one of
-//! those. No redirect is followed, no proxy used, the answer read up to
-//! [`MAX_ANSWER_BYTES`]. The secret never reaches a log line.
+//! [`CheckedResolver`], which drops every address of an answer that is not
+//! allowed ([`AllowedHosts::allows_resolved`]: no special-purpose address
+//! such as 127.0.0.1 or 169.254.169.254 unless listed) and refuses a name
+//! with none left: every new connection goes to an address checked when it
+//! was opened, also after DNS answers change, and a pooled connection is
+//! one of those. No redirect is followed, no proxy used. The 2xx decides: the
+//! answer's body, read up to [`MAX_ANSWER_BYTES`] for at most
+//! [`ANSWER_BODY_TIMEOUT`] so the connection can be reused, never fails a
+//! delivery. The secret never reaches a log line.
 
 use super::{retry_delay, signature, AllowedHosts};
 use crate::db::callbacks::{self, Attempt, DueDelivery, Settled, SettledDelivery, Tried};
@@ -31,7 +35,7 @@ use crate::db::Db;
 use crate::metrics::Metrics;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -40,10 +44,14 @@ use url::{Host, Url};
 
 /// Deliveries sent at once by one instance.
 pub const MAX_IN_FLIGHT: usize = 8;
-/// A receiver has this long to answer 2xx (section 21).
+/// A receiver has this long to answer 2xx (section 21): connection, request
+/// and the answer's status line and headers.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// At most this much of an answer is read.
+/// At most this much of an answer's body is read.
 pub const MAX_ANSWER_BYTES: usize = 4096;
+/// After the status, the body gets this long (its bytes are read only so
+/// that the connection can be reused; a slow body does not fail a 2xx).
+pub const ANSWER_BODY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time between two claims when nothing was due.
 const POLL: Duration = Duration::from_millis(250);
 /// A claimed row's lease: longer than an attempt, so one deliverer holds it.
@@ -60,43 +68,61 @@ const _: () = assert!(
 const IDLE_CONNECTION: Duration = Duration::from_secs(30);
 
 /// The host-name resolver of the deliverer's HTTP client: resolves with the
-/// system resolver and answers only when every address is allowed for the
-/// name by `CALLBACK_ALLOWED_HOSTS` ([`AllowedHosts::allows_resolved`]);
-/// a name that is not allowed is not even resolved. The client calls it for
-/// every new connection to a host name, never for an IP literal.
+/// system resolver and answers with the addresses allowed for the name by
+/// `CALLBACK_ALLOWED_HOSTS` ([`AllowedHosts::allows_resolved`]), refusing
+/// the name when none is; a name that is not allowed is not even resolved.
+/// The client calls it for every new connection to a host name, never for
+/// an IP literal.
 #[derive(Debug, Clone)]
 pub struct CheckedResolver {
     hosts: AllowedHosts,
+    /// The answer of every name in place of the system resolver's (tests).
+    fixed: Option<Vec<IpAddr>>,
 }
 
 impl CheckedResolver {
     /// A resolver that allows what `hosts` allows.
     pub fn new(hosts: AllowedHosts) -> Self {
-        CheckedResolver { hosts }
+        CheckedResolver { hosts, fixed: None }
     }
 
-    /// The addresses of `name` now (port 0), every one of them allowed.
+    /// The allowed addresses of `name` now (port 0), at least one.
     ///
     /// Errors, as text: the name is not allowed, does not resolve, resolves
-    /// to nothing, or resolves to an address that is not allowed.
+    /// to nothing, or resolves only to addresses that are not allowed (each
+    /// named with why).
     pub async fn addresses(&self, name: &str) -> Result<Vec<SocketAddr>, String> {
         if !self.hosts.allows(&Host::Domain(name)) {
             return Err(format!("host {name} is not allowed"));
         }
-        let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name, 0))
-            .await
-            .map_err(|e| format!("cannot resolve {name}: {e}"))?
-            .collect();
+        let addresses: Vec<SocketAddr> = match &self.fixed {
+            Some(fixed) => fixed.iter().map(|ip| SocketAddr::new(*ip, 0)).collect(),
+            None => tokio::net::lookup_host((name, 0))
+                .await
+                .map_err(|e| format!("cannot resolve {name}: {e}"))?
+                .collect(),
+        };
         if addresses.is_empty() {
             return Err(format!("{name} resolves to no address"));
         }
-        if let Some(refused) = addresses
-            .iter()
-            .find(|a| !self.hosts.allows_resolved(name, a.ip()))
-        {
-            return Err(format!("{name} resolves to {}, not allowed", refused.ip()));
+        let mut refused = Vec::new();
+        let allowed: Vec<SocketAddr> = addresses
+            .into_iter()
+            .filter(|a| match self.hosts.allows_resolved(name, a.ip()) {
+                Ok(()) => true,
+                Err(why) => {
+                    refused.push(why);
+                    false
+                }
+            })
+            .collect();
+        if allowed.is_empty() {
+            return Err(format!(
+                "{name} resolves to no allowed address: {}",
+                refused.join("; ")
+            ));
         }
-        Ok(addresses)
+        Ok(allowed)
     }
 }
 
@@ -118,17 +144,21 @@ struct Sender {
 }
 
 /// The one HTTP client of the deliverer: host names resolved only through
-/// [`CheckedResolver`] for `hosts`, no redirect, no proxy,
-/// [`ATTEMPT_TIMEOUT`], kept-alive connections (at most [`MAX_IN_FLIGHT`]
-/// idle per receiver).
+/// [`CheckedResolver`] for `hosts`, no redirect, no proxy, kept-alive
+/// connections (at most [`MAX_IN_FLIGHT`] idle per receiver). No timeout of
+/// its own: [`Sender::send`] bounds the status and the body apart.
 ///
 /// Errors: reqwest cannot build it (its TLS configuration).
 fn client(hosts: &AllowedHosts) -> reqwest::Result<reqwest::Client> {
+    client_resolving(CheckedResolver::new(hosts.clone()))
+}
+
+/// [`client`] with `resolver`.
+fn client_resolving(resolver: CheckedResolver) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .dns_resolver(Arc::new(CheckedResolver::new(hosts.clone())))
-        .timeout(ATTEMPT_TIMEOUT)
+        .dns_resolver(Arc::new(resolver))
         .pool_idle_timeout(IDLE_CONNECTION)
         .pool_max_idle_per_host(MAX_IN_FLIGHT)
         .build()
@@ -337,9 +367,10 @@ impl Sender {
         }
     }
 
-    /// POSTs the delivery once: delivered on a 2xx within
-    /// [`ATTEMPT_TIMEOUT`], else the status or error that failed it. The
-    /// host is checked here (an IP literal never reaches the resolver).
+    /// POSTs the delivery once: delivered on a 2xx status within
+    /// [`ATTEMPT_TIMEOUT`] (section 21), whatever its body does, else the
+    /// status or error that failed it. The host is checked here (an IP
+    /// literal never reaches the resolver).
     async fn send(&self, delivery: &DueDelivery) -> Attempt {
         let failed = |status: Option<i32>, error: String| Attempt {
             status,
@@ -367,30 +398,36 @@ impl Sender {
                 signature(&self.secret, delivery.body.as_bytes()),
             )
             .body(delivery.body.clone());
-        let answered = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
-            let mut response = request.send().await?;
-            let status = response.status();
-            let mut read = 0;
-            while read < MAX_ANSWER_BYTES {
-                match response.chunk().await? {
-                    Some(chunk) => read += chunk.len(),
-                    None => break,
-                }
-            }
-            Ok::<_, reqwest::Error>(status)
-        })
-        .await;
-        match answered {
-            Err(_) => failed(None, format!("no answer within {ATTEMPT_TIMEOUT:?}")),
-            Ok(Err(e)) => failed(None, describe(e)),
-            Ok(Ok(status)) if status.is_success() => Attempt {
+        let response = match tokio::time::timeout(ATTEMPT_TIMEOUT, request.send()).await {
+            Err(_) => return failed(None, format!("no answer within {ATTEMPT_TIMEOUT:?}")),
+            Ok(Err(e)) => return failed(None, describe(e)),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        // the body decides nothing; read whole, the connection is reused
+        let _ = tokio::time::timeout(ANSWER_BODY_TIMEOUT, read_some(response)).await;
+        if status.is_success() {
+            Attempt {
                 status: Some(i32::from(status.as_u16())),
                 error: None,
-            },
-            Ok(Ok(status)) => failed(
+            }
+        } else {
+            failed(
                 Some(i32::from(status.as_u16())),
                 format!("answered {status}"),
-            ),
+            )
+        }
+    }
+}
+
+/// Reads `response`'s body up to its end, an error or [`MAX_ANSWER_BYTES`]
+/// (a body read to its end lets the connection go back to the pool).
+async fn read_some(mut response: reqwest::Response) {
+    let mut read = 0;
+    while read < MAX_ANSWER_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => read += chunk.len(),
+            Ok(None) | Err(_) => break,
         }
     }
 }
@@ -442,6 +479,69 @@ mod tests {
                 .await,
             Err("host localhost is not allowed".to_owned())
         );
+    }
+
+    fn answering(list: &str, ips: &[&str]) -> CheckedResolver {
+        CheckedResolver {
+            hosts: hosts(list),
+            fixed: Some(ips.iter().map(|ip| ip.parse().unwrap()).collect()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_resolver_drops_refused_addresses_and_refuses_a_name_with_none_left() {
+        let mixed = answering("hooks.example.com", &["127.0.0.1", "93.184.216.34"])
+            .addresses("hooks.example.com")
+            .await;
+        assert_eq!(mixed, Ok(vec!["93.184.216.34:0".parse().unwrap()]));
+        let error = answering("hooks.example.com", &["127.0.0.1", "169.254.169.254"])
+            .addresses("hooks.example.com")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error,
+            "hooks.example.com resolves to no allowed address: 127.0.0.1 is a loopback \
+             address, not listed as an IP literal; 169.254.169.254 is a link-local address, \
+             not listed as an IP literal"
+        );
+        let listed = answering("hooks.example.com, 127.0.0.1", &["127.0.0.1"])
+            .addresses("hooks.example.com")
+            .await;
+        assert_eq!(listed, Ok(vec!["127.0.0.1:0".parse().unwrap()]));
+    }
+
+    /// One attempt of a delivery to `url` through `resolver`.
+    async fn attempt(resolver: CheckedResolver, url: String) -> Attempt {
+        let sender = Sender {
+            client: client_resolving(resolver.clone()).unwrap(),
+            hosts: resolver.hosts,
+            secret: b"secret".to_vec(),
+        };
+        let delivery = DueDelivery {
+            event_id: uuid::Uuid::new_v4(),
+            url,
+            body: "{}".to_owned(),
+            attempts: 0,
+        };
+        sender.send(&delivery).await
+    }
+
+    #[tokio::test]
+    async fn a_listed_name_resolving_to_loopback_is_never_contacted_and_the_attempt_says_why() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://hooks.example.com:{}/hook",
+            listener.local_addr().unwrap().port()
+        );
+        let refused = attempt(answering("hooks.example.com", &["127.0.0.1"]), url).await;
+        assert_eq!(refused.status, None);
+        let error = refused.error.unwrap();
+        assert!(
+            error.contains("127.0.0.1 is a loopback address, not listed as an IP literal"),
+            "{error}"
+        );
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "a connection was made");
     }
 
     #[tokio::test]

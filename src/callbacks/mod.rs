@@ -82,14 +82,70 @@ impl AllowedHosts {
 
 impl AllowedHosts {
     /// Whether `address`, which the allowed host name `name` resolved to
-    /// now, may be contacted: an IP entry equal to it, or the name entry (or
-    /// `*.` entry) that allows `name` (a host-name entry allows what it
-    /// resolves to at the time of the attempt).
-    pub fn allows_resolved(&self, name: &str, address: IpAddr) -> bool {
-        self.0.iter().any(|allowed| match allowed {
-            AllowedHost::Address(a) => *a == address,
+    /// now, may be contacted (README, "Connecting your platform"): any
+    /// address a listed name resolves to, except a special-purpose one
+    /// ([`special_purpose`]: loopback, link-local with the cloud metadata
+    /// address, unspecified, multicast, broadcast), which only an IP entry
+    /// equal to it or the name `localhost` itself allows. So a listed name
+    /// whose DNS answer changes to 127.0.0.1 or 169.254.169.254 reaches
+    /// neither.
+    ///
+    /// Errors: why it is refused, as text.
+    pub fn allows_resolved(&self, name: &str, address: IpAddr) -> Result<(), String> {
+        let address = address.to_canonical();
+        let listed = self.0.iter().any(|allowed| match allowed {
+            AllowedHost::Address(a) => a.to_canonical() == address,
             _ => false,
-        }) || self.allows(&Host::Domain(name))
+        });
+        if listed || name.eq_ignore_ascii_case("localhost") {
+            return Ok(());
+        }
+        match special_purpose(address) {
+            Some(kind) => Err(format!(
+                "{address} is a {kind} address, not listed as an IP literal"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What kind of special-purpose address `address` is, if it is one a
+/// resolved name may not lead to: loopback (127/8, ::1), link-local
+/// (169.254/16 with 169.254.169.254, fe80::/10), unspecified or "this
+/// network" (0/8, ::), multicast, broadcast; also an IPv4-mapped
+/// (`::ffff:a.b.c.d`) or IPv4-compatible (`::a.b.c.d`) form of one.
+pub fn special_purpose(address: IpAddr) -> Option<&'static str> {
+    match address {
+        IpAddr::V4(v4) => {
+            let kind = if v4.is_loopback() {
+                "loopback"
+            } else if v4.is_link_local() {
+                "link-local"
+            } else if v4.octets()[0] == 0 {
+                "unspecified"
+            } else if v4.is_multicast() {
+                "multicast"
+            } else if v4.is_broadcast() {
+                "broadcast"
+            } else {
+                return None;
+            };
+            Some(kind)
+        }
+        IpAddr::V6(v6) => {
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_unicast_link_local() {
+                Some("link-local")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else {
+                // ::ffff:a.b.c.d and ::a.b.c.d
+                v6.to_ipv4().and_then(|v4| special_purpose(IpAddr::V4(v4)))
+            }
+        }
     }
 }
 
@@ -213,6 +269,52 @@ mod tests {
         }
         assert!(AllowedHosts::parse("hooks.example.com/path").is_err());
         assert!(AllowedHosts::parse("*.").is_err());
+    }
+
+    #[test]
+    fn a_listed_name_leads_to_a_special_purpose_address_only_when_it_is_listed_or_localhost() {
+        let hosts = allowed("hooks.example.com, 10.0.0.7, localhost");
+        let resolved = |name: &str, ip: &str| hosts.allows_resolved(name, ip.parse().unwrap());
+        for refused in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "169.254.169.254",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "::1",
+            "::",
+            "0.0.0.0",
+            "fe80::1",
+            "224.0.0.1",
+            "ff02::1",
+            "255.255.255.255",
+            "::ffff:169.254.169.254",
+        ] {
+            let error = resolved("hooks.example.com", refused).unwrap_err();
+            assert!(
+                error.contains("not listed as an IP literal"),
+                "{refused}: {error}"
+            );
+        }
+        assert!(resolved("hooks.example.com", "127.0.0.1")
+            .unwrap_err()
+            .contains("loopback"));
+        assert!(resolved("hooks.example.com", "169.254.169.254")
+            .unwrap_err()
+            .contains("link-local"));
+        assert_eq!(resolved("hooks.example.com", "93.184.216.34"), Ok(()));
+        assert_eq!(resolved("hooks.example.com", "2606:2800:220:1::1"), Ok(()));
+        assert_eq!(resolved("hooks.example.com", "10.0.0.7"), Ok(()));
+        assert_eq!(resolved("localhost", "127.0.0.1"), Ok(()));
+        assert_eq!(resolved("localhost", "::1"), Ok(()));
+        let literal = allowed("hooks.example.com, 127.0.0.1");
+        assert_eq!(
+            literal.allows_resolved("hooks.example.com", "::ffff:127.0.0.1".parse().unwrap()),
+            Ok(())
+        );
+        assert!(literal
+            .allows_resolved("hooks.example.com", "127.0.0.2".parse().unwrap())
+            .is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! signature over the exact body, retries with one `X-PlanQueue-Delivery`,
 //! no redirect followed, hosts outside `CALLBACK_ALLOWED_HOSTS` refused
 //! before anything is written, a silent receiver timed out and given up, a
-//! SIGKILL between attempts survived, a slow receiver holding up nothing
+//! SIGKILL between attempts survived, a 2xx with a dripping body delivered, a slow receiver holding up nothing
 //! else, and an automatic retry calling back too.
 
 use crate::ends::wait_finished;
@@ -30,6 +30,9 @@ enum Answer {
     Late(Duration, u16),
     /// Reads the request and never answers (the connection stays open).
     Never,
+    /// Answers 200 and its headers at once, then the 15 bytes of its body
+    /// one every second.
+    Drip,
 }
 
 /// One request the receiver got: its headers (lower-case names) and body.
@@ -81,6 +84,19 @@ impl Receiver {
                         Answer::Never => {
                             tokio::time::sleep(Duration::from_secs(3600)).await;
                             return drop(socket);
+                        }
+                        Answer::Drip => {
+                            let head = "HTTP/1.1 200 X\r\nContent-Length: 15\r\n\r\n";
+                            if socket.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            for _ in 0..15 {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                if socket.write_all(b".").await.is_err() {
+                                    return;
+                                }
+                            }
+                            return;
                         }
                     };
                     let _ = socket
@@ -439,6 +455,25 @@ async fn a_receiver_that_accepts_but_never_answers_times_out_at_10_s_each_attemp
         .metrics()
         .await
         .contains("plan_queue_callbacks_total{outcome=\"given_up\"} 1"));
+}
+
+#[tokio::test]
+async fn a_2xx_whose_body_drips_for_15_s_is_delivered_after_one_attempt() {
+    let receiver = Receiver::start(vec![Answer::Drip]).await;
+    let app = app_with_callbacks(86_400).await;
+    let id = run_and_finish(&app, &receiver.url).await;
+    // the status came at once: delivered though the body is far from over
+    wait_sql(
+        &app,
+        &format!(
+            "SELECT count(*) AS n FROM callback_deliveries WHERE execution_id = {id} \
+               AND delivered_at IS NOT NULL AND attempts = 1 AND last_status = 200 \
+               AND last_error IS NULL"
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(receiver.requests().len(), 1, "one attempt");
 }
 
 #[tokio::test]
