@@ -304,23 +304,85 @@ async fn every_route_answers_every_method_the_way_the_api_routes_do() {
     );
 }
 
-/// The shell blocks of the README (```sh … ```), joined.
-fn readme_shell() -> String {
+/// The shell blocks of the README (```sh … ```), each with its lines
+/// trimmed at the start.
+fn readme_shell_blocks() -> Vec<String> {
     let readme = std::fs::read_to_string("README.md").unwrap();
-    let mut blocks = String::new();
-    let mut inside = false;
+    let mut blocks = Vec::new();
+    let mut block: Option<String> = None;
     for line in readme.lines() {
-        match (inside, line.trim_start()) {
-            (false, "```sh") => inside = true,
-            (true, "```") => inside = false,
-            (true, text) => {
-                blocks.push_str(text);
-                blocks.push('\n');
+        match (block.as_mut(), line.trim_start()) {
+            (None, "```sh") => block = Some(String::new()),
+            (Some(_), "```") => blocks.extend(block.take()),
+            (Some(text), line) => {
+                text.push_str(line);
+                text.push('\n');
             }
             _ => {}
         }
     }
     blocks
+}
+
+/// The shell blocks of the README, joined.
+fn readme_shell() -> String {
+    readme_shell_blocks().concat()
+}
+
+/// Whether `text` holds `word` with no letter, digit or `_` on either side.
+fn holds_word(text: &str, word: &str) -> bool {
+    let inside = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    text.match_indices(word).any(|(at, _)| {
+        !inside(text[..at].chars().next_back()) && !inside(text[at + word.len()..].chars().next())
+    })
+}
+
+#[test]
+fn no_readme_command_sets_or_repeats_a_value_of_the_variables_block() {
+    let blocks = readme_shell_blocks();
+    let Some(variables) = blocks.iter().find(|b| b.starts_with("export JWT_SECRET=")) else {
+        panic!("the README lost its variables block (`export JWT_SECRET=…`)");
+    };
+    // NAME=value pairs of the block, and the parts of a value a command
+    // might repeat on its own: a port, a database name
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    for word in variables.split_whitespace() {
+        let Some((name, value)) = word.split_once('=') else {
+            continue;
+        };
+        let name = name.trim_start_matches("export");
+        if value.contains('$') {
+            continue;
+        }
+        names.push(format!("{name}="));
+        values.push(value.to_owned());
+        if let Some((_, tail)) = value.rsplit_once([':', '/']) {
+            values.push(tail.to_owned());
+        }
+    }
+    assert!(
+        names.len() >= 4 && values.contains(&DOCUMENTED_EXCHANGE.to_owned()),
+        "{names:?} {values:?}"
+    );
+    let mut wrong = Vec::new();
+    for line in blocks
+        .iter()
+        .filter(|b| *b != variables)
+        .flat_map(|b| b.lines())
+    {
+        for name in &names {
+            if holds_word(line, name.trim_end_matches('=')) && line.contains(name.as_str()) {
+                wrong.push(format!("sets {name} outside the variables block: {line}"));
+            }
+        }
+        for value in &values {
+            if holds_word(line, value) {
+                wrong.push(format!("repeats `{value}` of the variables block: {line}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[test]

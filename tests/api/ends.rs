@@ -787,15 +787,48 @@ async fn a_sigkilled_runner_leaves_no_command_behind() {
     wait_gone(&marker, Duration::from_secs(5)).await;
 }
 
+/// Exchanges a test's runner declared on the shared broker, deleted when the
+/// test ends (also when it fails), as `TestApp` deletes its own.
+struct DeclaredExchanges(Vec<String>);
+
+impl Drop for DeclaredExchanges {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut self.0);
+        // a thread of its own: Drop runs inside the test's runtime
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let (_connection, channel) = broker_channel().await;
+                for name in &names {
+                    let _ = channel
+                        .exchange_delete(name.as_str().into(), Default::default())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 #[tokio::test]
 async fn a_runner_without_its_queue_says_what_to_check_and_stops_on_sigterm_while_it_waits() {
     let app = spawn_app_with(|_| {}).await;
     let c = &app.config;
+    let exchange = format!("{}-not-deployed", c.amqp.exchange);
+    // the runner declares its results and events exchanges before it looks
+    // for its queue
+    let _declared = DeclaredExchanges(vec![
+        format!("{exchange}.results"),
+        format!("{exchange}.events"),
+    ]);
     let mut runner = Child(
         std::process::Command::new(env!("CARGO_BIN_EXE_plan-queue"))
             .args(["runner", "--framework-type", "APPIUM"])
             .env("AMQP_URL", crate::helpers::AMQP_URL)
-            .env("AMQP_EXCHANGE", format!("{}-not-deployed", c.amqp.exchange))
+            .env("AMQP_EXCHANGE", &exchange)
             .env("FRAMEWORK_TYPES", c.amqp.framework_types.join(","))
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())
