@@ -436,10 +436,9 @@ async fn read_some(mut response: reqwest::Response) {
 /// peer certificate: UnknownIssuer`), without the URL's query (which may
 /// carry a receiver's own token).
 fn describe(error: reqwest::Error) -> String {
-    let (connect, timeout) = (error.is_connect(), error.is_timeout());
-    if timeout {
-        return format!("no answer within {ATTEMPT_TIMEOUT:?}");
-    }
+    // the client has no timeout of its own: ATTEMPT_TIMEOUT bounds the send
+    // from outside (`Deliverer::send`), so a timeout never reaches here
+    let connect = error.is_connect();
     let error = error.without_url();
     let mut text = error.to_string();
     let mut cause = std::error::Error::source(&error);
