@@ -437,7 +437,7 @@ async fn read_some(mut response: reqwest::Response) {
 /// carry a receiver's own token).
 fn describe(error: reqwest::Error) -> String {
     // the client has no timeout of its own: ATTEMPT_TIMEOUT bounds the send
-    // from outside (`Deliverer::send`), so a timeout never reaches here
+    // from outside (`Sender::send`), so a timeout never reaches here
     let connect = error.is_connect();
     let error = error.without_url();
     let mut text = error.to_string();
