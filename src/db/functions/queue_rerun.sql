@@ -17,7 +17,8 @@
 -- p_queue_timeout_secs was added for the message's expiresAt (section 15),
 -- p_retry_failed and p_retry_of for issue 19: each signature is another
 -- function, so the earlier ones are dropped; its result columns grew too
--- (1019 and 1023 of section 20); p_callback_url for section 21
+-- (1019 and 1023 of section 20); p_callback_url for section 21;
+-- p_own_transaction for issue 22
 DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
                                     INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN);
 DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
@@ -29,6 +30,9 @@ DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TE
 DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
                                     INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
                                     INTEGER, INTEGER, BIGINT);
+DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
+                                    INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
+                                    INTEGER, INTEGER, BIGINT, TEXT);
 CREATE OR REPLACE FUNCTION queue_rerun(
     p_plan_id BIGINT,
     p_user_id BIGINT,
@@ -65,6 +69,11 @@ CREATE OR REPLACE FUNCTION queue_rerun(
     -- the body's callbackUrl, checked (section 21; a retry passes its
     -- execution's); NULL: no callback
     p_callback_url TEXT DEFAULT NULL,
+    -- this call is its transaction's only statement (the service's rerun
+    -- without an Idempotency-Key): the commit follows it at once, so it
+    -- bumps the plan's results_version itself (see below); false: the
+    -- deferred triggers do it at commit
+    p_own_transaction BOOLEAN DEFAULT false,
     -- the failed check (1000, 1002, 1010, 1023, 1004, 1005, 1007, 1019, 1008,
     -- 1016, 1014, 1015) and its arguments; NULL when the rerun was accepted
     OUT error_code INTEGER,
@@ -329,18 +338,21 @@ BEGIN
         RETURN;
     END IF;
 
-    -- The plan's results_version (contract, section 22; migration 15): a
-    -- transaction that wrote nothing before this call (the service's
-    -- one-statement rerun; with an Idempotency-Key, the key's transaction,
-    -- which stores the answer after it) bumps it here, in the last
-    -- statement, after the write's own locks (the read model's rows), and
-    -- records the rerun and the plan in the transaction's setting, so that
-    -- the deferred row triggers of migrations 15 and 20 queue no event for
-    -- the rerun's rows (their WHEN). Otherwise (queue_retry, inside the
-    -- transaction that finished an execution and goes on writing) those
-    -- triggers bump it at commit, as for every other writer. Asked before
-    -- nextval, which can assign the transaction its id.
-    v_bump := pg_current_xact_id_if_assigned() IS NULL;
+    -- The plan's results_version (contract, section 22; migration 15). A
+    -- call that is its transaction's only statement (p_own_transaction, and
+    -- the transaction wrote nothing before it) bumps it here, in its last
+    -- statement, after the write's own locks (the read model's rows): the
+    -- plan's row is then locked only until the commit that follows, as the
+    -- deferred triggers lock it only at commit. It records the rerun and
+    -- the plan in the transaction's setting first, so that the triggers'
+    -- WHEN (migration 20) queues no event for the rerun's rows. Any other
+    -- call (with an Idempotency-Key, whose transaction goes on; queue_retry,
+    -- inside the transaction that finished an execution; SQL of tests)
+    -- leaves it to the deferred triggers at commit, as every other writer:
+    -- a rerun in an open transaction never holds the plan's row, so reruns
+    -- of disjoint pairs of one plan do not wait for each other. Asked
+    -- before nextval, which can assign the transaction its id.
+    v_bump := p_own_transaction AND pg_current_xact_id_if_assigned() IS NULL;
 
     -- the rerun, its pairs and one dispatch row per pair, in one statement;
     -- the message body of section 2, keys in the contract's order, compact

@@ -7,7 +7,8 @@
 -- src/service/run.rs).
 -- p_queue_timeout_secs was added for the message's expiresAt (section 15),
 -- p_retry_failed for issue 19: each signature is another function, so the
--- earlier ones are dropped; p_callback_url for section 21
+-- earlier ones are dropped; p_callback_url for section 21, p_own_transaction
+-- for issue 22
 DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN,
                                   INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN);
 DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN,
@@ -16,6 +17,9 @@ DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT
 DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN,
                                   INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
                                   INTEGER, INTEGER);
+DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN,
+                                  INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
+                                  INTEGER, INTEGER, TEXT);
 CREATE OR REPLACE FUNCTION queue_run(
     p_plan_id BIGINT,
     p_user_id BIGINT,
@@ -42,6 +46,8 @@ CREATE OR REPLACE FUNCTION queue_run(
     p_retry_failed INTEGER DEFAULT NULL,
     -- the body's callbackUrl, checked (section 21); NULL: no callback
     p_callback_url TEXT DEFAULT NULL,
+    -- as queue_rerun's: the call is its transaction's only statement
+    p_own_transaction BOOLEAN DEFAULT false,
     -- the failed check (1000, 1002, 1010, 1023, 1006, 1003, 1019, 1018, 1008,
     -- 1014) and its arguments; NULL when the run was accepted
     OUT error_code INTEGER,
@@ -187,9 +193,10 @@ BEGIN
         RETURN;
     END IF;
 
-    -- the plan's results_version, bumped here or by the triggers at commit,
-    -- as queue_rerun does it (asked before nextval)
-    v_bump := pg_current_xact_id_if_assigned() IS NULL;
+    -- the plan's results_version, bumped here in the last statement or by
+    -- the deferred triggers at commit, as queue_rerun does it (asked before
+    -- nextval)
+    v_bump := p_own_transaction AND pg_current_xact_id_if_assigned() IS NULL;
     v_id := nextval('executions_id_seq');
     new_execution_id := v_id;
     IF v_bump THEN
