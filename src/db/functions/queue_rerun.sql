@@ -190,9 +190,14 @@ BEGIN
                        row_number() OVER (PARTITION BY sp.scenario_id, sp.environment_id
                                           ORDER BY w.i) AS nth
                   FROM unnest(p_scenario_ids, p_environment_ids) WITH ORDINALITY AS w(s, e, i)
-                  LEFT JOIN execution_pairs sp
-                    ON sp.execution_id = src.id AND sp.scenario_id = w.s
-                   AND (w.e IS NULL OR sp.environment_id = w.e)) m ON true
+                  -- a probe of the source run's pairs per named pair (the
+                  -- ORDER BY keeps the subquery whole: the generic plan
+                  -- would otherwise hash all the run's pairs)
+                  LEFT JOIN LATERAL
+                       (SELECT p.scenario_id, p.environment_id FROM execution_pairs p
+                         WHERE p.execution_id = src.id AND p.scenario_id = w.s
+                           AND (w.e IS NULL OR p.environment_id = w.e)
+                         ORDER BY p.environment_id) sp ON true) m ON true
          GROUP BY src.id;
         IF v_source IS NULL THEN
             error_code := 1004;
