@@ -117,6 +117,10 @@ DECLARE
     v_holder BIGINT[];
     v_i INTEGER;
     v_in_flight BOOLEAN;
+    -- 1019 of the named pairs: what and which; the first pair's environment
+    v_subject TEXT;
+    v_subject_id BIGINT;
+    v_first_environment BIGINT;
     -- whether this call bumps the plan's results_version itself (below)
     v_bump BOOLEAN;
     v_seen TEXT;
@@ -168,8 +172,12 @@ BEGIN
 
     IF coalesce(cardinality(p_statuses), 0) = 0 THEN
         -- 1004: the plan's latest full run is the source run; then, in the
-        -- same statement, the named pairs expanded against it, and 1005 or
-        -- 1007, whichever the request meets first
+        -- same statement, the named pairs expanded against it: 1005 or 1007,
+        -- whichever the request meets first; 1019 (section 20), the first
+        -- named scenario or environment, in request order, that is retired
+        -- or no longer in the plan's lists; and the pairs without those
+        -- whose environment left (a scenario named without an environment
+        -- leaves them out; 1019 for the first pair if none is left)
         SELECT src.id,
                (array_agg(CASE WHEN m.scenario_id IS NULL THEN 1005 ELSE 1007 END
                           ORDER BY m.i, m.environment_id)
@@ -179,16 +187,29 @@ BEGIN
                (array_agg(CASE WHEN m.scenario_id IS NULL THEN m.we ELSE m.environment_id END
                           ORDER BY m.i, m.environment_id)
                   FILTER (WHERE m.i IS NOT NULL AND (m.scenario_id IS NULL OR m.nth > 1)))[1],
+               (array_agg(CASE WHEN NOT m.ws_active THEN 'scenario' ELSE 'environment' END
+                          ORDER BY m.i)
+                  FILTER (WHERE NOT m.ws_active OR (m.we IS NOT NULL AND NOT m.we_active)))[1],
+               (array_agg(CASE WHEN NOT m.ws_active THEN m.ws ELSE m.we END ORDER BY m.i)
+                  FILTER (WHERE NOT m.ws_active OR (m.we IS NOT NULL AND NOT m.we_active)))[1],
                array_agg(m.scenario_id ORDER BY m.i, m.environment_id)
-                  FILTER (WHERE m.scenario_id IS NOT NULL),
+                  FILTER (WHERE m.scenario_id IS NOT NULL AND m.e_active),
                array_agg(m.environment_id ORDER BY m.i, m.environment_id)
-                  FILTER (WHERE m.scenario_id IS NOT NULL)
-          INTO v_source, error_code, error_scenario_id, error_environment_id, v_s, v_e
+                  FILTER (WHERE m.scenario_id IS NOT NULL AND m.e_active),
+               (array_agg(m.environment_id ORDER BY m.i, m.environment_id)
+                  FILTER (WHERE m.scenario_id IS NOT NULL))[1]
+          INTO v_source, error_code, error_scenario_id, error_environment_id, v_subject,
+               v_subject_id, v_s, v_e, v_first_environment
           FROM source_run(p_plan_id) src
           LEFT JOIN LATERAL
                (SELECT w.i, w.s AS ws, w.e AS we, sp.scenario_id, sp.environment_id,
                        row_number() OVER (PARTITION BY sp.scenario_id, sp.environment_id
-                                          ORDER BY w.i) AS nth
+                                          ORDER BY w.i) AS nth,
+                       -- the named scenario, the named environment and the
+                       -- pair's environment are the plan's and active
+                       a.scenario_id IS NOT NULL AS ws_active,
+                       b.environment_id IS NOT NULL AS we_active,
+                       c.environment_id IS NOT NULL AS e_active
                   FROM unnest(p_scenario_ids, p_environment_ids) WITH ORDINALITY AS w(s, e, i)
                   -- a probe of the source run's pairs per named pair (the
                   -- ORDER BY keeps the subquery whole: the generic plan
@@ -197,7 +218,11 @@ BEGIN
                        (SELECT p.scenario_id, p.environment_id FROM execution_pairs p
                          WHERE p.execution_id = src.id AND p.scenario_id = w.s
                            AND (w.e IS NULL OR p.environment_id = w.e)
-                         ORDER BY p.environment_id) sp ON true) m ON true
+                         ORDER BY p.environment_id) sp ON true
+                  LEFT JOIN plan_active_scenarios(p_plan_id) a ON a.scenario_id = w.s
+                  LEFT JOIN plan_active_environments(p_plan_id) b ON b.environment_id = w.e
+                  LEFT JOIN plan_active_environments(p_plan_id) c
+                    ON c.environment_id = sp.environment_id) m ON true
          GROUP BY src.id;
         IF v_source IS NULL THEN
             error_code := 1004;
@@ -206,34 +231,17 @@ BEGIN
             RETURN;
         END IF;
         source_id := v_source;
-        -- 1019 (section 20): the first named scenario or environment, in
-        -- request order, that is retired or no longer in the plan's lists
-        SELECT CASE WHEN a.scenario_id IS NULL THEN 'scenario' ELSE 'environment' END,
-               CASE WHEN a.scenario_id IS NULL THEN w.s ELSE w.e END
-          INTO error_subject, error_id
-          FROM unnest(p_scenario_ids, p_environment_ids) WITH ORDINALITY AS w(s, e, i)
-          LEFT JOIN plan_active_scenarios(p_plan_id) a ON a.scenario_id = w.s
-          LEFT JOIN plan_active_environments(p_plan_id) b ON b.environment_id = w.e
-         WHERE a.scenario_id IS NULL OR (w.e IS NOT NULL AND b.environment_id IS NULL)
-         ORDER BY w.i LIMIT 1;
-        IF error_subject IS NOT NULL THEN
+        IF v_subject IS NOT NULL THEN
             error_code := 1019;
+            error_subject := v_subject;
+            error_id := v_subject_id;
             RETURN;
-        END IF;
-        -- a scenario named without an environment leaves out the
-        -- environments that left; 1019 for the first if none is left
-        SELECT array_agg(u.s ORDER BY u.o) FILTER (WHERE b.environment_id IS NOT NULL),
-               array_agg(u.e ORDER BY u.o) FILTER (WHERE b.environment_id IS NOT NULL),
-               (array_agg(u.e ORDER BY u.o))[1]
-          INTO v_s, v_e, error_id
-          FROM unnest(v_s, v_e) WITH ORDINALITY AS u(s, e, o)
-          LEFT JOIN plan_active_environments(p_plan_id) b ON b.environment_id = u.e;
-        IF v_s IS NULL THEN
+        ELSIF v_s IS NULL THEN
             error_code := 1019;
             error_subject := 'environment';
+            error_id := v_first_environment;
             RETURN;
         END IF;
-        error_id := NULL;
     ELSE
         -- 1004, as above
         SELECT src.id INTO v_source FROM source_run(p_plan_id) src;
