@@ -26,8 +26,9 @@ macro_rules! static_query_id {
     };
 }
 
-/// What the calls of a rerun and a run write besides the request: the last
-/// six arguments of `queue_rerun` and `queue_run`.
+/// What the calls of a rerun and a run write besides the request: six
+/// arguments of `queue_rerun` and `queue_run` in a row, and
+/// `p_own_transaction`.
 pub struct WriteContext<'a> {
     pub requested_at: chrono::DateTime<chrono::Utc>,
     /// `requested_at` as the message's `requestedAt` (RFC 3339, seconds).
@@ -43,15 +44,22 @@ pub struct WriteContext<'a> {
     /// This call is made again after a lost connection: look for
     /// `first_message_id` first (the first call only writes it).
     pub replay: bool,
+    /// The call is its transaction's only statement (no Idempotency-Key):
+    /// the server function bumps the plan's `results_version` itself in its
+    /// last statement, the commit following at once; `false` (inside the
+    /// key's transaction) leaves it to migration 15's deferred triggers at
+    /// commit, so the plan's row is never held while a transaction goes on.
+    pub own_transaction: bool,
 }
 
 impl<'a> WriteContext<'a> {
-    /// Requested now.
+    /// Requested now; `own_transaction` as the field.
     pub fn now(
         correlation_id: Option<&'a str>,
         exchange: &'a str,
         first_message_id: uuid::Uuid,
         replay: bool,
+        own_transaction: bool,
     ) -> Self {
         let requested_at = chrono::Utc::now();
         WriteContext {
@@ -61,6 +69,7 @@ impl<'a> WriteContext<'a> {
             exchange,
             first_message_id,
             replay,
+            own_transaction,
         }
     }
 
@@ -234,6 +243,8 @@ impl QueryFragment<Pg> for QueueRerun<'_> {
         out.push_bind_param::<Nullable<Integer>, _>(&self.retry_failed)?;
         out.push_sql(", p_callback_url => ");
         out.push_bind_param::<Nullable<Text>, _>(&self.callback_url)?;
+        out.push_sql(", p_own_transaction => ");
+        out.push_bind_param::<Bool, _>(&self.write.own_transaction)?;
         out.push_sql(")");
         Ok(())
     }
@@ -363,6 +374,8 @@ impl QueryFragment<Pg> for QueueRun<'_> {
         out.push_bind_param::<Nullable<Integer>, _>(&self.retry_failed)?;
         out.push_sql(", p_callback_url => ");
         out.push_bind_param::<Nullable<Text>, _>(&self.callback_url)?;
+        out.push_sql(", p_own_transaction => ");
+        out.push_bind_param::<Bool, _>(&self.write.own_transaction)?;
         out.push_sql(")");
         Ok(())
     }

@@ -346,9 +346,10 @@ pub fn latest_pairs(
 }
 
 /// What an answer's entity tag is built from (contract, section 22): the
-/// plan's `results_version` (grown by the triggers of migration 15 with
-/// every write to its executions, their pairs and their publications) and
-/// its `catalog_version`.
+/// plan's `results_version` (grown once by every transaction that writes
+/// its executions, their pairs or their publications: the triggers of
+/// migration 15, the server functions `queue_rerun` and `queue_run` in their
+/// last statement, the relay's mark) and its `catalog_version`.
 #[derive(QueryableByName, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadVersions {
     #[diesel(sql_type = BigInt)]

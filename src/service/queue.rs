@@ -132,12 +132,15 @@ impl QueueService {
                     key,
                     retention: service.idempotency_retention,
                 });
+                // without a key the statement is its own transaction
+                let own_transaction = scope.is_none();
                 let call = |conn: &mut PgConnection| {
                     let write = WriteContext::now(
                         context.correlation_id.as_deref(),
                         &service.exchange,
                         first_message_id,
                         replay,
+                        own_transaction,
                     );
                     statement(&service, conn, &request, &write)
                 };

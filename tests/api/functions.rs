@@ -162,6 +162,7 @@ const RERUN: &[(&str, &str)] = &[
     ),
     ("p_replay", "false"),
     ("p_queue_timeout_secs", "86400"),
+    ("p_own_transaction", "false"),
 ];
 
 /// `queue_run`'s arguments, in order, with the values of a valid run.
@@ -185,6 +186,7 @@ const RUN: &[(&str, &str)] = &[
     ),
     ("p_replay", "false"),
     ("p_queue_timeout_secs", "86400"),
+    ("p_own_transaction", "false"),
 ];
 
 /// Arguments changed from the defaults: (name, SQL expression).
@@ -481,6 +483,80 @@ fn queue_run_writes_every_pair_then_refuses_a_second_run_in_flight() {
         ("p_force", "true"),
     ]);
     assert!(forced["new_execution_id"].is_i64(), "force: {forced}");
+}
+
+/// Issue 22: a rerun or a run called as its own transaction
+/// (`p_own_transaction`) bumps its plan's `results_version` once, in its
+/// last statement, and its rows queue no deferred trigger event (migration
+/// 20's `WHEN`); called inside a transaction that goes on, or after the
+/// transaction wrote, it leaves the bump to migration 15's triggers, which
+/// make it once at commit and not before.
+#[test]
+fn a_rerun_or_run_bumps_its_plan_s_results_version_once_per_transaction() {
+    let mut db = PrivateDb::new();
+    let version =
+        |db: &mut PrivateDb| db.count("SELECT results_version AS count FROM plans WHERE id = 614");
+    let v0 = version(&mut db);
+
+    let own = db.rerun(&[("p_own_transaction", "true")]);
+    assert_eq!(own["error_code"], Value::Null, "{own}");
+    assert_eq!(version(&mut db), v0 + 1, "its own transaction: bumped once");
+
+    // bumped by the statement itself, and no event of its rows pending:
+    // with the transaction's record cleared, firing the deferred triggers
+    // now bumps nothing more
+    db.conn.batch_execute("BEGIN").unwrap();
+    let row = db.rerun(&[
+        ("p_own_transaction", "true"),
+        ("p_first_message_id", "gen_random_uuid()"),
+    ]);
+    assert_eq!(row["error_code"], Value::Null, "{row}");
+    assert_eq!(version(&mut db), v0 + 2, "bumped by the call");
+    db.conn
+        .batch_execute(
+            "SELECT set_config('plan_queue.read_versions_seen', '', true);              SET CONSTRAINTS ALL IMMEDIATE",
+        )
+        .unwrap();
+    assert_eq!(version(&mut db), v0 + 2, "no trigger event was queued");
+    db.conn.batch_execute("COMMIT").unwrap();
+    assert_eq!(version(&mut db), v0 + 2);
+
+    // inside a transaction that goes on: the triggers, at commit, once
+    db.conn.batch_execute("BEGIN").unwrap();
+    let row = db.rerun(&[("p_first_message_id", "gen_random_uuid()")]);
+    let id = row["new_execution_id"].as_i64().expect("a rerun written");
+    assert_eq!(
+        version(&mut db),
+        v0 + 2,
+        "the plan's row is not written yet"
+    );
+    db.conn
+        .batch_execute(&format!(
+            "UPDATE execution_pairs SET status = 'RUNNING' WHERE execution_id = {id}; COMMIT"
+        ))
+        .unwrap();
+    assert_eq!(version(&mut db), v0 + 3, "bumped once at commit");
+
+    // p_own_transaction after the transaction wrote: the triggers too
+    db.conn
+        .batch_execute("BEGIN; UPDATE executions SET open_pairs = open_pairs WHERE id = 4980")
+        .unwrap();
+    let row = db.rerun(&[
+        ("p_own_transaction", "true"),
+        ("p_first_message_id", "gen_random_uuid()"),
+    ]);
+    assert_eq!(row["error_code"], Value::Null, "{row}");
+    assert_eq!(version(&mut db), v0 + 3, "left to the triggers");
+    db.conn.batch_execute("COMMIT").unwrap();
+    assert_eq!(version(&mut db), v0 + 4, "bumped once at commit");
+
+    let run = db.run(&[("p_own_transaction", "true"), ("p_force", "true")]);
+    assert!(run["new_execution_id"].is_i64(), "{run}");
+    assert_eq!(
+        version(&mut db),
+        v0 + 5,
+        "a run as its own transaction: once"
+    );
 }
 
 /// `functions` with the text of `name` replaced by `text`.

@@ -17,7 +17,8 @@
 -- p_queue_timeout_secs was added for the message's expiresAt (section 15),
 -- p_retry_failed and p_retry_of for issue 19: each signature is another
 -- function, so the earlier ones are dropped; its result columns grew too
--- (1019 and 1023 of section 20); p_callback_url for section 21
+-- (1019 and 1023 of section 20); p_callback_url for section 21;
+-- p_own_transaction for issue 22
 DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
                                     INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN);
 DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
@@ -29,6 +30,9 @@ DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TE
 DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
                                     INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
                                     INTEGER, INTEGER, BIGINT);
+DROP FUNCTION IF EXISTS queue_rerun(BIGINT, BIGINT, TEXT, BIGINT[], BIGINT[], TEXT[], TEXT, INTEGER,
+                                    INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
+                                    INTEGER, INTEGER, BIGINT, TEXT);
 CREATE OR REPLACE FUNCTION queue_rerun(
     p_plan_id BIGINT,
     p_user_id BIGINT,
@@ -65,6 +69,11 @@ CREATE OR REPLACE FUNCTION queue_rerun(
     -- the body's callbackUrl, checked (section 21; a retry passes its
     -- execution's); NULL: no callback
     p_callback_url TEXT DEFAULT NULL,
+    -- this call is its transaction's only statement (the service's rerun
+    -- without an Idempotency-Key): the commit follows it at once, so it
+    -- bumps the plan's results_version itself (see below); false: the
+    -- deferred triggers do it at commit
+    p_own_transaction BOOLEAN DEFAULT false,
     -- the failed check (1000, 1002, 1010, 1023, 1004, 1005, 1007, 1019, 1008,
     -- 1016, 1014, 1015) and its arguments; NULL when the rerun was accepted
     OUT error_code INTEGER,
@@ -89,7 +98,14 @@ CREATE OR REPLACE FUNCTION queue_rerun(
     OUT skipped_execution_ids BIGINT[],
     OUT skipped_attempts INTEGER[],
     OUT skipped_statuses TEXT[]
-) LANGUAGE plpgsql AS $$
+) LANGUAGE plpgsql
+-- Generic plans for its statements from the first call of a session: the
+-- default (custom plans first, generic only when its estimate is no worse)
+-- kept planning most statements again on every call, as their arrays'
+-- unnest is estimated at 100 rows without the values (issue 22: 0.3 ms of
+-- a 2-pair rerun). Their generic plans probe the same indexes.
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
     v_source BIGINT;
     v_id BIGINT;
@@ -101,6 +117,13 @@ DECLARE
     v_holder BIGINT[];
     v_i INTEGER;
     v_in_flight BOOLEAN;
+    -- 1019 of the named pairs: what and which; the first pair's environment
+    v_subject TEXT;
+    v_subject_id BIGINT;
+    v_first_environment BIGINT;
+    -- whether this call bumps the plan's results_version itself (below)
+    v_bump BOOLEAN;
+    v_seen TEXT;
 BEGIN
     -- the same call again after a lost connection, the first having
     -- committed: what it wrote (its skipped pairs are not kept)
@@ -149,8 +172,12 @@ BEGIN
 
     IF coalesce(cardinality(p_statuses), 0) = 0 THEN
         -- 1004: the plan's latest full run is the source run; then, in the
-        -- same statement, the named pairs expanded against it, and 1005 or
-        -- 1007, whichever the request meets first
+        -- same statement, the named pairs expanded against it: 1005 or 1007,
+        -- whichever the request meets first; 1019 (section 20), the first
+        -- named scenario or environment, in request order, that is retired
+        -- or no longer in the plan's lists; and the pairs without those
+        -- whose environment left (a scenario named without an environment
+        -- leaves them out; 1019 for the first pair if none is left)
         SELECT src.id,
                (array_agg(CASE WHEN m.scenario_id IS NULL THEN 1005 ELSE 1007 END
                           ORDER BY m.i, m.environment_id)
@@ -160,20 +187,42 @@ BEGIN
                (array_agg(CASE WHEN m.scenario_id IS NULL THEN m.we ELSE m.environment_id END
                           ORDER BY m.i, m.environment_id)
                   FILTER (WHERE m.i IS NOT NULL AND (m.scenario_id IS NULL OR m.nth > 1)))[1],
+               (array_agg(CASE WHEN NOT m.ws_active THEN 'scenario' ELSE 'environment' END
+                          ORDER BY m.i)
+                  FILTER (WHERE NOT m.ws_active OR (m.we IS NOT NULL AND NOT m.we_active)))[1],
+               (array_agg(CASE WHEN NOT m.ws_active THEN m.ws ELSE m.we END ORDER BY m.i)
+                  FILTER (WHERE NOT m.ws_active OR (m.we IS NOT NULL AND NOT m.we_active)))[1],
                array_agg(m.scenario_id ORDER BY m.i, m.environment_id)
-                  FILTER (WHERE m.scenario_id IS NOT NULL),
+                  FILTER (WHERE m.scenario_id IS NOT NULL AND m.e_active),
                array_agg(m.environment_id ORDER BY m.i, m.environment_id)
-                  FILTER (WHERE m.scenario_id IS NOT NULL)
-          INTO v_source, error_code, error_scenario_id, error_environment_id, v_s, v_e
+                  FILTER (WHERE m.scenario_id IS NOT NULL AND m.e_active),
+               (array_agg(m.environment_id ORDER BY m.i, m.environment_id)
+                  FILTER (WHERE m.scenario_id IS NOT NULL))[1]
+          INTO v_source, error_code, error_scenario_id, error_environment_id, v_subject,
+               v_subject_id, v_s, v_e, v_first_environment
           FROM source_run(p_plan_id) src
           LEFT JOIN LATERAL
                (SELECT w.i, w.s AS ws, w.e AS we, sp.scenario_id, sp.environment_id,
                        row_number() OVER (PARTITION BY sp.scenario_id, sp.environment_id
-                                          ORDER BY w.i) AS nth
+                                          ORDER BY w.i) AS nth,
+                       -- the named scenario, the named environment and the
+                       -- pair's environment are the plan's and active
+                       a.scenario_id IS NOT NULL AS ws_active,
+                       b.environment_id IS NOT NULL AS we_active,
+                       c.environment_id IS NOT NULL AS e_active
                   FROM unnest(p_scenario_ids, p_environment_ids) WITH ORDINALITY AS w(s, e, i)
-                  LEFT JOIN execution_pairs sp
-                    ON sp.execution_id = src.id AND sp.scenario_id = w.s
-                   AND (w.e IS NULL OR sp.environment_id = w.e)) m ON true
+                  -- a probe of the source run's pairs per named pair (the
+                  -- ORDER BY keeps the subquery whole: the generic plan
+                  -- would otherwise hash all the run's pairs)
+                  LEFT JOIN LATERAL
+                       (SELECT p.scenario_id, p.environment_id FROM execution_pairs p
+                         WHERE p.execution_id = src.id AND p.scenario_id = w.s
+                           AND (w.e IS NULL OR p.environment_id = w.e)
+                         ORDER BY p.environment_id) sp ON true
+                  LEFT JOIN plan_active_scenarios(p_plan_id) a ON a.scenario_id = w.s
+                  LEFT JOIN plan_active_environments(p_plan_id) b ON b.environment_id = w.e
+                  LEFT JOIN plan_active_environments(p_plan_id) c
+                    ON c.environment_id = sp.environment_id) m ON true
          GROUP BY src.id;
         IF v_source IS NULL THEN
             error_code := 1004;
@@ -182,33 +231,17 @@ BEGIN
             RETURN;
         END IF;
         source_id := v_source;
-        -- 1019 (section 20): the first named scenario or environment, in
-        -- request order, that is retired or no longer in the plan's lists
-        SELECT CASE WHEN NOT plan_has_scenario(p_plan_id, w.s) THEN 'scenario'
-                    ELSE 'environment' END,
-               CASE WHEN NOT plan_has_scenario(p_plan_id, w.s) THEN w.s ELSE w.e END
-          INTO error_subject, error_id
-          FROM unnest(p_scenario_ids, p_environment_ids) WITH ORDINALITY AS w(s, e, i)
-         WHERE NOT plan_has_scenario(p_plan_id, w.s)
-            OR (w.e IS NOT NULL AND NOT plan_has_environment(p_plan_id, w.e))
-         ORDER BY w.i LIMIT 1;
-        IF error_subject IS NOT NULL THEN
+        IF v_subject IS NOT NULL THEN
             error_code := 1019;
+            error_subject := v_subject;
+            error_id := v_subject_id;
             RETURN;
-        END IF;
-        -- a scenario named without an environment leaves out the
-        -- environments that left; 1019 for the first if none is left
-        SELECT array_agg(u.s ORDER BY u.o) FILTER (WHERE plan_has_environment(p_plan_id, u.e)),
-               array_agg(u.e ORDER BY u.o) FILTER (WHERE plan_has_environment(p_plan_id, u.e)),
-               (array_agg(u.e ORDER BY u.o))[1]
-          INTO v_s, v_e, error_id
-          FROM unnest(v_s, v_e) WITH ORDINALITY AS u(s, e, o);
-        IF v_s IS NULL THEN
+        ELSIF v_s IS NULL THEN
             error_code := 1019;
             error_subject := 'environment';
+            error_id := v_first_environment;
             RETURN;
         END IF;
-        error_id := NULL;
     ELSE
         -- 1004, as above
         SELECT src.id INTO v_source FROM source_run(p_plan_id) src;
@@ -229,8 +262,9 @@ BEGIN
                  ORDER BY l.attempt DESC LIMIT 1) l
          WHERE sp.execution_id = v_source AND l.status = ANY (p_statuses)
            -- without the pairs that left the plan (section 20)
-           AND plan_has_scenario(p_plan_id, sp.scenario_id)
-           AND plan_has_environment(p_plan_id, sp.environment_id);
+           AND sp.scenario_id IN (SELECT a.scenario_id FROM plan_active_scenarios(p_plan_id) a)
+           AND sp.environment_id IN (SELECT b.environment_id
+                                       FROM plan_active_environments(p_plan_id) b);
         IF v_s IS NULL THEN
             error_code := 1016;
             RETURN;
@@ -317,12 +351,33 @@ BEGIN
         RETURN;
     END IF;
 
+    -- The plan's results_version (contract, section 22; migration 15). A
+    -- call that is its transaction's only statement (p_own_transaction, and
+    -- the transaction wrote nothing before it) bumps it here, in its last
+    -- statement, after the write's own locks (the read model's rows): the
+    -- plan's row is then locked only until the commit that follows, as the
+    -- deferred triggers lock it only at commit. It records the rerun and
+    -- the plan in the transaction's setting first, so that the triggers'
+    -- WHEN (migration 20) queues no event for the rerun's rows. Any other
+    -- call (with an Idempotency-Key, whose transaction goes on; queue_retry,
+    -- inside the transaction that finished an execution; SQL of tests)
+    -- leaves it to the deferred triggers at commit, as every other writer:
+    -- a rerun in an open transaction never holds the plan's row, so reruns
+    -- of disjoint pairs of one plan do not wait for each other. Asked
+    -- before nextval, which can assign the transaction its id.
+    v_bump := p_own_transaction AND pg_current_xact_id_if_assigned() IS NULL;
+
     -- the rerun, its pairs and one dispatch row per pair, in one statement;
     -- the message body of section 2, keys in the contract's order, compact
     -- as the service's own serialisation (docs/asyncapi.yaml), with the
     -- expiresAt of section 15
     v_id := nextval('executions_id_seq');
     new_execution_id := v_id;
+    IF v_bump THEN
+        v_seen := set_config('plan_queue.read_versions_seen',
+                             coalesce(current_setting('plan_queue.read_versions_seen', true), '')
+                             || ',x' || v_id || ',,p' || p_plan_id || ',', true);
+    END IF;
     WITH t AS (
         SELECT u.s, u.e, u.a, u.o,
                CASE WHEN u.o = 1 THEN p_first_message_id ELSE gen_random_uuid() END AS m
@@ -365,5 +420,8 @@ BEGIN
         RETURNING id, message_id
     )
     SELECT array_agg(d.message_id ORDER BY d.id) INTO queued_message_ids FROM new_dispatches d;
+    IF v_bump THEN
+        UPDATE plans SET results_version = results_version + 1 WHERE id = p_plan_id;
+    END IF;
 END
 $$;

@@ -7,7 +7,8 @@
 -- src/service/run.rs).
 -- p_queue_timeout_secs was added for the message's expiresAt (section 15),
 -- p_retry_failed for issue 19: each signature is another function, so the
--- earlier ones are dropped; p_callback_url for section 21
+-- earlier ones are dropped; p_callback_url for section 21, p_own_transaction
+-- for issue 22
 DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN,
                                   INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN);
 DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN,
@@ -16,6 +17,9 @@ DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT
 DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN,
                                   INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
                                   INTEGER, INTEGER);
+DROP FUNCTION IF EXISTS queue_run(BIGINT, BIGINT, TEXT, TEXT[], BIGINT[], BIGINT[], BOOLEAN,
+                                  INTEGER, BOOLEAN, TIMESTAMPTZ, TEXT, TEXT, TEXT, UUID, BOOLEAN,
+                                  INTEGER, INTEGER, TEXT);
 CREATE OR REPLACE FUNCTION queue_run(
     p_plan_id BIGINT,
     p_user_id BIGINT,
@@ -42,6 +46,8 @@ CREATE OR REPLACE FUNCTION queue_run(
     p_retry_failed INTEGER DEFAULT NULL,
     -- the body's callbackUrl, checked (section 21); NULL: no callback
     p_callback_url TEXT DEFAULT NULL,
+    -- as queue_rerun's: the call is its transaction's only statement
+    p_own_transaction BOOLEAN DEFAULT false,
     -- the failed check (1000, 1002, 1010, 1023, 1006, 1003, 1019, 1018, 1008,
     -- 1014) and its arguments; NULL when the run was accepted
     OUT error_code INTEGER,
@@ -66,6 +72,9 @@ DECLARE
     v_n INTEGER;
     v_source BIGINT;
     v_id BIGINT;
+    -- whether this call bumps the plan's results_version itself (below)
+    v_bump BOOLEAN;
+    v_seen TEXT;
 BEGIN
     -- the same call again after a lost connection (see queue_rerun)
     IF p_replay AND NOT p_dry_run THEN
@@ -113,7 +122,7 @@ BEGIN
     -- that is not the plan's, or retired (section 20)
     SELECT w.id INTO error_id
       FROM unnest(p_scenario_ids) WITH ORDINALITY AS w(id, i)
-     WHERE NOT plan_has_scenario(p_plan_id, w.id)
+     WHERE NOT EXISTS (SELECT 1 FROM plan_active_scenarios(p_plan_id) a WHERE a.scenario_id = w.id)
      ORDER BY w.i LIMIT 1;
     IF error_id IS NOT NULL THEN
         error_code := 1019;
@@ -122,7 +131,8 @@ BEGIN
     END IF;
     SELECT w.id INTO error_id
       FROM unnest(p_environment_ids) WITH ORDINALITY AS w(id, i)
-     WHERE NOT plan_has_environment(p_plan_id, w.id)
+     WHERE NOT EXISTS (SELECT 1 FROM plan_active_environments(p_plan_id) b
+                        WHERE b.environment_id = w.id)
      ORDER BY w.i LIMIT 1;
     IF error_id IS NOT NULL THEN
         error_code := 1019;
@@ -131,14 +141,12 @@ BEGIN
     END IF;
 
     -- the plan's active scenarios and environments (a retired one is not run)
-    SELECT array_agg(ps.scenario_id ORDER BY ps.scenario_id) INTO v_scenarios
-      FROM plan_scenarios ps JOIN scenarios sc ON sc.id = ps.scenario_id AND sc.active
-     WHERE ps.plan_id = p_plan_id
-       AND (p_scenario_ids IS NULL OR ps.scenario_id = ANY (p_scenario_ids));
-    SELECT array_agg(pe.environment_id ORDER BY pe.environment_id) INTO v_environments
-      FROM plan_environments pe JOIN environments en ON en.id = pe.environment_id AND en.active
-     WHERE pe.plan_id = p_plan_id
-       AND (p_environment_ids IS NULL OR pe.environment_id = ANY (p_environment_ids));
+    SELECT array_agg(a.scenario_id ORDER BY a.scenario_id) INTO v_scenarios
+      FROM plan_active_scenarios(p_plan_id) a
+     WHERE p_scenario_ids IS NULL OR a.scenario_id = ANY (p_scenario_ids);
+    SELECT array_agg(b.environment_id ORDER BY b.environment_id) INTO v_environments
+      FROM plan_active_environments(p_plan_id) b
+     WHERE p_environment_ids IS NULL OR b.environment_id = ANY (p_environment_ids);
     -- 1018, 1008
     v_n := coalesce(cardinality(v_scenarios), 0) * coalesce(cardinality(v_environments), 0);
     IF v_n = 0 THEN
@@ -185,8 +193,17 @@ BEGIN
         RETURN;
     END IF;
 
+    -- the plan's results_version, bumped here in the last statement or by
+    -- the deferred triggers at commit, as queue_rerun does it (asked before
+    -- nextval)
+    v_bump := p_own_transaction AND pg_current_xact_id_if_assigned() IS NULL;
     v_id := nextval('executions_id_seq');
     new_execution_id := v_id;
+    IF v_bump THEN
+        v_seen := set_config('plan_queue.read_versions_seen',
+                             coalesce(current_setting('plan_queue.read_versions_seen', true), '')
+                             || ',x' || v_id || ',,p' || p_plan_id || ',', true);
+    END IF;
     queued_message_ids := p_first_message_id
                           || ARRAY(SELECT gen_random_uuid() FROM generate_series(2, v_n));
     INSERT INTO executions (id, plan_id, kind, source_execution_id, requested_by,
@@ -220,5 +237,8 @@ BEGIN
       JOIN scenarios sc ON sc.id = t.s
       JOIN environments en ON en.id = t.e
      ORDER BY t.o;
+    IF v_bump THEN
+        UPDATE plans SET results_version = results_version + 1 WHERE id = p_plan_id;
+    END IF;
 END
 $$;
