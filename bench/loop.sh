@@ -7,8 +7,11 @@
 #    and timed until the database shows them all applied; against, in the
 #    same run, limit_db (pgbench of the minimal writes per result,
 #    bench/results-batch.pgbench, 250 results a transaction, and
-#    bench/results-single.pgbench, one) and limit_broker (bench/broker.rs,
-#    confirmed publishes of the results' mean size).
+#    bench/results-single.pgbench, one) and limit_broker (bench/broker.rs
+#    --mode roundtrip: a confirmed persistent publish of the results' mean
+#    size through a fanout exchange to a quorum queue, delivered to a minimal
+#    consumer that acks with one multiple ack per 250, prefetch 500; the
+#    publish-only rate is printed as a diagnostic).
 # 2. Read latency under the 50 % rerun load: the ingestion leaves the big
 #    plan's chain at 1000 pairs x (RERUNS + 1) attempts; a closed-loop 2-pair
 #    rerun saturation gives the rate, then an open-loop rerun load at 50 % of
@@ -19,6 +22,7 @@
 # Needs what bench/run.sh needs. Knobs: PLANS (500), RERUNS (49), PG_SECS (5),
 # READ_SECS (30), RESULTS_READ_RATE (5/s), EXECUTION_READ_RATE (10/s),
 # LOOP_PHASES (all; `ingestion` stops after part 1, as bench/run.sh runs it),
+# LOOP_PERF (a file: `perf record -a -g` of the ingestion into it; LOOP_PERF_HZ),
 # BENCH_BIN, BENCH_BIN_BEFORE, BENCH_NO_BUILD, and the service's own
 # (RESULTS_BATCH_SIZE, RESULTS_PREFETCH, ...) which are passed through.
 set -euo pipefail
@@ -91,28 +95,50 @@ done
 "${PSQL[@]}" -f bench/loop-reset.sql >/dev/null
 our_triggers ENABLE
 
-# ---- limit_broker for results: confirmed publishes of their size ----
+# ---- limit_broker for results: what ingesting one costs the broker alone ----
+# a confirmed persistent publish to a fanout exchange and quorum queue of
+# their own AND its delivery to a consumer acking with one multiple ack per
+# 250 (prefetch 500): bench/broker.rs --mode roundtrip, fixed numbers, no code
+# of ours. The publish-only rate (no-ack consumer) is printed as a diagnostic.
 size=$("$EXAMPLES/bench-results" --size-only true | awk '$2 == "size" { print $3 }')
-"$EXAMPLES/bench-broker" --secs 3 --size "$size" --windows 64,256,1024 >"$OUT/broker"
-for w in 64 256 1024; do log "limit_broker: window $w: $(result "window_$w" "$OUT/broker") msg/s ($size B)"; done
+"$EXAMPLES/bench-broker" --secs 3 --size "$size" --windows 64,256,1024 >"$OUT/broker_publish"
+for w in 64 256 1024; do log "broker publish-only (diagnostic): window $w: $(result "window_$w" "$OUT/broker_publish") msg/s ($size B)"; done
+publish_only=$(result best "$OUT/broker_publish")
+cpu_ticks >"$OUT/cpu_broker0"; machine_start=$(machine_ticks)
+"$EXAMPLES/bench-broker" --mode roundtrip --secs 3 --size "$size" --windows 64,256,1024 >"$OUT/broker"
+cpu_ticks >"$OUT/cpu_broker1"; machine_end=$(machine_ticks)
+broker_cpu="machine $(machine_ms "$machine_start" "$machine_end" "$(result messages "$OUT/broker")"); $(cpu_ms "$OUT/cpu_broker0" "$OUT/cpu_broker1" "$(result messages "$OUT/broker")")"
+for w in 64 256 1024; do log "limit_broker: publish + consume + ack: window $w: $(result "window_$w" "$OUT/broker") msg/s ($size B)"; done
+log "  CPU per message of limit_broker (/proc, all three windows): $broker_cpu"
 best_broker=$(result best "$OUT/broker")
 best_window=$(awk -v b="$best_broker" '$1 == "result" && $3 == b && $2 ~ /^window_/ { sub("window_", "", $2); print $2; exit }' "$OUT/broker")
 
 # ---- the service ingesting them ----
 start_service "$BIN"
 export BENCH_TOKEN=$("$BIN" token --user-id 1 --ttl-secs 36000)
+cpu_ticks >"$OUT/cpu_start"; machine_start=$(machine_ticks)
 "$EXAMPLES/bench-results" --window "$best_window" >"$OUT/results" &
 results_pid=$!
+perf_pid=
+if [[ -n "${LOOP_PERF:-}" ]]; then # a whole-machine profile of the ingestion, to that file
+  perf record -a -g -F "${LOOP_PERF_HZ:-499}" -o "$LOOP_PERF" >/dev/null 2>&1 &
+  perf_pid=$!
+fi
 sleep 1; cpu_ticks >"$OUT/cpu0"; t0=$(date +%s.%N)
 sleep 4; cpu_ticks >"$OUT/cpu1"
 split=$(cpu_split "$OUT/cpu0" "$OUT/cpu1" "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { print a - b }')")
 wait "$results_pid"
+cpu_ticks >"$OUT/cpu_end"; machine_end=$(machine_ticks)
+if [[ -n "$perf_pid" ]]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 applied=$(result applied_rps "$OUT/results")
 log "service: $(result results "$OUT/results") results ($(result pairs "$OUT/results") pairs, $(result size "$OUT/results") B): published and confirmed in $(result publish_secs "$OUT/results") s ($(result publish_rps "$OUT/results")/s), all applied after $(result applied_secs "$OUT/results") s: $applied results/s"
 log "  CPU share of all cores while ingesting: $split"
+per_result="machine $(machine_ms "$machine_start" "$machine_end" "$(result results "$OUT/results")"); $(cpu_ms "$OUT/cpu_start" "$OUT/cpu_end" "$(result results "$OUT/results")")"
+log "  CPU per result (/proc, from bench-results' start to its end, its set-up and polling included): $per_result"
 ceiling=$(awk -v d="$best_batch" -v b="$best_broker" 'BEGIN { c = d; if (b < c) c = b; print c }')
 ratio=$(awk -v s="$applied" -v c="$ceiling" 'BEGIN { printf "%.2f", s / c }')
-log "ingestion ratio: applied / min(limit_db 250-batch $best_batch, limit_broker $best_broker) = $applied / $ceiling = $ratio"
+log "ingestion ratio: applied / min(limit_db 250-batch $best_batch, limit_broker publish+consume+ack $best_broker) = $applied / $ceiling = $ratio"
+log "  (against the broker's publish-only rate, $publish_only msg/s: $(awk -v s="$applied" -v c="$publish_only" 'BEGIN { printf "%.2f", s / c }'))"
 log "  (against one result a transaction, $best_single results/s: $(awk -v s="$applied" -v c="$best_single" 'BEGIN { printf "%.2f", s / c }'))"
 # for bench/run.sh, which calls this phase alone (LOOP_PHASES=ingestion)
 echo "result applied_rps $applied"
@@ -120,6 +146,7 @@ echo "result ingestion_limit $ceiling"
 echo "result ingestion_ratio $ratio"
 echo "result ingestion_limit_db $best_batch"
 echo "result ingestion_limit_broker $best_broker"
+echo "result ingestion_broker_publish_only $publish_only"
 if [[ "${LOOP_PHASES:-all}" == ingestion ]]; then exit 0; fi
 
 # ---- read latency under the 50 % rerun load ----
