@@ -199,26 +199,22 @@ pub struct RelayConfig {
 #[command(next_help_heading = "Results")]
 pub struct ResultsConfig {
     /// Results the broker may deliver to the consumer before it acknowledges
-    /// (AMQP prefetch count, 1-65535); keep it at twice `RESULTS_BATCH_SIZE`
-    /// or more, so that a whole next batch arrives (and is parsed) while one
-    /// commits.
+    /// (AMQP prefetch count, 1-65535); keep it above `RESULTS_BATCH_SIZE` so
+    /// the next batch arrives while one commits.
     #[arg(
         id = "results_prefetch",
         long = "results-prefetch",
         env = "RESULTS_PREFETCH",
-        default_value_t = 1000
+        default_value_t = 500
     )]
     pub prefetch: u16,
     /// Most results applied in one database transaction (and acknowledged
-    /// with one multiple ack after its commit). 500 rather than 250: the
-    /// per-transaction costs (the synchronous commit, the read model's
-    /// statement trigger, the round trips) are shared by twice as many
-    /// results (bench/BENCHMARKS.md, result ingestion).
+    /// with one multiple ack after its commit).
     #[arg(
         id = "results_batch_size",
         long = "results-batch-size",
         env = "RESULTS_BATCH_SIZE",
-        default_value_t = 500
+        default_value_t = 250
     )]
     pub batch_size: usize,
     /// How long a batch waits for one more result once it has one, ms.

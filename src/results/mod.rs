@@ -10,12 +10,7 @@
 //! commit the results naming no pair are rejected and the rest acknowledged
 //! with one `basic.ack` (`multiple`). If the transaction fails on the data
 //! (not the connection), the batch is applied one result at a time, so one
-//! bad result never holds back the others. While a batch's transaction runs
-//! (on the blocking pool), the next batch is taken from the channel and
-//! parsed as its results arrive (up to `RESULTS_BATCH_SIZE`), so that the
-//! database works without waiting for the consumer; batches are still
-//! applied one at a time and in arrival order, and a batch taken but not yet
-//! applied when the session ends is left unacknowledged (delivered again).
+//! bad result never holds back the others.
 //!
 //! While the database is unavailable the batch is kept, unacknowledged, and
 //! retried with a back-off (not requeued: a requeue would count towards the
@@ -89,19 +84,6 @@ struct Checked {
     result: RunnerResult,
 }
 
-/// A delivery and what its body parsed to, parsed as it arrived.
-struct Incoming {
-    delivery: Delivery,
-    parsed: Result<RunnerResult, Rejection>,
-}
-
-impl Incoming {
-    fn new(delivery: Delivery) -> Self {
-        let parsed = RunnerResult::parse(&delivery.data);
-        Incoming { delivery, parsed }
-    }
-}
-
 impl ResultsConsumer {
     /// `amqp` names the broker and topology, `config` the prefetch and batch;
     /// `pool` is the consumer's own small pool; `relay_wakeup` is notified
@@ -148,11 +130,9 @@ impl ResultsConsumer {
             };
             delay = FIRST_RETRY_DELAY;
             self.metrics.results_consumer_connected.set(1);
-            let mut taken = Vec::new();
-            while let Some(batch) = self.next_batch(&mut session.consumer, taken).await {
-                match self.handle(&mut session, batch).await {
-                    Some(next) => taken = next,
-                    None => break,
+            while let Some(batch) = self.next_batch(&mut session.consumer).await {
+                if !self.handle(&session.channel, batch).await {
+                    break;
                 }
             }
             self.metrics.results_consumer_connected.set(0);
@@ -240,30 +220,19 @@ impl ResultsConsumer {
         Ok(Session { channel, consumer })
     }
 
-    /// Completes `batch` (the deliveries taken while the previous batch was
-    /// applied, maybe none): waits for a first delivery if it has none, then
-    /// takes those that follow within `RESULTS_BATCH_WAIT_MS` of each other,
-    /// up to `RESULTS_BATCH_SIZE`. `None` at shutdown (the batch is left
-    /// unacknowledged) or when the channel failed (logged).
-    async fn next_batch(
-        &mut self,
-        consumer: &mut Consumer,
-        mut batch: Vec<Incoming>,
-    ) -> Option<Vec<Incoming>> {
-        if *self.shutdown.borrow() {
-            return None;
-        }
-        if batch.is_empty() {
-            let first = tokio::select! {
-                next = consumer.next() => next,
-                _ = self.shutdown.changed() => return None,
-            };
-            batch.push(Incoming::new(delivery_or_log(first)?));
-        }
+    /// Waits for a delivery, then takes those that follow within
+    /// `RESULTS_BATCH_WAIT_MS` of each other, up to `RESULTS_BATCH_SIZE`.
+    /// `None` at shutdown or when the channel failed (logged).
+    async fn next_batch(&mut self, consumer: &mut Consumer) -> Option<Vec<Delivery>> {
+        let first = tokio::select! {
+            next = consumer.next() => next,
+            _ = self.shutdown.changed() => return None,
+        };
+        let mut batch = vec![delivery_or_log(first)?];
         while batch.len() < self.config.batch_size {
             match tokio::time::timeout(self.config.batch_wait, consumer.next()).await {
                 Ok(next) => match delivery_or_log(next) {
-                    Some(delivery) => batch.push(Incoming::new(delivery)),
+                    Some(delivery) => batch.push(delivery),
                     None => break,
                 },
                 Err(_) => break,
@@ -272,61 +241,31 @@ impl ResultsConsumer {
         Some(batch)
     }
 
-    /// Rejects the batch's bad results, applies the good ones and settles
-    /// them; meanwhile takes (and parses) the deliveries that arrive, up to
-    /// `RESULTS_BATCH_SIZE`, and returns them: the start of the next batch.
-    /// `None` when the channel failed or shutdown came while the database
-    /// was unavailable (the unsettled results, those taken included, go back
-    /// to the queue when the connection closes).
-    async fn handle(
-        &mut self,
-        session: &mut Session,
-        batch: Vec<Incoming>,
-    ) -> Option<Vec<Incoming>> {
-        let Session { channel, consumer } = session;
+    /// Checks, applies and settles one batch. False when the channel failed
+    /// or shutdown came while the database was unavailable (the unsettled
+    /// results go back to the queue when the connection closes).
+    async fn handle(&mut self, channel: &Channel, batch: Vec<Delivery>) -> bool {
         let mut checked = Vec::with_capacity(batch.len());
-        let mut deliveries = Vec::with_capacity(batch.len());
-        for Incoming { delivery, parsed } in batch {
-            match parsed {
+        for delivery in &batch {
+            match RunnerResult::parse(&delivery.data) {
                 Ok(result) => checked.push(Checked {
                     tag: delivery.delivery_tag,
                     result,
                 }),
                 Err(rejection) => {
-                    if !self.reject(channel, &delivery, &rejection).await {
-                        return None;
+                    if !self.reject(channel, delivery, &rejection).await {
+                        return false;
                     }
                 }
             }
-            deliveries.push(delivery);
         }
         if checked.is_empty() {
-            return Some(Vec::new());
+            return true;
         }
-        let room = self.config.batch_size;
-        let mut next = Vec::new();
-        let mut channel_failed = false;
-        let outcome = {
-            let apply = self.apply_until_stored(channel, &checked);
-            tokio::pin!(apply);
-            loop {
-                tokio::select! {
-                    biased;
-                    outcome = &mut apply => break outcome,
-                    delivery = consumer.next(), if !channel_failed && next.len() < room => {
-                        match delivery_or_log(delivery) {
-                            Some(delivery) => next.push(Incoming::new(delivery)),
-                            None => channel_failed = true,
-                        }
-                    }
-                }
-            }
+        let Some(outcome) = self.apply_until_stored(channel, &checked).await else {
+            return false;
         };
-        let outcome = outcome?;
-        if !self.settle(channel, &deliveries, &checked, outcome).await || channel_failed {
-            return None;
-        }
-        Some(next)
+        self.settle(channel, &batch, &checked, outcome).await
     }
 
     /// Applies `checked` as one batch, falling back to one result at a time
