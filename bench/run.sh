@@ -285,7 +285,7 @@ ceiling() { # reference-cpu-file service-cpu-file messages-per-request limit -> 
   total=$(ms_of total "$2"); pg=$(ms_of postgres "$2")
   awk -v c="$(nproc)" -v r="$ref" -v t="$total" -v p="${pg:-0}" -v m="$3" -v l="$4" 'BEGIN {
     n = t - p; x = (r + n > 0 ? c * 1000 / (r + n) : 0)
-    printf "%.0f %.2f %.2f %.2f", x, (l > 0 ? x * m / l : 0), n, r }'
+    printf "%.0f %.2f %.2f %.2f\n", x, (l > 0 ? x * m / l : 0), n, r }'
 }
 read -r ceil2 ceil2_ratio nonpg2 ref2 < <(ceiling "$OUT/pgcpu-reference-2pair.pgbench-1" "$OUT/cpu-spread2" 1 "$best_db")
 read -r ceil20 ceil20_ratio nonpg20 ref20 < <(ceiling "$OUT/pgcpu-reference-2pair.pgbench-10" "$OUT/cpu-spread20" 20 "$limit20")
