@@ -533,6 +533,31 @@ pub fn split_urls(urls: &str) -> Vec<String> {
         .collect()
 }
 
+/// The first of lapin's numeric query parameters (`frame_max`,
+/// `channel_max`, `heartbeat`, `connection_timeout`) whose value in `url`
+/// does not parse as its number type; the parser's own error would echo the
+/// whole URL, password included.
+fn bad_query_parameter(url: &str) -> Option<&'static str> {
+    let query = url.split_once('?')?.1;
+    let pairs: Vec<(&str, &str)> = query
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .collect();
+    let value = |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    /// A parameter's name and whether a value is valid for it.
+    type Check = (&'static str, fn(&str) -> bool);
+    let checks: [Check; 4] = [
+        ("frame_max", |v| v.parse::<u32>().is_ok()),
+        ("channel_max", |v| v.parse::<u16>().is_ok()),
+        ("heartbeat", |v| v.parse::<u16>().is_ok()),
+        ("connection_timeout", |v| v.parse::<u64>().is_ok()),
+    ];
+    checks
+        .into_iter()
+        .find(|(name, valid)| value(name).is_some_and(|v| !valid(v)))
+        .map(|(name, _)| name)
+}
+
 /// `host:port` of a broker URL, for logs, readiness and metrics (never the
 /// credentials); the URL without its user info when it does not parse.
 pub fn node_of(url: &str) -> String {
@@ -557,11 +582,26 @@ fn check_ranges(config: &Config) -> anyhow::Result<()> {
         bail!("AMQP_URL must name at least one broker (amqp://user:password@host:port/vhost)");
     }
     for url in &urls {
-        if url.parse::<lapin::uri::AMQPUri>().is_err() {
-            bail!(
-                "AMQP_URL must be amqp:// or amqps:// URLs, comma-separated; {} is not one",
-                node_of(url)
-            );
+        match url.parse::<lapin::uri::AMQPUri>() {
+            Err(_) => match bad_query_parameter(url) {
+                Some(name) => bail!(
+                    "AMQP_URL {}: the value of its query parameter {name} is not a valid number",
+                    node_of(url)
+                ),
+                None => bail!(
+                    "AMQP_URL must be amqp:// or amqps:// URLs, comma-separated; {} is not one",
+                    node_of(url)
+                ),
+            },
+            Ok(uri) => {
+                if let Some(frame_max @ 1..=4095) = uri.query.frame_max {
+                    bail!(
+                        "AMQP_URL {}: frame_max={frame_max} is below AMQP's minimum frame size; \
+                         use 0 (the broker's) or at least 4096",
+                        node_of(url)
+                    );
+                }
+            }
         }
     }
     if config.callbacks.enabled() && config.callbacks.secret.as_deref().is_none_or(str::is_empty) {
@@ -850,6 +890,38 @@ mod tests {
         assert_eq!(with(&[]).unwrap().amqp.quorum_group_size, 3);
         assert!(with(&[("QUORUM_GROUP_SIZE", "0")]).is_err());
         assert!(with(&[("QUORUM_GROUP_SIZE", "8")]).is_err());
+    }
+
+    #[test]
+    fn a_bad_amqp_url_query_parameter_is_named_and_a_frame_max_under_4096_is_refused() {
+        let one = "amqp://guest:secret@127.0.0.1:5672/%2f";
+        for (query, named) in [
+            ("?frame_max=abc", "frame_max"),
+            ("?heartbeat=5&frame_max=-5", "frame_max"),
+            ("?frame_max=99999999999", "frame_max"),
+            ("?heartbeat=abc", "heartbeat"),
+            ("?frame_max=1", "frame_max=1"),
+            ("?frame_max=4095", "frame_max=4095"),
+        ] {
+            let bad = format!("amqp://guest:guest@127.0.0.1:5672/%2f,{one}{query}");
+            let Err(err) = with(&[("AMQP_URL", &bad)]) else {
+                panic!("AMQP_URL {bad:?} was accepted");
+            };
+            let err = err.to_string();
+            assert!(
+                err.contains(named) && err.contains("127.0.0.1:5672"),
+                "{query}: {err}"
+            );
+            assert!(!err.contains("secret"), "{err}");
+        }
+        for good in [
+            "?frame_max=0",
+            "?frame_max=4096",
+            "?frame_max=131072&heartbeat=5",
+        ] {
+            let url = format!("{one}{good}");
+            assert!(with(&[("AMQP_URL", &url)]).is_ok(), "{good}");
+        }
     }
 
     #[test]

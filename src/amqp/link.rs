@@ -38,29 +38,36 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
-/// The largest AMQP frame, in bytes, that a connection proposes to the
-/// broker when `AMQP_URL` has no `frame_max` query parameter (AMQP 0-9-1
-/// `connection.tune-ok`; the smaller of the two proposals wins; RabbitMQ's
-/// own default is 131 072, its minimum 4 096). lapin keeps a receive and a
-/// send buffer of 32 frames per connection and, when the frame size is only
-/// learnt from the broker, grows them by writing zeros: at 131 072 bytes
-/// that made 8 MiB resident per connection from the first second, 24 MiB of
-/// the service's idle 55 MiB for its three connections (issue 22's RSS
-/// row). Our messages are under 1 KiB; a larger body is split into frames
-/// of this size, so nothing is refused; 16 KiB frames bound the buffers at
-/// 1 MiB per connection.
-pub const FRAME_MAX: u32 = 16 * 1024;
+/// The AMQP frame size, in bytes, that a connection which consumes proposes
+/// to the broker when `AMQP_URL` has no `frame_max` query parameter: 131 072,
+/// RabbitMQ's own default (AMQP 0-9-1 `connection.tune-ok`; the smaller of
+/// the two proposals wins). A message's properties and headers travel in one
+/// frame, so a consumer must take frames as large as the broker accepts from
+/// publishers; a broker configured above RabbitMQ's default needs the same
+/// `?frame_max=` in `AMQP_URL`. Proposed rather than left to the broker
+/// (lapin's `0`) because lapin, when it learns the size from the broker,
+/// grows its two buffers of 32 frames by writing zeros: 8 MiB resident per
+/// connection from the first second, used or not (issue 22's RSS row).
+pub const FRAME_MAX: u32 = 131_072;
 
-/// `url` parsed, with `frame_max` set to [`FRAME_MAX`] unless the URL names
-/// one (`amqp://…/vhost?frame_max=131072` keeps the broker's default).
+/// The frame size a publish-only connection (the relay) proposes: it
+/// receives only confirms and, for an unroutable message, the message's own
+/// properties back, which plan-queue builds and keeps well under 1 KiB; a
+/// larger body is split into frames. lapin's buffers are rings of 32
+/// frames each way, so this bounds them at 1 MiB a connection instead of
+/// 8 MiB.
+pub const PUBLISH_ONLY_FRAME_MAX: u32 = 16 * 1024;
+
+/// `url` parsed, with `frame_max` set to `frame_max` unless the URL names
+/// one (`amqp://…/vhost?frame_max=…`).
 ///
 /// Errors: the URL does not parse (checked at start-up by `config`).
-pub fn with_frame_max(url: &str) -> anyhow::Result<lapin::uri::AMQPUri> {
+pub fn with_frame_max(url: &str, frame_max: u32) -> anyhow::Result<lapin::uri::AMQPUri> {
     let mut uri: lapin::uri::AMQPUri = url
         .parse()
         .map_err(|e: String| anyhow::anyhow!("{e}"))
         .with_context(|| format!("AMQP_URL {} is not an AMQP URL", node_of(url)))?;
-    uri.query.frame_max.get_or_insert(FRAME_MAX);
+    uri.query.frame_max.get_or_insert(frame_max);
     Ok(uri)
 }
 
@@ -235,6 +242,9 @@ pub struct BrokerConnection {
     timeout: Duration,
     status: Arc<BrokerStatus>,
     current: Option<Link>,
+    /// Proposed when the URL names none: [`FRAME_MAX`], or
+    /// [`PUBLISH_ONLY_FRAME_MAX`] after [`Self::publish_only`].
+    frame_max: u32,
 }
 
 impl BrokerConnection {
@@ -251,7 +261,15 @@ impl BrokerConnection {
             timeout,
             status,
             current: None,
+            frame_max: FRAME_MAX,
         }
+    }
+
+    /// For a connection that only publishes (the relay): proposes
+    /// [`PUBLISH_ONLY_FRAME_MAX`] unless the URL names a frame size.
+    pub fn publish_only(mut self) -> Self {
+        self.frame_max = PUBLISH_ONLY_FRAME_MAX;
+        self
     }
 
     /// The open connection, if any.
@@ -297,11 +315,12 @@ impl BrokerConnection {
     }
 
     /// One connection attempt to `url`, bounded by the timeout; the frame
-    /// size proposed to the broker is [`FRAME_MAX`] unless the URL names one.
+    /// size proposed to the broker is this connection's (see
+    /// [`Self::publish_only`]) unless the URL names one.
     async fn connect(&self, url: &str) -> anyhow::Result<Connection> {
         let properties =
             ConnectionProperties::default().with_connection_name(self.name.as_str().into());
-        let uri = with_frame_max(url)?;
+        let uri = with_frame_max(url, self.frame_max)?;
         tokio::time::timeout(self.timeout, Connection::connect_uri(uri, properties))
             .await
             .context("connecting to RabbitMQ timed out")?
@@ -368,17 +387,21 @@ mod tests {
 
     #[test]
     fn a_url_without_frame_max_proposes_frame_max_and_one_with_it_keeps_its_own() {
-        let uri = with_frame_max("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        let uri = with_frame_max("amqp://guest:guest@127.0.0.1:5672/%2f", FRAME_MAX).unwrap();
         assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
         assert_eq!(uri.authority.port, 5672);
-        let uri = with_frame_max("amqp://127.0.0.1:5672/%2f?frame_max=131072&heartbeat=5").unwrap();
-        assert_eq!(uri.query.frame_max, Some(131_072));
+        let uri = with_frame_max(
+            "amqp://127.0.0.1:5672/%2f?frame_max=8192&heartbeat=5",
+            PUBLISH_ONLY_FRAME_MAX,
+        )
+        .unwrap();
+        assert_eq!(uri.query.frame_max, Some(8192));
         assert_eq!(uri.query.heartbeat, Some(5));
     }
 
     #[test]
     fn a_url_that_does_not_parse_is_an_error_naming_the_node_not_the_password() {
-        let e = with_frame_max("http://user:secret@host:1/x").unwrap_err();
+        let e = with_frame_max("http://user:secret@host:1/x", FRAME_MAX).unwrap_err();
         let text = format!("{e:#}");
         assert!(text.contains("host:1"), "{text}");
         assert!(!text.contains("secret"), "{text}");

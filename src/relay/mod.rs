@@ -130,7 +130,8 @@ impl Relay {
             "plan-queue relay pass",
             self.amqp.publish_timeout,
             Arc::new(BrokerStatus::default()),
-        );
+        )
+        .publish_only();
         let link = broker.open().await?;
         self.declare(&link).await?;
         let publisher = Arc::new(Publisher::open(link, &self.amqp).await?);
@@ -165,7 +166,8 @@ impl Relay {
             CONNECTION_NAME,
             self.amqp.publish_timeout,
             self.status.clone(),
-        );
+        )
+        .publish_only();
         let mut publisher: Option<Arc<Publisher>> = None;
         let mut reconnect_delay = FIRST_RECONNECT_DELAY;
         let mut declared_at = Instant::now();

@@ -27,7 +27,7 @@ async fn reruns_accepted_while_the_broker_is_unreachable_are_published_after_a_r
         crate::helpers::received_ids(&messages),
         crate::helpers::message_ids(&body)
     );
-    assert_eq!(app.pending().await, 0);
+    assert_eq!(app.pending_within(Duration::from_secs(5)).await, 0);
 }
 
 #[tokio::test]

@@ -390,6 +390,20 @@ impl TestApp {
         .unwrap()
     }
 
+    /// [`Self::pending`] once it is 0, or after `within`: a runner may
+    /// receive a message before the relay's transaction that marks it
+    /// published (after the broker's confirm) has committed.
+    pub async fn pending_within(&self, within: Duration) -> i64 {
+        let started = std::time::Instant::now();
+        loop {
+            let pending = self.pending().await;
+            if pending == 0 || started.elapsed() > within {
+                return pending;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Takes (and acks) messages from the queue of `framework_type` until
     /// `count` arrived or `within` passed.
     pub async fn consume(

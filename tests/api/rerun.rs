@@ -72,7 +72,7 @@ async fn a_rerun_of_two_pairs_publishes_two_persistent_messages() {
         first.body["environment"],
         json!({"name": "Pixel 8", "platform": "ANDROID", "version": "14"})
     );
-    assert_eq!(app.pending().await, 0);
+    assert_eq!(app.pending_within(Duration::from_secs(5)).await, 0);
 }
 
 #[tokio::test]

@@ -762,3 +762,58 @@ async fn plan_queue_events_prints_the_execution_finished_event_of_a_rerun() {
     assert_eq!(event["executionId"], json!(pairs[0].execution_id));
     assert_eq!(event["counts"]["PASSED"], json!(1));
 }
+
+/// A result whose AMQP headers need a frame of 20 KB (RabbitMQ accepts
+/// frames up to its default 128 KiB, and a message's properties and headers
+/// travel in one frame): the results consumer takes it like any other and
+/// applies it, and a result published after it applies too (the consumer's
+/// connection proposes the broker's default frame size, not the relay's
+/// 16 KiB: an attacker's finding, whose message was refused by lapin,
+/// redelivered until dead-lettered and never applied).
+#[tokio::test]
+async fn a_result_with_20_kb_of_headers_applies_like_any_other() {
+    use lapin::types::{AMQPValue, ShortString};
+    let app = spawn_app().await;
+    wait_consumer(&app).await;
+    let pairs = rerun(&app, &[(111, 222), (112, 222)]).await;
+    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert(
+        ShortString::from("big"),
+        AMQPValue::LongString("A".repeat(20_000).into()),
+    );
+    let body = result(&pairs[0], "RUNNING", "2026-11-30T09:02:00Z").to_string();
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_type("scenario.result".into())
+        .with_message_id(uuid::Uuid::new_v4().to_string().into())
+        .with_headers(headers);
+    channel
+        .basic_publish(
+            app.config.amqp.results_name().as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let _ = connection.close(200, "done".into()).await;
+    wait_status(&app, &pairs[0], "RUNNING").await;
+    publish(
+        &app,
+        &[result(&pairs[1], "RUNNING", "2026-11-30T09:02:00Z")],
+    )
+    .await;
+    wait_status(&app, &pairs[1], "RUNNING").await;
+}
