@@ -75,6 +75,16 @@ async fn try_publish_to(
     app: &TestApp,
     bodies: &[(String, Vec<u8>)],
 ) -> lapin::Result<()> {
+    try_publish_with_headers(amqp_url, app, bodies, FieldTable::default()).await
+}
+
+/// [`try_publish_to`], every message carrying the AMQP `headers`.
+async fn try_publish_with_headers(
+    amqp_url: &str,
+    app: &TestApp,
+    bodies: &[(String, Vec<u8>)],
+    headers: FieldTable,
+) -> lapin::Result<()> {
     let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     channel
@@ -86,7 +96,8 @@ async fn try_publish_to(
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_type("scenario.result".into())
-            .with_message_id(id.as_str().into());
+            .with_message_id(id.as_str().into())
+            .with_headers(headers.clone());
         channel
             .basic_publish(
                 exchange.as_str().into(),
@@ -776,39 +787,16 @@ async fn a_result_with_20_kb_of_headers_applies_like_any_other() {
     let app = spawn_app().await;
     wait_consumer(&app).await;
     let pairs = rerun(&app, &[(111, 222), (112, 222)]).await;
-    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
     let mut headers = FieldTable::default();
     headers.insert(
         ShortString::from("big"),
         AMQPValue::LongString("A".repeat(20_000).into()),
     );
     let body = result(&pairs[0], "RUNNING", "2026-11-30T09:02:00Z").to_string();
-    let properties = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_type("scenario.result".into())
-        .with_message_id(uuid::Uuid::new_v4().to_string().into())
-        .with_headers(headers);
-    channel
-        .basic_publish(
-            app.config.amqp.results_name().as_str().into(),
-            "".into(),
-            BasicPublishOptions::default(),
-            body.as_bytes(),
-            properties,
-        )
+    let id = uuid::Uuid::new_v4().to_string();
+    try_publish_with_headers(AMQP_URL, &app, &[(id, body.into_bytes())], headers)
         .await
-        .unwrap()
-        .await
-        .unwrap();
-    let _ = connection.close(200, "done".into()).await;
+        .expect("published and confirmed");
     wait_status(&app, &pairs[0], "RUNNING").await;
     publish(
         &app,
